@@ -1,0 +1,80 @@
+"""Environment self-check: ``python -m engine.selfcheck [--json]``.
+
+Prints the versions of Python, QGIS, GDAL, numpy, torch, timm and whether CUDA is available. Exit status 1 when a
+package the engine needs (numpy, GDAL, torch, timm) is missing; QGIS is reported but optional (the engine runs
+without it). The QGIS plugin's "Check environment" button runs this in the configured interpreter with ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from typing import Any
+
+REQUIRED = ("numpy", "gdal", "torch", "timm")
+FIX_COMMAND = "make setup  (or: python3 -m pip install --find-links /opt/wheels -r requirements.txt -c constraints.txt)"
+
+
+def collect() -> dict[str, Any]:
+    """Return a dict of component name → version string (or None when missing) plus CUDA facts."""
+    report: dict[str, Any] = {"python": platform.python_version(), "executable": sys.executable}
+    try:
+        import numpy
+
+        report["numpy"] = numpy.__version__
+    except ImportError:
+        report["numpy"] = None
+    try:
+        from osgeo import gdal
+
+        report["gdal"] = gdal.__version__
+    except ImportError:
+        report["gdal"] = None
+    try:
+        from qgis.core import Qgis
+
+        report["qgis"] = Qgis.QGIS_VERSION
+    except ImportError:
+        report["qgis"] = None
+    try:
+        import torch
+
+        report["torch"] = torch.__version__
+        report["cuda_available"] = bool(torch.cuda.is_available())
+        report["cuda_device"] = torch.cuda.get_device_name(0) if report["cuda_available"] else None
+        report["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        report["torch"] = None
+        report["cuda_available"] = False
+        report["cuda_device"] = None
+    try:
+        from engine._torch_compat import ensure_torchvision_importable
+
+        if report["torch"] is not None:
+            report["torchvision_ops"] = ensure_torchvision_importable()
+        import timm
+
+        report["timm"] = timm.__version__
+    except ImportError:
+        report["timm"] = None
+    report["missing"] = [name for name in REQUIRED if report.get(name) is None]
+    report["fix"] = FIX_COMMAND if report["missing"] else None
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    report = collect()
+    if "--json" in argv:
+        print(json.dumps(report))
+    else:
+        for key in ("python", "qgis", "gdal", "numpy", "torch", "timm", "cuda_available", "cuda_device"):
+            print(f"{key:>15}: {report.get(key) if report.get(key) is not None else 'MISSING' if key in REQUIRED else '-'}")
+        if report["missing"]:
+            print(f"missing: {', '.join(report['missing'])}. Fix: {FIX_COMMAND}")
+    return 1 if report["missing"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
