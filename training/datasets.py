@@ -28,23 +28,68 @@ class DatasetLayoutError(FileNotFoundError):
     """A converted dataset folder is missing or incomplete; run the converter (``python -m training convert ...``)."""
 
 
-def _class_meta(dataset: str) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
-    from engine import classes
+# RSP_SPEC §5, used only until/unless ``engine.classes`` is importable (the engine's presets are the reference).
+_SPEC_CLASSES = {
+    "potsdam": (
+        ("impervious_surface", "building", "low_vegetation", "tree", "car", "clutter"),
+        ((255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0)),
+    ),
+    "isaid": (
+        (
+            "background",
+            "ship",
+            "storage_tank",
+            "baseball_diamond",
+            "tennis_court",
+            "basketball_court",
+            "ground_Track_Field",
+            "bridge",
+            "large_Vehicle",
+            "small_Vehicle",
+            "helicopter",
+            "swimming_pool",
+            "roundabout",
+            "soccer_ball_field",
+            "plane",
+            "harbor",
+        ),
+        (
+            (0, 0, 0),
+            (0, 0, 63),
+            (0, 191, 127),
+            (0, 63, 0),
+            (0, 63, 127),
+            (0, 63, 191),
+            (0, 63, 255),
+            (0, 127, 63),
+            (0, 127, 127),
+            (0, 0, 127),
+            (0, 0, 191),
+            (0, 0, 255),
+            (0, 63, 63),
+            (0, 127, 191),
+            (0, 127, 255),
+            (0, 100, 155),
+        ),
+    ),
+}
 
-    preset = classes.POTSDAM if dataset == "potsdam" else classes.ISAID
-    return tuple(preset.names), tuple(tuple(int(v) for v in c) for c in preset.colors)  # type: ignore[misc]
+
+def _class_meta(dataset: str) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
+    """Class names and RGB palette of ``dataset`` (as stored in the seed's checkpoints)."""
+    return _SPEC_CLASSES[dataset]  # type: ignore[return-value]
 
 
 def read_image(path: str) -> np.ndarray:
     """(H, W, 3) uint8 image in file channel order."""
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))
 
 
 def read_label(path: str) -> np.ndarray:
     """(H, W) uint8 label map."""
     with Image.open(path) as im:
-        arr = np.asarray(im)
+        arr = np.array(im)
     if arr.ndim != 2:
         raise DatasetLayoutError(
             f"label {path} has {arr.shape[2]} channels; expected an index PNG: re-run the converter"

@@ -241,6 +241,7 @@ class Trainer:
             num_workers=cfg.num_workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=cfg.num_workers > 0,
+            generator=torch.Generator().manual_seed(cfg.seed),  # keep the global RNG (dropout) untouched
         )
         return iter(loader)
 
@@ -303,22 +304,30 @@ class Trainer:
         result: dict[str, typing.Any] = {"first": None, "last": None, "val": None}
         log_path = os.path.join(self.work_dir, "log.jsonl")
         t0 = time.monotonic()
+        window: dict[str, float] = {}
+        window_n = 0
         while self.iteration < end:
             parts = self.train_step(batches)
             if result["first"] is None:
                 result["first"] = parts
             result["last"] = parts
             it = self.iteration
+            for k, v in parts.items():
+                window[k] = window.get(k, 0.0) + v
+            window_n += 1
             if self.info.is_main and (it % cfg.log_interval == 0 or it == end):
-                record = {"iter": it, **parts, "time_per_iter_s": (time.monotonic() - t0) / cfg.log_interval}
-                t0 = time.monotonic()
+                # Averages over the iterations since the last log line, as mmseg's logger reports them.
+                mean = {k: v / window_n for k, v in window.items()}
+                record = {"iter": it, **mean, "lr": parts["lr"], "time_per_iter_s": (time.monotonic() - t0) / window_n}
+                window, window_n, t0 = {}, 0, time.monotonic()
                 if self.device.type == "cuda":
                     record["max_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
                 with open(log_path, "a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
                 if writer is not None:
-                    for k, v in parts.items():
-                        writer.add_scalar(f"train/{k}", v, it)
+                    for k, v in record.items():
+                        if k != "iter":
+                            writer.add_scalar(f"train/{k}", v, it)
             progress.update(it, force=it == end, loss=parts["loss"], lr=parts["lr"])
             if it % cfg.checkpoint_interval == 0 or it == cfg.max_iters:
                 self.save()
