@@ -49,7 +49,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if trainer.info.is_main:
         last = result["last"] or {}
         print(
-            f"done: iteration {result['iter']}, last loss {last.get('loss', float('nan')):.4f}; checkpoints in {args.work_dir}"
+            f"done: iteration {result['iter']}, last loss {last.get('loss', float('nan')):.4f}; "
+            f"checkpoints in {args.work_dir}"
         )
     return 0
 
@@ -93,7 +94,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     write_json(summary, os.path.join(out_dir, "metrics.json"))
     save_confusion_png(summary, os.path.join(out_dir, "confusion_matrix.png"))
     print(
-        f"metrics: {os.path.join(out_dir, 'metrics.json')}; confusion matrix: {os.path.join(out_dir, 'confusion_matrix.png')}"
+        f"metrics: {os.path.join(out_dir, 'metrics.json')}; "
+        f"confusion matrix: {os.path.join(out_dir, 'confusion_matrix.png')}"
     )
     return 0
 
@@ -103,7 +105,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     info = export_from_cli(args.checkpoint, args.output, args.config, args.metrics)
     print(
-        f"wrote {args.output}: {info.arch}, {info.num_classes} classes, tile {info.tile_size}/{info.stride}, metrics {info.metrics}"
+        f"wrote {args.output}: {info.arch}, {info.num_classes} classes, "
+        f"tile {info.tile_size}/{info.stride}, metrics {info.metrics}"
     )
     return 0
 

@@ -157,7 +157,7 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown config fields {unknown}; valid fields: {sorted(known)}")
-        clean = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        clean: dict[str, typing.Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**clean)
 
 

@@ -66,7 +66,7 @@ def export_model(
         arch=config.arch,
         num_classes=k,
         class_names=tuple(cls.CLASSES[:k]),
-        colors=tuple(tuple(c) for c in cls.PALETTE[:k]),
+        colors=tuple(cls.PALETTE[:k]),
         bands=config.bands,
         value_range=(0.0, 255.0),
         mean=config.mean,

@@ -40,7 +40,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float, no_decay_keys: typ
     Names are those of ``model.named_parameters()`` (e.g. ``backbone.layers.0.blocks.0.norm1.weight``), matching
     mmcv's ``'{module_prefix}.{param_name}'``; a DDP wrapper's ``module.`` prefix contains no key, so it is harmless.
     """
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue

@@ -54,8 +54,9 @@ class TrainingSegmentor(nn.Module):
         self.segmentor = segmentor
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        feats = self.segmentor.backbone(images)  # 4 maps, strides 4, 8, 16, 32
-        decode = self.segmentor.decode_head(feats)  # (B, K, H/4, W/4)
+        seg: typing.Any = self.segmentor
+        feats = seg.backbone(images)  # 4 maps, strides 4, 8, 16, 32
+        decode = seg.decode_head(feats)  # (B, K, H/4, W/4)
         aux_head = getattr(self.segmentor, "auxiliary_head", None)
         aux = aux_head(feats) if aux_head is not None else None  # (B, K, H/16, W/16)
         return decode, aux
@@ -65,8 +66,13 @@ class ResumableSampler(torch.utils.data.Sampler):
     """Infinite stream of ``(dataset index, augmentation seed)`` for one rank, starting at sample ``start``."""
 
     def __init__(self, dataset_len: int, info: DistInfo, seed: int, start: int = 0) -> None:
-        self.base = torch.utils.data.DistributedSampler(
-            range(dataset_len), num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed, drop_last=False
+        self.base: torch.utils.data.DistributedSampler = torch.utils.data.DistributedSampler(
+            range(dataset_len),  # type: ignore[arg-type]  # only len() is used
+            num_replicas=info.world_size,
+            rank=info.rank,
+            shuffle=True,
+            seed=seed,
+            drop_last=False,
         )
         self.info, self.seed, self.start = info, seed, start
 
@@ -258,7 +264,7 @@ class Trainer:
             images = images.to(self.device, non_blocking=True)  # (B, 3, H, W)
             labels = labels.to(self.device, non_blocking=True)  # (B, H, W)
             sync = micro == self.accum - 1 or not isinstance(self.model, nn.parallel.DistributedDataParallel)
-            ctx = contextlib.nullcontext() if sync else self.model.no_sync()
+            ctx = contextlib.nullcontext() if sync else self.model.no_sync()  # type: ignore[operator]
             with ctx:
                 with self.autocast:
                     decode, aux = self.model(images)

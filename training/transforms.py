@@ -156,7 +156,7 @@ class TrainPipeline:
         if self.ratio_range is not None:
             low, high = self.ratio_range
             scale = int(self.resize_scale * float(rng.random() * (high - low) + low))
-        size = rescale_size(*label.shape, (scale, scale))
+        size = rescale_size(label.shape[0], label.shape[1], (scale, scale))
         image, label = resize_image(image, size), resize_label(label, size)
         y1, y2, x1, x2 = random_crop_box(label, self.crop_size, self.cat_max_ratio, rng)
         image, label = image[y1:y2, x1:x2], label[y1:y2, x1:x2]

@@ -18,7 +18,7 @@ OVERLAY_OPACITY = 0.5
 CAPTION_HEIGHT = 18
 CELL = 44  # confusion-matrix cell side, pixels
 MARGIN_LEFT = 150
-MARGIN_TOP = 150
+MARGIN_TOP = 30
 
 
 def colorize(label: np.ndarray, palette: typing.Sequence[typing.Sequence[int]], ignore_index: int | None) -> np.ndarray:
@@ -94,12 +94,9 @@ def confusion_matrix_image(counts: np.ndarray, class_names: typing.Sequence[str]
                 draw.text(
                     (x0 + 4, y0 + CELL // 2 - 6), f"{100 * v:.0f}%", fill="black" if v < 0.6 else "white", font=font
                 )
-    for i, name in enumerate(class_names):
-        draw.text((4, MARGIN_TOP + i * CELL + CELL // 2 - 6), name[:22], fill="black", font=font)
-        # Column names written vertically: a rotated text strip.
-        strip = Image.new("RGB", (MARGIN_TOP - 10, CELL), "white")
-        ImageDraw.Draw(strip).text((2, CELL // 2 - 6), name[:22], fill="black", font=font)
-        img.paste(strip.rotate(90, expand=True), (MARGIN_LEFT + i * CELL, 5))
+    for i, name in enumerate(class_names):  # rows "i name"; columns by class index
+        draw.text((4, MARGIN_TOP + i * CELL + CELL // 2 - 6), f"{i} {name[:22]}", fill="black", font=font)
+        draw.text((MARGIN_LEFT + i * CELL + CELL // 2 - 6, MARGIN_TOP - 16), str(i), fill="black", font=font)
     draw.text(
         (MARGIN_LEFT, MARGIN_TOP + n * CELL + 8), "rows: ground truth, columns: prediction", fill="black", font=font
     )
