@@ -39,5 +39,8 @@ format:
 	$(VENV)/bin/ruff format engine training qgis_plugin tests bench
 	$(VENV)/bin/ruff check --fix engine training qgis_plugin tests bench
 
+package:
+	$(PY) scripts/package_plugin.py --out dist
+
 clean:
 	rm -rf dist build .pytest_cache .mypy_cache .ruff_cache .qgis-settings

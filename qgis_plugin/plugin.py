@@ -1,0 +1,116 @@
+"""The plugin object QGIS creates: a toolbar button and a Raster-menu entry "Segment layer", the model manager,
+the settings entry and the Processing provider.
+
+Everything heavy (the dialog, the runner, Processing) is imported when first used, not at QGIS start-up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction
+
+PLUGIN_DIR = Path(__file__).resolve().parent
+MENU_NAME = "&RSP Segmentation"
+SEGMENT_ACTION_TEXT = "Segment layer"
+SEGMENT_ACTION_OBJECT_NAME = "rspSegmentLayerAction"
+TOOLBAR_OBJECT_NAME = "rspSegmentationToolbar"
+
+
+def icon_path() -> str:
+    """The plugin icon: ``icon.png`` in the installed plugin folder, or ``resources/icons/icon.png`` in the repo."""
+    for candidate in (PLUGIN_DIR / "icon.png", PLUGIN_DIR.parent / "resources" / "icons" / "icon.png"):
+        if candidate.is_file():
+            return str(candidate)
+    return ""
+
+
+class RspSegmentationPlugin:
+    """Owns the GUI entries; opens the dialogs on demand."""
+
+    def __init__(self, iface: Any) -> None:
+        self.iface = iface
+        self.actions: list[QAction] = []
+        self.segment_action: QAction | None = None
+        self.toolbar: Any = None
+        self.dialog: Any = None
+        self.provider: Any = None
+
+    def initProcessing(self) -> None:
+        """Register the Processing provider (QGIS calls this before initGui when hasProcessingProvider=yes)."""
+        if self.provider is not None:
+            return
+        try:
+            from qgis.core import QgsApplication
+
+            from .processing_provider import RspProcessingProvider
+        except ImportError:  # Processing not available in this QGIS build
+            return
+        self.provider = RspProcessingProvider()
+        QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self) -> None:
+        icon = QIcon(icon_path())
+        main_window = self.iface.mainWindow()
+        self.segment_action = QAction(icon, SEGMENT_ACTION_TEXT, main_window)
+        self.segment_action.setObjectName(SEGMENT_ACTION_OBJECT_NAME)
+        self.segment_action.setToolTip("Segment a raster layer with an RSP model (UperNet)")
+        self.segment_action.triggered.connect(self.show_segment_dialog)
+        manager_action = QAction(icon, "Model manager…", main_window)
+        manager_action.setObjectName("rspModelManagerAction")
+        manager_action.triggered.connect(self.show_model_manager)
+        settings_action = QAction("Settings / Check environment…", main_window)
+        settings_action.setObjectName("rspSettingsAction")
+        settings_action.triggered.connect(self.show_settings)
+        self.toolbar = self.iface.addToolBar("RSP Segmentation")
+        self.toolbar.setObjectName(TOOLBAR_OBJECT_NAME)
+        self.toolbar.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)  # one button: show its name
+        self.toolbar.addAction(self.segment_action)
+        for action in (self.segment_action, manager_action, settings_action):
+            self.iface.addPluginToRasterMenu(MENU_NAME, action)
+            self.actions.append(action)
+        self.initProcessing()
+
+    def unload(self) -> None:
+        for action in self.actions:
+            self.iface.removePluginRasterMenu(MENU_NAME, action)
+        if self.toolbar is not None:
+            self.toolbar.deleteLater()
+            self.toolbar = None
+        if self.dialog is not None:
+            self.dialog.shutdown()
+            self.dialog.deleteLater()
+            self.dialog = None
+        if self.provider is not None:
+            from qgis.core import QgsApplication
+
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+        self.actions = []
+        self.segment_action = None
+
+    def show_segment_dialog(self) -> None:
+        """Open (or raise) the non-modal Segment layer dialog."""
+        from .segment_dialog import SegmentDialog
+
+        if self.dialog is None:
+            self.dialog = SegmentDialog(self.iface, parent=self.iface.mainWindow())
+        self.dialog.refresh()
+        self.dialog.show()
+        self.dialog.raise_()
+        self.dialog.activateWindow()
+
+    def show_model_manager(self) -> None:
+        from .model_manager_dialog import ModelManagerDialog
+
+        ModelManagerDialog(parent=self.iface.mainWindow()).exec_()
+        if self.dialog is not None:
+            self.dialog.refresh()
+
+    def show_settings(self) -> None:
+        from .settings_dialog import SettingsDialog
+
+        SettingsDialog(parent=self.iface.mainWindow()).exec_()

@@ -1,0 +1,156 @@
+"""Launch the real ``qgis`` application with a throw-away profile and a driver script; collect its JSON result.
+
+Used by the ``gui`` tests (run under ``xvfb-run`` by ``make test-gui``). The plugin is installed the way a user
+installs it: the folder that ``scripts/package_plugin.py`` assembles, copied into
+``<profiles>/profiles/default/python/plugins/rsp_segmentation`` and enabled in ``QGIS3.ini``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+SCREENSHOT_DIR = ROOT / "tests" / "artifacts" / "screenshots"
+PLUGIN_NAME = "rsp_segmentation"
+QGIS_TIMEOUT_S = 240
+
+# Runs inside QGIS (``--code``): waits for start-up, runs the test's steps, writes result.json, then quits.
+_DRIVER_PROLOGUE = textwrap.dedent(
+    """
+    import json, sys, time, traceback
+    from qgis.PyQt.QtCore import QTimer, QCoreApplication, QEventLoop
+    from qgis.PyQt.QtWidgets import QAction, QApplication
+    from qgis.core import QgsApplication, QgsProject
+    from qgis.utils import iface
+    import qgis.utils
+
+    RESULT_PATH = {result_path!r}
+    SCREENSHOT_DIR = {screenshot_dir!r}
+    result = {{"ok": False}}
+
+    def pump(seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            QCoreApplication.processEvents(QEventLoop.AllEvents, 50)
+            time.sleep(0.02)
+
+    def wait_for(predicate, timeout_s, what):
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if predicate():
+                return
+            pump(0.1)
+        raise TimeoutError("timed out after %ss waiting for %s" % (timeout_s, what))
+
+    def screenshot(widget, name):
+        path = SCREENSHOT_DIR + "/" + name
+        pump(0.5)
+        ok = widget.grab().save(path)
+        result.setdefault("screenshots", []).append(path if ok else "FAILED " + path)
+        return path
+
+    def plugin():
+        return qgis.utils.plugins.get({plugin_name!r})
+    """
+)
+
+_DRIVER_EPILOGUE = textwrap.dedent(
+    """
+    def _main():
+        try:
+            iface.mainWindow().resize(1400, 900)
+            pump(1.0)
+            steps(result)
+            result["ok"] = True
+        except Exception:
+            result["traceback"] = traceback.format_exc()
+        finally:
+            with open(RESULT_PATH, "w") as f:
+                json.dump(result, f)
+            QgsProject.instance().clear()
+            QTimer.singleShot(100, QgsApplication.instance().quit)
+
+    QTimer.singleShot(1500, _main)
+    """
+)
+
+
+def _load_package_module():
+    spec = importlib.util.spec_from_file_location("package_plugin", ROOT / "scripts" / "package_plugin.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_profile(profiles: Path, settings: dict[str, dict[str, str]] | None = None) -> Path:
+    """Create a throw-away QGIS profile with the packaged plugin installed and enabled; return the plugin folder."""
+    profile = profiles / "profiles" / "default"
+    plugins = profile / "python" / "plugins"
+    plugins.mkdir(parents=True)
+    folder = _load_package_module().assemble(plugins)
+    ini = {
+        "PythonPlugins": {PLUGIN_NAME: "true"},
+        "app": {"askToSaveMemoryLayers": "false"},
+        "qgis": {"askToSaveProjectChanges": "false", "checkVersion": "false"},
+        "UI": {"hidePromoWidget": "true"},
+        PLUGIN_NAME: {"interpreter": str(VENV_PYTHON)},
+    }
+    for section, values in (settings or {}).items():
+        ini.setdefault(section, {}).update(values)
+    (profile / "QGIS").mkdir(parents=True)
+    lines = []
+    for section, values in ini.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key}={value}" for key, value in values.items())
+        lines.append("")
+    (profile / "QGIS" / "QGIS3.ini").write_text("\n".join(lines), encoding="utf-8")
+    return folder
+
+
+def run_qgis(
+    tmp_path: Path,
+    steps_source: str,
+    project: Path | None = None,
+    settings: dict[str, dict[str, str]] | None = None,
+    timeout_s: int = QGIS_TIMEOUT_S,
+) -> dict:
+    """Start ``qgis`` with a fresh profile, run ``steps_source`` (defines ``steps(result)``), return result.json.
+
+    ``steps_source`` runs inside QGIS with ``iface``, ``pump``, ``wait_for``, ``screenshot`` and ``plugin`` in scope.
+    """
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    profiles = tmp_path / "qgis_profiles"
+    make_profile(profiles, settings)
+    result_path = tmp_path / "result.json"
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        _DRIVER_PROLOGUE.format(
+            result_path=str(result_path), screenshot_dir=str(SCREENSHOT_DIR), plugin_name=PLUGIN_NAME
+        )
+        + textwrap.dedent(steps_source)
+        + _DRIVER_EPILOGUE,
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH")}
+    env.pop("QT_QPA_PLATFORM", None)
+    env["PYTHONPATH"] = str(ROOT)  # for the driver's own imports of engine.model_file; the plugin needs nothing
+    env.setdefault("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
+    Path(env["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
+    cmd = ["qgis", "--profiles-path", str(profiles), "--nologo", "--noversioncheck", "--code", str(driver)]
+    if project is not None:
+        cmd += ["--project", str(project)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+    log = (proc.stdout + proc.stderr)[-6000:]
+    assert result_path.is_file(), f"QGIS exited ({proc.returncode}) without writing a result:\n{log}"
+    result = json.loads(result_path.read_text(encoding="utf-8"))
+    result["_returncode"] = proc.returncode
+    result["_log"] = log
+    assert result.get("ok"), result.get("traceback", "") + "\n" + log
+    return result
