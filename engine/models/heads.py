@@ -1,0 +1,114 @@
+"""UperNet decode heads with mmseg 0.21's attribute names, so released checkpoints map by prefix only.
+
+``UPerHead`` (PPM on the last stage + FPN) and the auxiliary ``FCNHead`` follow ``mmseg/models/decode_heads`` of
+mmsegmentation 0.21 (the version vendored by RSP): ConvModule = conv without bias + BatchNorm + ReLU; every resize is
+bilinear with ``align_corners=False``. Both heads return logits at the resolution of their finest input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear resize, ``align_corners=False`` (mmseg's ``resize`` as used by UperNet)."""
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class ConvModule(nn.Module):
+    """Conv2d (no bias) → BatchNorm2d → ReLU, keys ``conv.*`` and ``bn.*`` as mmcv's ConvModule."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.activate = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activate(self.bn(self.conv(x)))
+
+
+class PPMBranch(nn.Sequential):
+    """``AdaptiveAvgPool2d(scale)`` at index 0 and a 1×1 ConvModule at index 1 (keys ``psp_modules.i.1.*``)."""
+
+    def __init__(self, scale: int, in_channels: int, channels: int) -> None:
+        super().__init__(nn.AdaptiveAvgPool2d(scale), ConvModule(in_channels, channels, 1))
+
+
+class UPerHead(nn.Module):
+    """UPerNet head: pyramid pooling on the last feature map, a feature pyramid over all four, fused at stride 4.
+
+    Args:
+        in_channels: channels of the four backbone outputs (strides 4, 8, 16, 32).
+        num_classes: output classes.
+        channels: width of every internal ConvModule (512 in RSP).
+        pool_scales: PPM output sizes.
+        dropout: Dropout2d ratio before ``conv_seg`` (0.1 in RSP; inactive in eval).
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        num_classes: int,
+        channels: int = 512,
+        pool_scales: Sequence[int] = (1, 2, 3, 6),
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.in_channels = list(in_channels)
+        self.channels = channels
+        self.num_classes = num_classes
+        self.psp_modules = nn.ModuleList(PPMBranch(s, self.in_channels[-1], channels) for s in pool_scales)
+        self.bottleneck = ConvModule(self.in_channels[-1] + len(pool_scales) * channels, channels, 3, padding=1)
+        self.lateral_convs = nn.ModuleList(ConvModule(c, channels, 1) for c in self.in_channels[:-1])
+        self.fpn_convs = nn.ModuleList(ConvModule(channels, channels, 3, padding=1) for _ in self.in_channels[:-1])
+        self.fpn_bottleneck = ConvModule(len(self.in_channels) * channels, channels, 3, padding=1)
+        self.dropout = nn.Dropout2d(dropout)
+        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+
+    def psp_forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, C4, H/32, W/32)
+        outs = [x] + [resize(ppm(x), x.shape[2:]) for ppm in self.psp_modules]
+        return self.bottleneck(torch.cat(outs, dim=1))  # (B, channels, H/32, W/32)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Map the four feature maps to logits ``(B, num_classes, H/4, W/4)``."""
+        laterals = [conv(features[i]) for i, conv in enumerate(self.lateral_convs)]  # (B, ch, H/4..H/16, ...)
+        laterals.append(self.psp_forward(features[-1]))  # (B, ch, H/32, W/32)
+        for i in range(len(laterals) - 1, 0, -1):  # top-down pathway
+            laterals[i - 1] = laterals[i - 1] + resize(laterals[i], laterals[i - 1].shape[2:])
+        outs = [conv(laterals[i]) for i, conv in enumerate(self.fpn_convs)]
+        outs.append(laterals[-1])
+        for i in range(len(outs) - 1, 0, -1):
+            outs[i] = resize(outs[i], outs[0].shape[2:])
+        x = self.fpn_bottleneck(torch.cat(outs, dim=1))  # (B, ch, H/4, W/4)
+        return self.conv_seg(self.dropout(x))  # (B, K, H/4, W/4)
+
+
+class FCNHead(nn.Module):
+    """Auxiliary head on one backbone stage: one 3×3 ConvModule then ``conv_seg`` (keys ``convs.0.*``, ``conv_seg.*``).
+
+    Args:
+        in_channels: channels of the input stage.
+        num_classes: output classes.
+        channels: hidden width (256 in RSP).
+        in_index: which backbone output it reads (2, the stride-16 stage, in RSP).
+        dropout: Dropout2d ratio before ``conv_seg``.
+    """
+
+    def __init__(
+        self, in_channels: int, num_classes: int, channels: int = 256, in_index: int = 2, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        self.in_index = in_index
+        self.convs = nn.Sequential(ConvModule(in_channels, channels, 3, padding=1))
+        self.dropout = nn.Dropout2d(dropout)
+        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Logits ``(B, num_classes, h, w)`` at the resolution of ``features[in_index]``."""
+        return self.conv_seg(self.dropout(self.convs(features[self.in_index])))
