@@ -1,0 +1,224 @@
+"""``python -m engine``: ``predict`` (this module) and ``import``/``info`` (``engine.importer``).
+
+Output protocol of ``predict``: one JSON object per line on stdout (``start``, ``progress``, ``done``, ``error``);
+logs on stderr. When stdout is a terminal, a progress bar on stderr replaces the ``progress`` lines. No traceback
+unless ``--debug``. SIGINT/SIGTERM set the cancel event: the run stops at the next batch, removes its temporary
+files and exits with 130.
+
+Exit codes: 0 success, 1 error (an ``error`` event was printed), 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from engine.errors import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, CancelledError, ParameterError, error_event
+
+log = logging.getLogger("engine")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+
+
+def _float_list(n: int):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected {n} comma-separated numbers, got {text!r}") from exc
+        if len(values) != n:
+            raise argparse.ArgumentTypeError(f"expected {n} comma-separated numbers, got {text!r}")
+        return values
+
+    return parse
+
+
+def add_predict_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="segment a raster with a model file",
+        description="Segment a GDAL raster; JSON events on stdout, logs on stderr. "
+        "Exit codes: 0 ok, 1 error, 130 cancelled.",
+    )
+    p.add_argument("--model", required=True, help="model file (.rspmodel)")
+    p.add_argument("--input", required=True, help="GDAL-readable raster")
+    p.add_argument("--output", required=True, help="class-id GeoTIFF to write (uint8, nodata 255)")
+    p.add_argument("--vector", help="also write polygons to this GeoPackage (class_id, class_name, area_m2)")
+    p.add_argument("--confidence", help="also write the chosen class's probability (float32 GeoTIFF, nodata -1)")
+    ext = p.add_mutually_exclusive_group()
+    ext.add_argument(
+        "--bbox",
+        type=_float_list(4),
+        metavar="XMIN,YMIN,XMAX,YMAX",
+        help="process only this box (raster CRS unless --bbox-crs)",
+    )
+    ext.add_argument(
+        "--window", type=_float_list(4), metavar="XOFF,YOFF,XSIZE,YSIZE", help="process only this pixel window"
+    )
+    p.add_argument("--mask", help="vector file: process only inside its polygons (combinable with --bbox/--window)")
+    p.add_argument("--bbox-crs", help="CRS of --bbox, e.g. EPSG:4326 (default: the raster's)")
+    p.add_argument("--bands", type=_int_list, metavar="1,2,3", help="raster bands feeding the model's inputs")
+    p.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--tile", type=int, help="window size in pixels (default: the model file's)")
+    p.add_argument("--stride", type=int, help="window step in pixels (default: the model file's, at most --tile)")
+    p.add_argument(
+        "--blend",
+        choices=("smooth", "reference"),
+        default="smooth",
+        help="smooth: weighted probabilities (default); reference: mmseg 0.21 mean of logits",
+    )
+    p.add_argument("--value-max", type=float, help="raster value mapped to the top of the model's value range")
+    p.add_argument("--min-area", type=float, default=0.0, help="polygons below this area (m²) are merged/dropped")
+    p.add_argument("--simplify", type=float, default=0.0, help="polygon simplification tolerance (ground metres)")
+    p.add_argument("--cog", action="store_true", help="write Cloud-Optimized GeoTIFFs")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--distributed", action="store_true", help="run under torchrun: ranks split the rows, rank 0 joins the parts"
+    )
+    p.add_argument("--debug", action="store_true", help="debug logs and tracebacks on stderr")
+    p.set_defaults(func=run_predict)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="RSP segmentation engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_predict_parser(sub)
+    try:
+        from engine.importer import register_cli
+    except ImportError as exc:
+        log.debug("engine.importer not available: %s", exc)
+
+        def missing(_args: argparse.Namespace) -> int:
+            print(
+                "the import/info commands need engine/importer.py, which is missing from this installation",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
+
+        for name in ("import", "info"):
+            sub.add_parser(name, help="(unavailable: engine.importer missing)").set_defaults(func=missing)
+    else:
+        register_cli(sub)
+    return parser
+
+
+class _EventPrinter:
+    """Prints events as JSON lines; on a terminal, draws a progress bar on stderr instead of progress lines."""
+
+    def __init__(self, rank: int = 0) -> None:
+        self.tty = sys.stdout.isatty()
+        self.rank = rank
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.rank != 0 and event.get("event") != "error":
+            return
+        if self.tty and event.get("event") == "progress":
+            done, total = event["done"], max(event["total"], 1)
+            width = 40
+            fill = int(width * done / total)
+            eta = event.get("eta_s")
+            sys.stderr.write(
+                f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total}"
+                + (f" eta {eta:.0f}s" if eta is not None else "")
+                + " "
+            )
+            sys.stderr.flush()
+            return
+        if self.tty and event.get("event") in ("done", "error"):
+            sys.stderr.write("\n")
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()
+
+
+def _request(args: argparse.Namespace) -> Any:
+    from engine.predict import PredictRequest
+
+    window: tuple[int, int, int, int] | None = None
+    if args.window is not None:
+        if any(v != int(v) for v in args.window):
+            raise ParameterError("--window takes whole pixels: XOFF,YOFF,XSIZE,YSIZE")
+        xoff, yoff, xsize, ysize = (int(v) for v in args.window)
+        window = (xoff, yoff, xsize, ysize)
+    return PredictRequest(
+        model=args.model,
+        input=args.input,
+        output=args.output,
+        vector=args.vector,
+        confidence=args.confidence,
+        window=window,
+        bbox=args.bbox,
+        bbox_crs=args.bbox_crs,
+        mask=args.mask,
+        bands=args.bands,
+        device=args.device,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        tile=args.tile,
+        stride=args.stride,
+        blend=args.blend,
+        value_max=args.value_max,
+        min_area=args.min_area,
+        simplify=args.simplify,
+        cog=args.cog,
+        overwrite=args.overwrite,
+    )
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    rank = int(os.environ.get("RANK", "0")) if args.distributed else 0
+    emit = _EventPrinter(rank)
+    cancel = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.warning("received %s: cancelling", signal.Signals(signum).name)
+        cancel.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        request = _request(args)
+        if args.distributed:
+            from engine.distributed import predict_distributed
+
+            predict_distributed(request, on_event=emit, cancel=cancel)
+        else:
+            from engine.predict import predict
+
+            predict(request, on_event=emit, cancel=cancel)
+        return EXIT_OK
+    except CancelledError as exc:
+        emit({"event": "cancelled", "message": "cancelled; partial outputs removed", "hint": exc.hint})
+        return EXIT_CANCELLED
+    except Exception as exc:
+        if args.debug:
+            log.exception("predict failed")
+        emit(error_event(exc))
+        return EXIT_ERROR
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args))

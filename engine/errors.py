@@ -1,0 +1,64 @@
+"""Failure families of the engine: one exception type each, with a message that says what to do.
+
+:func:`error_event` turns any of them into the one-line ``error`` event of the CLI stream, with a hint.
+Exit codes of ``python -m engine``: 0 success, 1 error, 130 cancelled (SIGINT/SIGTERM or the cancel event).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.model_file import ModelFileError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CANCELLED = 130
+
+
+class EngineError(Exception):
+    """Base of the engine's user-facing errors; ``hint`` says what to do."""
+
+    hint = "run again with --debug for details"
+
+
+class RasterReadError(EngineError):
+    """The input raster is missing, not readable by GDAL, or a window cannot be read."""
+
+    hint = "check that --input names a GDAL-readable raster file (try `gdalinfo FILE`)"
+
+
+class BandMismatchError(EngineError):
+    """The raster's bands cannot feed the model's input bands (count or colour interpretation)."""
+
+    hint = "map raster bands to the model's inputs with --bands, e.g. --bands 1,2,3"
+
+
+class OutputPathError(EngineError):
+    """An output exists (without --overwrite), its folder is missing or not writable, or writing failed."""
+
+    hint = "choose another output path or pass --overwrite"
+
+
+class ParameterError(EngineError):
+    """A parameter is invalid (tile/stride, extent outside the raster, unknown blend mode, device not available)."""
+
+    hint = "check the command-line options (python -m engine predict --help)"
+
+
+class CancelledError(EngineError):
+    """The run was cancelled (signal or cancel event); no output was left behind."""
+
+    hint = "nothing to do: the run was cancelled on request and its partial outputs were removed"
+
+
+def error_event(exc: BaseException) -> dict[str, Any]:
+    """The ``{"event": "error", "message", "hint", "kind"}`` dict for ``exc``."""
+    if isinstance(exc, EngineError):
+        hint = exc.hint
+    elif isinstance(exc, ModelFileError):
+        hint = "check --model: it must be a .rspmodel file made by `python -m engine import` or `training export`"
+    elif isinstance(exc, MemoryError):
+        hint = "lower --batch-size or --tile"
+    else:
+        hint = "this is a bug or an unexpected environment problem; run again with --debug and report the traceback"
+    return {"event": "error", "kind": type(exc).__name__, "message": str(exc) or type(exc).__name__, "hint": hint}

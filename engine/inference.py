@@ -1,0 +1,85 @@
+"""Running a segmentor on windows (torch side of the engine), and in-memory sliding-window inference.
+
+:func:`slide_inference` is what training evaluation calls on whole images held in memory; the raster engine
+(:mod:`engine.predict`) streams windows from GDAL instead, but both take their windows from :mod:`engine.tiling` and
+their blending weights from :mod:`engine.blending`, so they agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.blending import check_blend, window_weight
+from engine.tiling import axis_spans
+
+
+def forward_logits(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Logits of ``batch`` at its own size.
+
+    Args:
+        model: a segmentor whose ``forward((B, C, h, w))`` returns ``(B, K, h', w')`` logits (any ``h', w'``).
+        batch: ``(B, C, h, w)`` normalised float tensor.
+
+    Returns:
+        ``(B, K, h, w)`` logits; resized bilinearly (``align_corners=False``, like mmseg ``encode_decode``) when the
+        network returns another size.
+    """
+    out = model(batch)
+    if isinstance(out, (tuple, list)):  # tolerate segmentors that also return auxiliary logits
+        out = out[0]
+    if out.shape[-2:] != batch.shape[-2:]:
+        out = F.interpolate(out, size=batch.shape[-2:], mode="bilinear", align_corners=False)  # (B, K, h, w)
+    return out
+
+
+@torch.no_grad()
+def slide_inference(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    tile: int,
+    stride: int,
+    num_classes: int,
+    blend: str = "reference",
+) -> torch.Tensor:
+    """Sliding-window inference on images held in memory.
+
+    Windows follow :func:`engine.tiling.axis_spans` (mmseg 0.21 rule, last window shifted back to the edge); an image
+    smaller than ``tile`` along an axis is run at its own size along that axis, like mmseg (no padding).
+
+    Args:
+        model: segmentor in eval mode, ``forward((B, 3, h, w)) -> (B, K, h', w')`` logits.
+        image: ``(N, C, H, W)`` normalised float tensor.
+        tile: window size in pixels.
+        stride: window step in pixels (``<= tile``).
+        num_classes: K.
+        blend: ``"reference"``: the uniform mean of window logits (exactly mmseg 0.21 ``slide_inference``), returned
+            as ``(N, K, H, W)`` logits. ``"smooth"``: softmax probabilities weighted by
+            :func:`engine.blending.window_weight`, returned as ``(N, K, H, W)`` probabilities (sum 1 over K).
+
+    Returns:
+        ``(N, K, H, W)`` float32 on ``image``'s device (see ``blend``).
+    """
+    check_blend(blend)
+    n, _, h, w = image.shape
+    preds = image.new_zeros((n, num_classes, h, w), dtype=torch.float32)
+    count = image.new_zeros((1, 1, h, w), dtype=torch.float32)
+    for y1, y2 in axis_spans(h, tile, stride).tolist():
+        for x1, x2 in axis_spans(w, tile, stride).tolist():
+            logits = forward_logits(model, image[:, :, y1:y2, x1:x2]).float()  # (N, K, y2-y1, x2-x1)
+            if blend == "reference":
+                preds[:, :, y1:y2, x1:x2] += logits
+                count[:, :, y1:y2, x1:x2] += 1
+            else:
+                weight = torch.from_numpy(window_weight(y2 - y1, x2 - x1, "smooth")).to(image.device)
+                preds[:, :, y1:y2, x1:x2] += torch.softmax(logits, dim=1) * weight
+                count[:, :, y1:y2, x1:x2] += weight
+    return preds / count
+
+
+def run_windows(model: torch.nn.Module, batch: np.ndarray, device: torch.device) -> np.ndarray:
+    """``(B, C, t, t)`` float32 numpy inputs → ``(B, K, t, t)`` float32 numpy logits, under ``inference_mode``."""
+    with torch.inference_mode():
+        x = torch.from_numpy(batch).to(device, non_blocking=True)
+        return forward_logits(model, x).float().cpu().numpy()
