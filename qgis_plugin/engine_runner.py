@@ -1,0 +1,259 @@
+"""Run ``<interpreter> -m engine ...`` as a QProcess and turn its JSON-lines stdout into Qt signals.
+
+The engine runs in its own process so a crash, an out-of-memory kill or a CUDA error never takes QGIS down. The
+command is an argument list (never a shell string). Cancel sends SIGTERM (the engine removes its partial files),
+then kills after :data:`KILL_GRACE_MS`; afterwards any requested output that did not exist before the run is
+deleted, so a cancelled or failed run leaves nothing under the requested names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from qgis.core import Qgis, QgsMessageLog
+from qgis.PyQt.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, pyqtSignal
+
+from .engine_locator import engine_pythonpath
+from .progress_stream import DoneEvent, EngineEvent, ErrorEvent, LineSplitter, MalformedLine, ProgressEvent, parse_line
+
+LOG_TAG = "RSP Segmentation"
+ENGINE_MODULE = "engine"
+KILL_GRACE_MS = 5000
+STDERR_TAIL_CHARS = 4000
+# Sidecar files GDAL/the engine may leave next to an output; removed with it after a cancel or failure.
+_SIDECARS = (".aux.xml", ".ovr", "-journal", "-wal", "-shm")
+
+
+def log(message: str, level: Qgis.MessageLevel = Qgis.Info) -> None:
+    QgsMessageLog.logMessage(message, LOG_TAG, level)
+
+
+def engine_environment() -> QProcessEnvironment:
+    """The subprocess environment: QGIS's, plus the engine's folder first on ``PYTHONPATH``, unbuffered output."""
+    env = QProcessEnvironment.systemEnvironment()
+    env.insert("PYTHONPATH", engine_pythonpath(env.value("PYTHONPATH") or None))
+    env.insert("PYTHONUNBUFFERED", "1")
+    env.insert("HF_HUB_OFFLINE", "1")  # the engine never downloads weights
+    for name in ("QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH", "PYTHONHOME"):
+        env.remove(name)
+    return env
+
+
+def remove_outputs(paths: list[str]) -> list[str]:
+    """Delete ``paths`` and their sidecars if present; return what was removed."""
+    removed = []
+    for path in paths:
+        for candidate in [path, *(path + s for s in _SIDECARS)]:
+            if os.path.isfile(candidate):
+                os.remove(candidate)
+                removed.append(candidate)
+    return removed
+
+
+def crash_message(exit_code: int, crashed: bool, stderr_tail: str) -> tuple[str, str]:
+    """(message, hint) for an engine that ended without an ``error`` or ``done`` event."""
+    last = [line for line in stderr_tail.strip().splitlines() if line.strip()]
+    detail = last[-1] if last else "no error output"
+    if crashed or exit_code < 0:
+        message = f"The segmentation engine crashed ({detail})."
+    elif exit_code in (137, -9):
+        message = "The segmentation engine was killed (out of memory?)."
+    else:
+        message = f"The segmentation engine stopped with exit code {exit_code}: {detail}"
+    hint = (
+        "QGIS is unaffected. Try a smaller batch size or the CPU device; "
+        "the full engine log is in the Log Messages panel (RSP Segmentation)."
+    )
+    return message, hint
+
+
+class EngineRunner(QObject):
+    """One engine subprocess with its progress stream.
+
+    Signals:
+        progress(ProgressEvent): a progress line.
+        finished_ok(DoneEvent): the engine reported ``done`` and exited 0.
+        failed(str, str): message and hint (an ``error`` event, a crash, a non-zero exit, or a failure to start).
+        canceled(): the run was cancelled and its outputs removed.
+        malformed(str): a stdout line that is not an event (also logged).
+    """
+
+    progress = pyqtSignal(object)
+    finished_ok = pyqtSignal(object)
+    failed = pyqtSignal(str, str)
+    canceled = pyqtSignal()
+    malformed = pyqtSignal(str)
+
+    def __init__(
+        self,
+        interpreter: str,
+        args: list[str],
+        output_paths: list[str] | None = None,
+        parent: QObject | None = None,
+        module: str = ENGINE_MODULE,
+    ) -> None:
+        super().__init__(parent)
+        self.module = module
+        self.interpreter = interpreter
+        self.args = list(args)
+        self.output_paths = list(output_paths or [])
+        self._preexisting = {p for p in self.output_paths if os.path.exists(p)}
+        self._splitter = LineSplitter()
+        self._stderr = ""
+        self._done: DoneEvent | None = None
+        self._error: ErrorEvent | None = None
+        self._cancel_requested = False
+        self._ended = False
+        self.process = QProcess(self)
+        self.process.setProcessEnvironment(engine_environment())
+        self.process.setProgram(interpreter)
+        self.process.setArguments(["-m", module, *self.args])
+        self.process.readyReadStandardOutput.connect(self._read_stdout)
+        self.process.readyReadStandardError.connect(self._read_stderr)
+        self.process.finished.connect(self._on_finished)
+        self.process.errorOccurred.connect(self._on_error)
+        self._kill_timer = QTimer(self)
+        self._kill_timer.setSingleShot(True)
+        self._kill_timer.timeout.connect(self.process.kill)
+
+    def start(self) -> None:
+        log(f"starting: {self.interpreter} -m {self.module} {' '.join(self.args)}")
+        self.process.start()
+
+    def is_running(self) -> bool:
+        return self.process.state() != QProcess.NotRunning
+
+    def cancel(self) -> None:
+        """SIGTERM now, SIGKILL after the grace period; ``canceled`` is emitted when the process has ended."""
+        if not self.is_running():
+            return
+        self._cancel_requested = True
+        self.process.terminate()
+        self._kill_timer.start(KILL_GRACE_MS)
+
+    def wait(self, timeout_ms: int = 30000) -> bool:
+        """Block until the process ended (tests, Processing); True when it ended."""
+        if self.is_running():
+            self.process.waitForFinished(timeout_ms)
+        return not self.is_running()
+
+    # -- stream handling -------------------------------------------------------------------------------------------
+
+    def _handle(self, event: EngineEvent | None) -> None:
+        if event is None:
+            return
+        if isinstance(event, ProgressEvent):
+            self.progress.emit(event)
+        elif isinstance(event, DoneEvent):
+            self._done = event
+        elif isinstance(event, ErrorEvent):
+            self._error = event
+        elif isinstance(event, MalformedLine):
+            log(f"ignored engine output line ({event.reason}): {event.text[:300]}", Qgis.Warning)
+            self.malformed.emit(event.text)
+
+    def _read_stdout(self) -> None:
+        for line in self._splitter.feed(bytes(self.process.readAllStandardOutput())):
+            self._handle(parse_line(line))
+
+    def _read_stderr(self) -> None:
+        text = bytes(self.process.readAllStandardError()).decode("utf-8", errors="replace")
+        for line in text.splitlines():
+            if line.strip():
+                log(f"engine: {line}")
+        self._stderr = (self._stderr + text)[-STDERR_TAIL_CHARS:]
+
+    def _on_error(self, error: QProcess.ProcessError) -> None:
+        if error == QProcess.FailedToStart and not self._ended:
+            self._ended = True
+            self.failed.emit(
+                f"Could not start the engine interpreter: {self.interpreter}",
+                "Set a Python interpreter with torch in Settings / Check environment.",
+            )
+
+    def _on_finished(self, exit_code: int, exit_status: QProcess.ExitStatus) -> None:
+        self._kill_timer.stop()
+        self._read_stdout()
+        self._read_stderr()
+        for line in self._splitter.flush():
+            self._handle(parse_line(line))
+        if self._ended:
+            return
+        self._ended = True
+        crashed = exit_status == QProcess.CrashExit
+        if self._cancel_requested:
+            self._cleanup()
+            log("run cancelled")
+            self.canceled.emit()
+        elif self._error is not None:
+            self._cleanup()
+            self.failed.emit(self._error.message, self._error.hint)
+        elif self._done is not None and exit_code == 0 and not crashed:
+            self.finished_ok.emit(self._done)
+        else:
+            self._cleanup()
+            message, hint = crash_message(exit_code, crashed, self._stderr)
+            log(f"{message}\n{self._stderr}", Qgis.Critical)
+            self.failed.emit(message, hint)
+
+    def _cleanup(self) -> None:
+        removed = remove_outputs([p for p in self.output_paths if p not in self._preexisting])
+        if removed:
+            log(f"removed partial outputs: {', '.join(removed)}")
+
+
+def run_blocking(
+    interpreter: str,
+    args: list[str],
+    on_progress: Callable[[ProgressEvent], None],
+    is_canceled: Callable[[], bool],
+    output_paths: list[str] | None = None,
+    poll_ms: int = 100,
+    module: str = ENGINE_MODULE,
+) -> DoneEvent:
+    """Run the engine to the end without an event loop (Processing algorithms run in a worker thread).
+
+    Returns:
+        The ``done`` event.
+
+    Raises:
+        EngineRunError: the engine failed, crashed or was cancelled (``canceled`` attribute True).
+    """
+    runner = EngineRunner(interpreter, args, output_paths, module=module)
+    outcome: dict[str, object] = {}
+    runner.progress.connect(on_progress)
+    runner.finished_ok.connect(lambda event: outcome.setdefault("done", event))
+    runner.failed.connect(lambda message, hint: outcome.setdefault("failed", (message, hint)))
+    runner.canceled.connect(lambda: outcome.setdefault("canceled", True))
+    runner.start()
+    if not runner.process.waitForStarted(30000):
+        runner._on_error(QProcess.FailedToStart)
+    while runner.is_running():
+        if is_canceled() and not runner._cancel_requested:
+            runner.cancel()
+        # No event loop here: enforce the kill grace period by hand.
+        if runner._cancel_requested and not runner.process.waitForFinished(KILL_GRACE_MS):
+            runner.process.kill()
+        runner.process.waitForReadyRead(poll_ms)
+        runner._read_stdout()
+        runner._read_stderr()
+    runner.process.waitForFinished(1000)
+    if not runner._ended:
+        runner._on_finished(runner.process.exitCode(), runner.process.exitStatus())
+    if "done" in outcome:
+        return outcome["done"]  # type: ignore[return-value]
+    if "canceled" in outcome:
+        raise EngineRunError("The run was cancelled.", "", canceled=True)
+    message, hint = outcome.get("failed", ("The engine failed.", ""))  # type: ignore[misc]
+    raise EngineRunError(message, hint)
+
+
+class EngineRunError(Exception):
+    """The engine run did not produce outputs; ``hint`` says what to try, ``canceled`` marks a user cancel."""
+
+    def __init__(self, message: str, hint: str = "", canceled: bool = False) -> None:
+        super().__init__(f"{message} {hint}".strip())
+        self.message = message
+        self.hint = hint
+        self.canceled = canceled

@@ -1,0 +1,215 @@
+"""What one segmentation run needs, gathered from the dialog or the Processing algorithm into a dataclass.
+
+The UI only fills :class:`SegmentParameters`; validation and the engine command line live here (pure Python, no
+Qt), so the dialog, Processing and tests share them.
+
+Decision (outputs): default output paths are *next to the input raster*, named
+``<input stem>_<model stem>_classes.tif`` / ``_polygons.gpkg`` / ``_confidence.tif``; when that folder is not writable
+the user must choose a folder (validation says so): results are never written to a temporary folder silently.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+DEVICES = ("cpu", "cuda")
+DEFAULT_BATCH_SIZE = 4
+MAX_BATCH_SIZE = 256
+DEFAULT_MIN_AREA_M2 = 0.0
+DEFAULT_SIMPLIFY_M = 0.0
+
+
+class ExtentMode(StrEnum):
+    """Which part of the raster to segment."""
+
+    WHOLE_LAYER = "whole"
+    CANVAS = "canvas"
+    POLYGON_LAYER = "polygons"
+    SELECTED_FEATURES = "selected"
+
+
+class ParameterError(Exception):
+    """The run's parameters are incomplete or inconsistent; the message lists what to fix in the dialog."""
+
+
+@dataclass(frozen=True)
+class SegmentParameters:
+    """One run of ``python -m engine predict``.
+
+    Attributes:
+        input_path: GDAL-readable raster file of the input layer.
+        model_path: ``*.rspmodel`` file.
+        output_raster: classified GeoTIFF to write (uint8 class ids).
+        output_vector: optional GeoPackage of polygons (``class_id``, ``class_name``, ``area_m2``).
+        output_confidence: optional float32 confidence GeoTIFF.
+        extent_mode: whole layer, a bounding box, or polygons.
+        bbox: ``(xmin, ymin, xmax, ymax)`` in the input raster's CRS units, for ``ExtentMode.CANVAS``.
+        mask_path: polygon file (any OGR format) limiting the run, for the polygon extent modes.
+        bands: 1-based raster band per model input band, or None for the engine's default mapping.
+        device: ``"cpu"`` or ``"cuda"``.
+        batch_size: windows per forward pass.
+        min_area_m2: polygons smaller than this (square metres) are dropped; 0 keeps all.
+        simplify_m: polygon simplification tolerance in metres; 0 disables it.
+        overwrite: replace existing outputs.
+        threads: torch CPU threads, None for the engine's default.
+    """
+
+    input_path: str
+    model_path: str
+    output_raster: str
+    output_vector: str | None = None
+    output_confidence: str | None = None
+    extent_mode: ExtentMode = ExtentMode.WHOLE_LAYER
+    bbox: tuple[float, float, float, float] | None = None
+    mask_path: str | None = None
+    bands: tuple[int, ...] | None = None
+    device: str = "cpu"
+    batch_size: int = DEFAULT_BATCH_SIZE
+    min_area_m2: float = DEFAULT_MIN_AREA_M2
+    simplify_m: float = DEFAULT_SIMPLIFY_M
+    overwrite: bool = False
+    threads: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        """Every reason this run cannot start, in words an analyst can act on (empty when valid)."""
+        out: list[str] = []
+        if not self.input_path or not os.path.isfile(self.input_path):
+            out.append("Choose a raster layer stored in a file (GeoTIFF or any GDAL format).")
+        if not self.model_path or not os.path.isfile(self.model_path):
+            out.append("Choose a model (install one in the Model manager).")
+        outputs = [p for p in (self.output_raster, self.output_vector, self.output_confidence) if p]
+        if not self.output_raster:
+            out.append("Set the classified raster output path.")
+        elif not self.output_raster.lower().endswith((".tif", ".tiff")):
+            out.append("The classified raster output must be a GeoTIFF (.tif).")
+        if self.output_vector and not self.output_vector.lower().endswith(".gpkg"):
+            out.append("The polygon output must be a GeoPackage (.gpkg).")
+        if self.output_confidence and not self.output_confidence.lower().endswith((".tif", ".tiff")):
+            out.append("The confidence output must be a GeoTIFF (.tif).")
+        if len({os.path.abspath(p) for p in outputs}) != len(outputs):
+            out.append("The output paths must differ from each other.")
+        if self.input_path and any(os.path.abspath(p) == os.path.abspath(self.input_path) for p in outputs):
+            out.append("An output path equals the input raster: choose another name.")
+        for path in outputs:
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder):
+                out.append(f"The output folder does not exist: {folder}")
+            elif not os.access(folder, os.W_OK):
+                out.append(f"The output folder is not writable: {folder}. Choose another folder.")
+            elif os.path.exists(path) and not self.overwrite:
+                out.append(f"{path} exists: tick 'Overwrite existing outputs' or choose another name.")
+        bbox_ok = self.bbox is not None and self.bbox[2] > self.bbox[0] and self.bbox[3] > self.bbox[1]
+        if self.extent_mode is ExtentMode.CANVAS and not bbox_ok:
+            out.append("The canvas view does not overlap the layer: pan to the layer or choose another extent.")
+        if self.extent_mode in (ExtentMode.POLYGON_LAYER, ExtentMode.SELECTED_FEATURES) and not self.mask_path:
+            out.append("Choose a polygon layer (with selected features for 'Selected features').")
+        if self.device not in DEVICES:
+            out.append(f"Device must be one of {', '.join(DEVICES)}.")
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            out.append(f"Batch size must be 1..{MAX_BATCH_SIZE}.")
+        if self.bands is not None and (not self.bands or any(b < 1 for b in self.bands)):
+            out.append("Band numbers start at 1.")
+        if self.min_area_m2 < 0 or self.simplify_m < 0:
+            out.append("Minimum area and simplify tolerance must be >= 0.")
+        return out
+
+    def validate(self) -> None:
+        """Raise :class:`ParameterError` listing every problem, if any."""
+        problems = self.problems()
+        if problems:
+            raise ParameterError("\n".join(problems))
+
+    def engine_args(self) -> list[str]:
+        """Arguments after ``<python> -m engine``: an argument list for QProcess, never a shell string."""
+        args = ["predict", "--model", self.model_path, "--input", self.input_path, "--output", self.output_raster]
+        if self.output_vector:
+            args += ["--vector", self.output_vector, "--min-area", _num(self.min_area_m2)]
+            args += ["--simplify", _num(self.simplify_m)]
+        if self.output_confidence:
+            args += ["--confidence", self.output_confidence]
+        if self.extent_mode is ExtentMode.CANVAS and self.bbox is not None:
+            args += ["--bbox", ",".join(_num(v) for v in self.bbox)]
+        elif self.extent_mode in (ExtentMode.POLYGON_LAYER, ExtentMode.SELECTED_FEATURES) and self.mask_path:
+            args += ["--mask", self.mask_path]
+        if self.bands:
+            args += ["--bands", ",".join(str(b) for b in self.bands)]
+        args += ["--device", self.device, "--batch-size", str(self.batch_size)]
+        if self.threads:
+            args += ["--threads", str(self.threads)]
+        if self.overwrite:
+            args.append("--overwrite")
+        for key, value in self.extra.items():
+            args += [key, value]
+        return args
+
+    def output_paths(self) -> list[str]:
+        """The files this run may create."""
+        return [p for p in (self.output_raster, self.output_vector, self.output_confidence) if p]
+
+
+def _num(value: float) -> str:
+    return repr(float(value)) if not float(value).is_integer() else str(int(value))
+
+
+def _safe_stem(text: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", text).strip("_") or "output"
+
+
+def default_output_paths(input_path: str, model_path: str) -> dict[str, str]:
+    """``raster``/``vector``/``confidence`` paths next to the input, named after the input and the model."""
+    source = Path(input_path)
+    base = f"{_safe_stem(source.stem)}_{_safe_stem(Path(model_path).stem)}"
+    folder = source.parent
+    return {
+        "raster": str(folder / f"{base}_classes.tif"),
+        "vector": str(folder / f"{base}_polygons.gpkg"),
+        "confidence": str(folder / f"{base}_confidence.tif"),
+    }
+
+
+def parse_band_list(text: str) -> tuple[int, ...] | None:
+    """``"3, 2, 1"`` → ``(3, 2, 1)``; empty text → None (engine default).
+
+    Raises:
+        ParameterError: anything other than comma-separated positive integers.
+    """
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        bands = tuple(int(part) for part in text.replace(" ", "").split(","))
+    except ValueError as exc:
+        raise ParameterError(f"Bands must be comma-separated numbers like 1,2,3, got {text!r}") from exc
+    if any(b < 1 for b in bands):
+        raise ParameterError("Band numbers start at 1.")
+    return bands
+
+
+def default_band_mapping(model_bands: tuple[str, ...], raster_band_names: list[str]) -> tuple[int, ...]:
+    """Pick a raster band (1-based) for each model input band by colour interpretation, else in order.
+
+    Args:
+        model_bands: the model file's band names, e.g. ``("red", "green", "blue")`` or ``("nir", "red", "green")``.
+        raster_band_names: each raster band's colour interpretation or description (``"Red"``, ``"Gray"``, ...).
+
+    Returns:
+        One 1-based band number per model band. A model band without a matching name takes the next unused band,
+        so a 3-band RGB raster maps 1,2,3 to an RGB model even when its bands are labelled ``Undefined``.
+    """
+    names = [n.strip().lower() for n in raster_band_names]
+    chosen: list[int | None] = []
+    for wanted in model_bands:
+        matches = [i + 1 for i, n in enumerate(names) if n == wanted.lower()]
+        chosen.append(matches[0] if matches else None)
+    unused = [i for i in range(1, len(names) + 1) if i not in chosen]
+    mapping = []
+    for band in chosen:
+        if band is None:
+            band = unused.pop(0) if unused else 1
+        mapping.append(band)
+    return tuple(mapping)

@@ -1,0 +1,146 @@
+"""Fixtures for the plugin tests: real GeoTIFFs made with GDAL, model files, and an event-loop wait helper."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+DATA = ROOT / "tests" / "data"
+SAMPLE_RASTER = DATA / "georef" / "webodm_orthophoto.tif"  # 212×212 RGBA drone ortho, EPSG:32615
+CLASS_NAMES = ("impervious", "building", "low_vegetation", "tree", "car", "clutter")
+CLASS_COLORS = ((255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0))
+SEED = 0
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> bool:
+    """Run the Qt event loop until ``predicate()`` or the timeout; return the predicate's last value."""
+    from qgis.PyQt.QtCore import QCoreApplication, QEventLoop
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        QCoreApplication.processEvents(QEventLoop.AllEvents, 50)
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def model_info(arch: str = "upernet_resnet18_demo", **overrides):
+    from engine.model_file import ModelInfo
+
+    fields = dict(
+        arch=arch,
+        num_classes=len(CLASS_NAMES),
+        class_names=CLASS_NAMES,
+        colors=CLASS_COLORS,
+        gsd_m=0.5,
+        tile_size=64,
+        stride=48,
+        dataset="test fixture",
+        description="seeded random weights: for tests only",
+    )
+    fields.update(overrides)
+    return ModelInfo(**fields)
+
+
+@pytest.fixture
+def metadata_model(tmp_path) -> Path:
+    """A model file whose metadata is real but whose one tensor is a placeholder: for UI/styling tests only."""
+    import torch
+
+    from engine.model_file import save_model_file
+
+    path = tmp_path / "potsdam_demo.rspmodel"
+    save_model_file(path, {"decode_head.conv_seg.bias": torch.zeros(len(CLASS_NAMES))}, model_info())
+    return path
+
+
+def _light_arch() -> str | None:
+    try:
+        from engine import models
+    except Exception:
+        return None
+    names = getattr(models, "PRESETS", None) or getattr(models, "ARCHS", None) or {}
+    for candidate in ("demo", "upernet_demo", "rsp_resnet18_demo", "resnet18_demo", "light"):
+        if candidate in names:
+            return candidate
+    demo = [n for n in names if "demo" in n or "tiny" in n]
+    return demo[0] if demo else None
+
+
+@pytest.fixture(scope="session")
+def real_model(tmp_path_factory) -> Path:
+    """A runnable model file: the light demo arch with seeded random weights (skips until engine.models lands)."""
+    arch = _light_arch()
+    if arch is None:
+        pytest.skip("engine.models has no light demo arch yet")
+    import torch
+
+    from engine.model_file import save_model_file
+    from engine.models import build_segmentor
+
+    torch.manual_seed(SEED)
+    model = build_segmentor(arch, len(CLASS_NAMES), aux_head=False)
+    path = tmp_path_factory.mktemp("models") / "demo_random.rspmodel"
+    save_model_file(path, model.state_dict(), model_info(arch))
+    return path
+
+
+@pytest.fixture
+def sample_raster(tmp_path) -> Path:
+    """A copy of the real 212×212 RGBA drone orthophoto (EPSG:32615) in a writable folder."""
+    target = tmp_path / "input" / "ortho.tif"
+    target.parent.mkdir()
+    shutil.copy(SAMPLE_RASTER, target)
+    return target
+
+
+@pytest.fixture
+def class_raster(tmp_path) -> Path:
+    """A 40×30 uint8 class-id GeoTIFF (EPSG:32633, 1 m pixels) with classes 0..5 in vertical stripes."""
+    from osgeo import gdal, osr
+
+    path = tmp_path / "classes.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), 40, 30, 1, gdal.GDT_Byte)
+    ds.SetGeoTransform((500000.0, 1.0, 0.0, 5000030.0, 0.0, -1.0))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    ds.SetProjection(srs.ExportToWkt())
+    data = np.repeat((np.arange(40) // 7).clip(0, 5)[None, :], 30, axis=0).astype(np.uint8)
+    ds.GetRasterBand(1).WriteArray(data)
+    ds = None
+    return path
+
+
+@pytest.fixture
+def fake_engine(tmp_path, monkeypatch) -> Callable[[str], str]:
+    """Write a real Python package ``fake_engine_<n>`` whose ``__main__`` is ``body``; return its module name.
+
+    The runner's real QProcess path runs it as ``<python> -m <module>``, found through ``PYTHONPATH``.
+    """
+    counter = iter(range(1000))
+    folder = tmp_path / "fake_engines"
+    folder.mkdir()
+    monkeypatch.setenv("PYTHONPATH", str(folder))
+
+    def make(body: str) -> str:
+        name = f"fake_engine_{next(counter)}"
+        (folder / name).mkdir()
+        (folder / name / "__init__.py").write_text("", encoding="utf-8")
+        (folder / name / "__main__.py").write_text(body, encoding="utf-8")
+        return name
+
+    return make
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
