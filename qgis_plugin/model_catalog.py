@@ -1,0 +1,117 @@
+"""Installed models: ``<QGIS profile>/rsp_models/*.rspmodel`` plus the bundled ones.
+
+Bundled models live in ``<plugin>/models/`` (zip install) or ``resources/models/`` (source checkout); they are
+read-only (cannot be removed from the manager). A folder that does not exist simply contributes no models, so the
+plugin works before the demo model is added. Metadata is read with :func:`engine.model_file.read_model_info`
+(standard library only, no torch); an unreadable file is listed with its error instead of being hidden.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .engine_locator import PLUGIN_DIR, ensure_engine_importable
+
+USER_MODELS_DIRNAME = "rsp_models"
+MODEL_SUFFIX = ".rspmodel"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model file: ``info`` is its ``engine.model_file.ModelInfo``, or None with ``error`` when unreadable."""
+
+    path: str
+    info: Any
+    error: str | None
+    bundled: bool
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).stem
+
+
+def user_models_dir() -> Path:
+    """``<active QGIS profile folder>/rsp_models`` (created on demand)."""
+    from qgis.core import QgsApplication
+
+    return Path(QgsApplication.qgisSettingsDirPath()) / USER_MODELS_DIRNAME
+
+
+def bundled_models_dirs() -> list[Path]:
+    return [PLUGIN_DIR / "models", PLUGIN_DIR.parent / "resources" / "models"]
+
+
+def read_entry(path: str | os.PathLike[str], bundled: bool = False) -> ModelEntry:
+    ensure_engine_importable()
+    from engine.model_file import ModelFileError, read_model_info
+
+    try:
+        return ModelEntry(os.fspath(path), read_model_info(path), None, bundled)
+    except ModelFileError as exc:
+        return ModelEntry(os.fspath(path), None, str(exc), bundled)
+
+
+def list_models(user_dir: Path | None = None, bundled_dirs: list[Path] | None = None) -> list[ModelEntry]:
+    """User models first (sorted by name), then bundled ones; a file name present in both is listed once (user)."""
+    user_dir = user_dir if user_dir is not None else user_models_dir()
+    bundled_dirs = bundled_dirs if bundled_dirs is not None else bundled_models_dirs()
+    entries: list[ModelEntry] = []
+    seen: set[str] = set()
+    for folder, bundled in [(user_dir, False)] + [(d, True) for d in bundled_dirs]:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob(f"*{MODEL_SUFFIX}")):
+            if path.name in seen:
+                continue
+            seen.add(path.name)
+            entries.append(read_entry(path, bundled))
+    return entries
+
+
+class ModelRemoveError(Exception):
+    """A bundled model cannot be removed; only models in the profile's rsp_models folder can."""
+
+
+def remove_model(entry: ModelEntry, user_dir: Path | None = None) -> None:
+    """Delete a user-installed model file."""
+    user_dir = user_dir if user_dir is not None else user_models_dir()
+    if entry.bundled or Path(entry.path).resolve().parent != user_dir.resolve():
+        raise ModelRemoveError(f"{entry.path} is bundled with the plugin and cannot be removed")
+    os.remove(entry.path)
+
+
+def import_command(source: str, user_dir: Path | None = None) -> tuple[list[str], str]:
+    """Engine arguments that import ``source`` (a released RSP/mmseg checkpoint or a model file) into the models
+    folder, and the destination path. Run with the engine runner (``<python> -m engine import ...``)."""
+    user_dir = user_dir if user_dir is not None else user_models_dir()
+    user_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(source).stem
+    dest = user_dir / f"{stem}{MODEL_SUFFIX}"
+    return ["import", source, "--output", str(dest)], str(dest)
+
+
+def format_info_html(entry: ModelEntry) -> str:
+    """Metadata as HTML for the dialogs: classes with colour swatches, GSD, tile size, bands, provenance."""
+    if entry.info is None:
+        return f"<b>{entry.name}</b><br><span style='color:#b00'>{entry.error}</span>"
+    info = entry.info
+    swatches = "".join(
+        f"<tr><td style='background-color:rgb({r},{g},{b});'>&nbsp;&nbsp;&nbsp;&nbsp;</td>"
+        f"<td>{i}</td><td>{name}</td></tr>"
+        for i, (name, (r, g, b)) in enumerate(zip(info.class_names, info.colors, strict=True))
+    )
+    gsd = f"{info.gsd_m:g} m/px" if info.gsd_m else "raster's own resolution"
+    metrics = ", ".join(f"{k} {v:g}" for k, v in info.metrics.items()) or "not stated"
+    source = "bundled" if entry.bundled else "installed"
+    return (
+        f"<b>{entry.name}</b> ({source})<br>"
+        f"Architecture: {info.arch}<br>"
+        f"Bands: {', '.join(info.bands)} &nbsp; values {info.value_range[0]:g}..{info.value_range[1]:g}<br>"
+        f"GSD: {gsd} &nbsp; tile {info.tile_size} px, stride {info.stride} px<br>"
+        f"Trained on: {info.dataset or 'not stated'} &nbsp; metrics: {metrics}<br>"
+        f"{info.description}<br>"
+        f"<table cellspacing='2'>{swatches}</table>"
+    )

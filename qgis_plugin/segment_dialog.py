@@ -1,0 +1,462 @@
+"""The "Segment layer" dialog: gathers a :class:`SegmentParameters`, runs the engine subprocess, loads the results.
+
+The dialog only gathers parameters (:meth:`SegmentDialog.gather_parameters`); validation and the command line are
+in :mod:`.parameters`, the subprocess in :mod:`.engine_runner`, styling in :mod:`.layer_styling`. Choices are
+remembered in QgsSettings (output paths are not: they default next to each input raster).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsCoordinateTransform,
+    QgsMapLayerProxyModel,
+    QgsProject,
+    QgsProxyProgressTask,
+    QgsRasterLayer,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+)
+from qgis.gui import QgsFileWidget, QgsMapLayerComboBox, QgsMessageBar
+from qgis.PyQt.QtCore import QTemporaryDir
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+)
+
+from . import plugin_settings
+from .engine_runner import EngineRunner
+from .environment_check import check_environment
+from .layer_styling import add_results_to_project
+from .model_catalog import ModelEntry, format_info_html, list_models
+from .parameters import (
+    DEFAULT_BATCH_SIZE,
+    DEVICES,
+    MAX_BATCH_SIZE,
+    ExtentMode,
+    ParameterError,
+    SegmentParameters,
+    default_band_mapping,
+    default_output_paths,
+    parse_band_list,
+)
+from .progress_stream import DoneEvent, ProgressEvent
+
+EXTENT_LABELS = {
+    ExtentMode.WHOLE_LAYER: "Whole layer",
+    ExtentMode.CANVAS: "Current map canvas view",
+    ExtentMode.POLYGON_LAYER: "Features of a polygon layer",
+    ExtentMode.SELECTED_FEATURES: "Selected features of a polygon layer",
+}
+MESSAGE_DURATION_S = 10
+
+
+def layer_file_path(layer: Any) -> str:
+    """The file behind a raster layer ("" when it is not a local GDAL file, e.g. a web service)."""
+    if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
+        return ""
+    path = layer.source().split("|")[0]
+    return path if os.path.isfile(path) else ""
+
+
+def layer_band_names(layer: QgsRasterLayer) -> list[str]:
+    """Colour interpretation name of each band (``"Red"``, ``"Green"``, ``"Gray"``, ...)."""
+    provider = layer.dataProvider()
+    return [provider.colorInterpretationName(i) for i in range(1, layer.bandCount() + 1)]
+
+
+class SegmentDialog(QDialog):
+    """Non-modal dialog; one run at a time."""
+
+    def __init__(self, iface: Any, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.iface = iface
+        self.setWindowTitle("Segment layer – RSP Segmentation")
+        self.setObjectName("rspSegmentDialog")
+        self.runner: EngineRunner | None = None
+        self.task: QgsProxyProgressTask | None = None
+        self._run_params: SegmentParameters | None = None
+        self._run_entry: ModelEntry | None = None
+        self._tmp: QTemporaryDir | None = None
+        self._auto_outputs: dict[str, str] = {}
+        self.models: list[ModelEntry] = []
+        self._build()
+        self._restore_settings()
+        self.refresh()
+
+    # -- widgets ---------------------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        self.message_bar = QgsMessageBar(self)
+        layout.addWidget(self.message_bar)
+
+        form = QFormLayout()
+        self.layer_combo = QgsMapLayerComboBox(self)
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.layer_combo.setObjectName("layerCombo")
+        form.addRow("Raster layer", self.layer_combo)
+        model_row = QHBoxLayout()
+        self.model_combo = QComboBox(self)
+        self.model_combo.setObjectName("modelCombo")
+        self.manager_button = QPushButton("Models…", self)
+        model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.manager_button)
+        form.addRow("Model", model_row)
+        self.model_info = QLabel(self)
+        self.model_info.setObjectName("modelInfo")
+        self.model_info.setWordWrap(True)
+        self.model_info.setTextFormat(1)  # Qt.RichText
+        form.addRow("", self.model_info)
+        self.extent_combo = QComboBox(self)
+        for mode, label in EXTENT_LABELS.items():
+            self.extent_combo.addItem(label, mode.value)
+        form.addRow("Extent", self.extent_combo)
+        self.mask_combo = QgsMapLayerComboBox(self)
+        self.mask_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        form.addRow("Polygon layer", self.mask_combo)
+        self.bands_edit = QLineEdit(self)
+        self.bands_edit.setObjectName("bandsEdit")
+        self.bands_edit.setToolTip("Raster band number for each model input band, in the model's order")
+        form.addRow("Bands", self.bands_edit)
+        self.device_combo = QComboBox(self)
+        self.device_combo.addItems(list(DEVICES))
+        form.addRow("Device", self.device_combo)
+        self.batch_spin = QSpinBox(self)
+        self.batch_spin.setRange(1, MAX_BATCH_SIZE)
+        self.batch_spin.setValue(DEFAULT_BATCH_SIZE)
+        form.addRow("Batch size", self.batch_spin)
+        layout.addLayout(form)
+
+        outputs = QGroupBox("Outputs", self)
+        out_form = QFormLayout(outputs)
+        self.raster_out = self._file_widget("GeoTIFF (*.tif *.tiff)")
+        out_form.addRow("Classified raster", self.raster_out)
+        self.vector_check = QCheckBox("Polygons (GeoPackage)", self)
+        self.vector_out = self._file_widget("GeoPackage (*.gpkg)")
+        out_form.addRow(self.vector_check, self.vector_out)
+        self.confidence_check = QCheckBox("Confidence raster", self)
+        self.confidence_out = self._file_widget("GeoTIFF (*.tif *.tiff)")
+        out_form.addRow(self.confidence_check, self.confidence_out)
+        self.min_area_spin = QDoubleSpinBox(self)
+        self.min_area_spin.setRange(0.0, 1e9)
+        self.min_area_spin.setSuffix(" m²")
+        out_form.addRow("Minimum polygon area", self.min_area_spin)
+        self.simplify_spin = QDoubleSpinBox(self)
+        self.simplify_spin.setRange(0.0, 1e5)
+        self.simplify_spin.setDecimals(2)
+        self.simplify_spin.setSuffix(" m")
+        out_form.addRow("Simplify tolerance", self.simplify_spin)
+        self.overwrite_check = QCheckBox("Overwrite existing outputs", self)
+        out_form.addRow("", self.overwrite_check)
+        layout.addWidget(outputs)
+
+        self.progress = QProgressBar(self)
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.status_label = QLabel("", self)
+        self.status_label.setWordWrap(True)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status_label)
+        buttons = QHBoxLayout()
+        self.check_button = QPushButton("Check environment", self)
+        self.run_button = QPushButton("Run", self)
+        self.run_button.setObjectName("runButton")
+        self.run_button.setDefault(True)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setObjectName("cancelButton")
+        self.cancel_button.setEnabled(False)
+        self.close_button = QPushButton("Close", self)
+        buttons.addWidget(self.check_button)
+        buttons.addStretch(1)
+        for button in (self.run_button, self.cancel_button, self.close_button):
+            buttons.addWidget(button)
+        layout.addLayout(buttons)
+
+        self.layer_combo.layerChanged.connect(self._on_inputs_changed)
+        self.model_combo.currentIndexChanged.connect(self._on_inputs_changed)
+        self.extent_combo.currentIndexChanged.connect(self._update_enabled)
+        self.vector_check.toggled.connect(self._update_enabled)
+        self.confidence_check.toggled.connect(self._update_enabled)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.close_button.clicked.connect(self.close)
+        self.check_button.clicked.connect(self.show_environment_check)
+        self.manager_button.clicked.connect(self._open_manager)
+
+    def _file_widget(self, file_filter: str) -> QgsFileWidget:
+        widget = QgsFileWidget(self)
+        widget.setStorageMode(QgsFileWidget.SaveFile)
+        widget.setFilter(file_filter)
+        widget.setConfirmOverwrite(False)  # the Overwrite checkbox decides
+        return widget
+
+    # -- state -----------------------------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Reload the model list (after the model manager changed it), keeping the current choice."""
+        current = self.model_combo.currentData() or plugin_settings.get_value("model", "")
+        self.models = list_models()
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for entry in self.models:
+            label = entry.name if entry.info is not None else f"{entry.name} (unreadable)"
+            self.model_combo.addItem(label, entry.path)
+        index = self.model_combo.findData(current)
+        self.model_combo.setCurrentIndex(index if index >= 0 else 0)
+        self.model_combo.blockSignals(False)
+        self._on_inputs_changed()
+
+    def current_model(self) -> ModelEntry | None:
+        index = self.model_combo.currentIndex()
+        return self.models[index] if 0 <= index < len(self.models) else None
+
+    def _on_inputs_changed(self, *_args: Any) -> None:
+        entry = self.current_model()
+        self.model_info.setText(
+            format_info_html(entry) if entry else "No model installed: open <b>Models…</b> to import one."
+        )
+        layer = self.layer_combo.currentLayer()
+        if entry is not None and entry.info is not None and isinstance(layer, QgsRasterLayer):
+            mapping = default_band_mapping(entry.info.bands, layer_band_names(layer))
+            self.bands_edit.setText(",".join(str(b) for b in mapping))
+        self._set_default_outputs()
+        self._update_enabled()
+
+    def _set_default_outputs(self) -> None:
+        """Outputs follow the input and model until the user types their own paths."""
+        entry = self.current_model()
+        input_path = layer_file_path(self.layer_combo.currentLayer())
+        defaults = default_output_paths(input_path, entry.path) if input_path and entry else {}
+        for key, widget in (
+            ("raster", self.raster_out),
+            ("vector", self.vector_out),
+            ("confidence", self.confidence_out),
+        ):
+            if not widget.filePath() or widget.filePath() == self._auto_outputs.get(key):
+                widget.setFilePath(defaults.get(key, ""))
+        self._auto_outputs = defaults
+
+    def _update_enabled(self, *_args: Any) -> None:
+        mode = ExtentMode(self.extent_combo.currentData())
+        self.mask_combo.setEnabled(mode in (ExtentMode.POLYGON_LAYER, ExtentMode.SELECTED_FEATURES))
+        self.vector_out.setEnabled(self.vector_check.isChecked())
+        self.min_area_spin.setEnabled(self.vector_check.isChecked())
+        self.simplify_spin.setEnabled(self.vector_check.isChecked())
+        self.confidence_out.setEnabled(self.confidence_check.isChecked())
+        running = self.runner is not None
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def _restore_settings(self) -> None:
+        get = plugin_settings.get_value
+        mode_index = self.extent_combo.findData(get("extent", ExtentMode.WHOLE_LAYER.value))
+        self.extent_combo.setCurrentIndex(max(mode_index, 0))
+        self.device_combo.setCurrentText(str(get("device", "cpu")))
+        self.batch_spin.setValue(int(get("batch_size", DEFAULT_BATCH_SIZE, int)))
+        self.vector_check.setChecked(bool(get("vector", True, bool)))
+        self.confidence_check.setChecked(bool(get("confidence", False, bool)))
+        self.min_area_spin.setValue(float(get("min_area_m2", 0.0, float)))
+        self.simplify_spin.setValue(float(get("simplify_m", 0.0, float)))
+        self.overwrite_check.setChecked(bool(get("overwrite", False, bool)))
+
+    def _save_settings(self) -> None:
+        entry = self.current_model()
+        values = {
+            "model": entry.path if entry else "",
+            "extent": self.extent_combo.currentData(),
+            "device": self.device_combo.currentText(),
+            "batch_size": self.batch_spin.value(),
+            "vector": self.vector_check.isChecked(),
+            "confidence": self.confidence_check.isChecked(),
+            "min_area_m2": self.min_area_spin.value(),
+            "simplify_m": self.simplify_spin.value(),
+            "overwrite": self.overwrite_check.isChecked(),
+        }
+        for key, value in values.items():
+            plugin_settings.set_value(key, value)
+
+    # -- parameters ------------------------------------------------------------------------------------------------
+
+    def _canvas_bbox(self, layer: QgsRasterLayer) -> tuple[float, float, float, float] | None:
+        canvas = self.iface.mapCanvas()
+        transform = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), layer.crs(), QgsProject.instance())
+        view = transform.transformBoundingBox(canvas.extent())
+        overlap = view.intersect(layer.extent())
+        if overlap.isEmpty():
+            return None
+        return (overlap.xMinimum(), overlap.yMinimum(), overlap.xMaximum(), overlap.yMaximum())
+
+    def _export_mask(self, polygons: QgsVectorLayer, raster: QgsRasterLayer, selected_only: bool) -> str | None:
+        """Write the polygon layer's (selected) features, in the raster's CRS, to a temporary GeoPackage."""
+        if selected_only and polygons.selectedFeatureCount() == 0:
+            return None
+        self._tmp = QTemporaryDir()
+        path = os.path.join(self._tmp.path(), "mask.gpkg")
+        options = QgsVectorFileWriter.SaveVectorOptions()
+        options.driverName = "GPKG"
+        options.onlySelectedFeatures = selected_only
+        options.ct = QgsCoordinateTransform(polygons.crs(), raster.crs(), QgsProject.instance())
+        error = QgsVectorFileWriter.writeAsVectorFormatV2(
+            polygons, path, QgsProject.instance().transformContext(), options
+        )
+        return path if error[0] == QgsVectorFileWriter.NoError else None
+
+    def gather_parameters(self) -> SegmentParameters:
+        """Read the widgets into a :class:`SegmentParameters` (not validated: call ``problems()``).
+
+        Raises:
+            ParameterError: the band list is not a list of numbers.
+        """
+        layer = self.layer_combo.currentLayer()
+        entry = self.current_model()
+        mode = ExtentMode(self.extent_combo.currentData())
+        bbox = None
+        mask = None
+        if isinstance(layer, QgsRasterLayer):
+            if mode is ExtentMode.CANVAS:
+                bbox = self._canvas_bbox(layer)
+            elif mode in (ExtentMode.POLYGON_LAYER, ExtentMode.SELECTED_FEATURES):
+                polygons = self.mask_combo.currentLayer()
+                if isinstance(polygons, QgsVectorLayer):
+                    mask = self._export_mask(polygons, layer, mode is ExtentMode.SELECTED_FEATURES)
+        return SegmentParameters(
+            input_path=layer_file_path(layer),
+            model_path=entry.path if entry and entry.info is not None else "",
+            output_raster=self.raster_out.filePath().strip(),
+            output_vector=self.vector_out.filePath().strip() if self.vector_check.isChecked() else None,
+            output_confidence=self.confidence_out.filePath().strip() if self.confidence_check.isChecked() else None,
+            extent_mode=mode,
+            bbox=bbox,
+            mask_path=mask,
+            bands=parse_band_list(self.bands_edit.text()),
+            device=self.device_combo.currentText(),
+            batch_size=self.batch_spin.value(),
+            min_area_m2=self.min_area_spin.value(),
+            simplify_m=self.simplify_spin.value(),
+            overwrite=self.overwrite_check.isChecked(),
+        )
+
+    # -- running ---------------------------------------------------------------------------------------------------
+
+    def run(self) -> bool:
+        """Validate and start the engine; False (with the problems shown) when the run cannot start."""
+        if self.runner is not None:
+            return False
+        try:
+            params = self.gather_parameters()
+            params.validate()
+        except ParameterError as exc:
+            self.message_bar.pushWarning("Cannot run", str(exc).replace("\n", " "))
+            self.status_label.setText(str(exc))
+            return False
+        self._save_settings()
+        self._run_params = params
+        self._run_entry = self.current_model()
+        self.runner = EngineRunner(plugin_settings.interpreter(), params.engine_args(), params.output_paths(), self)
+        self.runner.progress.connect(self._on_progress)
+        self.runner.finished_ok.connect(self._on_done)
+        self.runner.failed.connect(self._on_failed)
+        self.runner.canceled.connect(self._on_canceled)
+        self.task = QgsProxyProgressTask(f"Segmenting {Path(params.input_path).name}")
+        QgsApplication.taskManager().addTask(self.task)
+        self.progress.setValue(0)
+        self.status_label.setText("Starting the engine…")
+        self.runner.start()
+        self._update_enabled()
+        return True
+
+    def cancel(self) -> None:
+        if self.runner is not None:
+            self.status_label.setText("Cancelling…")
+            self.runner.cancel()
+
+    def _on_progress(self, event: ProgressEvent) -> None:
+        self.progress.setValue(int(event.percent))
+        eta = f", about {event.eta_s:.0f} s left" if event.eta_s is not None else ""
+        self.status_label.setText(f"{event.done} of {event.total} windows{eta}")
+        if self.task is not None:
+            self.task.setProxyProgress(event.percent)
+
+    def _finish(self, ok: bool) -> None:
+        if self.task is not None:
+            self.task.finalize(ok)
+            self.task = None
+        if self.runner is not None:
+            self.runner.deleteLater()
+        self.runner = None
+        self._tmp = None
+        self._update_enabled()
+
+    def _on_done(self, event: DoneEvent) -> None:
+        params, entry = self._run_params, self._run_entry
+        self._finish(True)
+        self.progress.setValue(100)
+        assert params is not None and entry is not None and entry.info is not None
+        outputs = {
+            "raster": event.outputs.get("labels") or event.outputs.get("raster") or params.output_raster,
+            "vector": event.outputs.get("vector") or "",
+            "confidence": event.outputs.get("confidence") or "",
+        }
+        layer = self.layer_combo.currentLayer()
+        input_name = layer.name() if layer is not None else Path(params.input_path).stem
+        add_results_to_project(outputs, entry.info.class_names, entry.info.colors, input_name, entry.name)
+        self.status_label.setText(f"Done: {outputs['raster']}")
+        self.iface.messageBar().pushSuccess("RSP Segmentation", f"Segmented {input_name} with {entry.name}")
+        self._auto_outputs = {}
+        self._set_default_outputs()
+
+    def _on_failed(self, message: str, hint: str) -> None:
+        self._finish(False)
+        self.status_label.setText(f"{message}\n{hint}")
+        self.iface.messageBar().pushMessage(
+            "Segmentation failed", f"{message} {hint}", Qgis.Critical, MESSAGE_DURATION_S
+        )
+
+    def _on_canceled(self) -> None:
+        self._finish(False)
+        self.progress.setValue(0)
+        self.status_label.setText("Cancelled; no output was kept.")
+        self.iface.messageBar().pushInfo("RSP Segmentation", "Segmentation cancelled; no output was kept.")
+
+    def shutdown(self) -> None:
+        """Cancel a running engine (plugin unload / QGIS exit)."""
+        if self.runner is not None:
+            self.runner.cancel()
+            self.runner.wait(10_000)
+
+    # -- helpers ---------------------------------------------------------------------------------------------------
+
+    def show_environment_check(self) -> None:
+        from qgis.PyQt.QtWidgets import QApplication, QMessageBox
+
+        QApplication.setOverrideCursor(3)  # Qt.WaitCursor
+        try:
+            report = check_environment(plugin_settings.interpreter())
+        finally:
+            QApplication.restoreOverrideCursor()
+        if report.versions.get("cuda_available") is False and self.device_combo.currentText() == "cuda":
+            self.device_combo.setCurrentText("cpu")
+        QMessageBox.information(self, "Check environment", report.as_html())
+
+    def _open_manager(self) -> None:
+        from .model_manager_dialog import ModelManagerDialog
+
+        ModelManagerDialog(parent=self).exec_()
+        self.refresh()

@@ -1,0 +1,112 @@
+"""The Segment layer dialog, headless (pytest-qgis iface): defaults, validation, parameters from widgets."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from qgis.core import QgsProject, QgsRasterLayer
+
+import qgis_plugin.model_catalog as model_catalog
+from qgis_plugin.parameters import ExtentMode, ParameterError
+
+
+@pytest.fixture
+def models_dir(tmp_path, metadata_model, monkeypatch):
+    folder = tmp_path / "profile_models"
+    folder.mkdir()
+    shutil.copy(metadata_model, folder / metadata_model.name)
+    monkeypatch.setattr(model_catalog, "user_models_dir", lambda: folder)
+    monkeypatch.setattr(model_catalog, "bundled_models_dirs", lambda: [])
+    return folder
+
+
+@pytest.fixture
+def dialog(qgis_iface, qgis_new_project, models_dir, sample_raster):
+    from qgis_plugin.segment_dialog import SegmentDialog
+
+    layer = QgsRasterLayer(str(sample_raster), "ortho", "gdal")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    dlg = SegmentDialog(qgis_iface)
+    dlg.layer_combo.setLayer(layer)
+    dlg.overwrite_check.setChecked(False)
+    dlg.vector_check.setChecked(True)
+    dlg.confidence_check.setChecked(False)
+    dlg.extent_combo.setCurrentIndex(dlg.extent_combo.findData(ExtentMode.WHOLE_LAYER.value))
+    yield dlg
+    dlg.close()
+    dlg.deleteLater()
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_defaults_next_to_input_with_model_metadata(dialog, sample_raster) -> None:
+    folder = sample_raster.parent
+    assert dialog.model_combo.currentText() == "potsdam_demo"
+    assert dialog.raster_out.filePath() == str(folder / "ortho_potsdam_demo_classes.tif")
+    assert dialog.vector_out.filePath() == str(folder / "ortho_potsdam_demo_polygons.gpkg")
+    assert dialog.bands_edit.text() == "1,2,3"  # RGBA ortho: red, green, blue by colour interpretation
+    html = dialog.model_info.text()
+    for name in ("impervious", "building", "low_vegetation", "tree", "car", "clutter"):
+        assert name in html
+    assert "rgb(0,0,255)" in html  # building swatch
+    assert "0.5 m/px" in html and "tile 64 px" in html
+
+
+def test_parameters_from_widgets(dialog, sample_raster, metadata_model) -> None:
+    dialog.batch_spin.setValue(7)
+    dialog.min_area_spin.setValue(12.5)
+    dialog.simplify_spin.setValue(0.5)
+    dialog.bands_edit.setText("3, 2, 1")
+    params = dialog.gather_parameters()
+    assert params.problems() == []
+    args = params.engine_args()
+    assert args[:2] == ["predict", "--model"]
+    assert args[args.index("--input") + 1] == str(sample_raster)
+    assert args[args.index("--bands") + 1] == "3,2,1"
+    assert args[args.index("--batch-size") + 1] == "7"
+    assert args[args.index("--min-area") + 1] == "12.5"
+    assert args[args.index("--simplify") + 1] == "0.5"
+    assert "--confidence" not in args and "--overwrite" not in args and "--bbox" not in args
+
+
+def test_validation_messages(dialog, sample_raster) -> None:
+    existing = sample_raster.parent / "ortho_potsdam_demo_classes.tif"
+    existing.write_bytes(b"old result")
+    problems = dialog.gather_parameters().problems()
+    assert any("exists" in p and "Overwrite" in p for p in problems)
+    dialog.overwrite_check.setChecked(True)
+    assert dialog.gather_parameters().problems() == []
+    dialog.raster_out.setFilePath(str(sample_raster))
+    assert any("equals the input" in p for p in dialog.gather_parameters().problems())
+    dialog.raster_out.setFilePath(str(sample_raster.parent / "no_such_dir" / "x.tif"))
+    assert any("does not exist" in p for p in dialog.gather_parameters().problems())
+    dialog.bands_edit.setText("red")
+    with pytest.raises(ParameterError):
+        dialog.gather_parameters()
+    assert dialog.run() is False
+    assert dialog.runner is None
+
+
+def test_canvas_extent_is_clipped_to_layer_in_layer_crs(dialog, qgis_canvas) -> None:
+    layer = dialog.layer_combo.currentLayer()
+    qgis_canvas.setDestinationCrs(layer.crs())
+    extent = layer.extent()
+    qgis_canvas.setExtent(extent)
+    dialog.extent_combo.setCurrentIndex(dialog.extent_combo.findData(ExtentMode.CANVAS.value))
+    params = dialog.gather_parameters()
+    xmin, ymin, xmax, ymax = params.bbox
+    assert extent.xMinimum() - 1e-6 <= xmin < xmax <= extent.xMaximum() + 1e-6
+    assert extent.yMinimum() - 1e-6 <= ymin < ymax <= extent.yMaximum() + 1e-6
+    assert "--bbox" in params.engine_args()
+
+
+def test_no_model_installed(qgis_iface, qgis_new_project, tmp_path, monkeypatch) -> None:
+    from qgis_plugin.segment_dialog import SegmentDialog
+
+    monkeypatch.setattr(model_catalog, "user_models_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr(model_catalog, "bundled_models_dirs", lambda: [])
+    dlg = SegmentDialog(qgis_iface)
+    assert dlg.model_combo.count() == 0
+    assert "No model installed" in dlg.model_info.text()
+    assert any("Choose a model" in p for p in dlg.gather_parameters().problems())
