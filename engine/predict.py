@@ -254,16 +254,17 @@ def _read_items(ctx: RunContext, windows: list[Window]) -> Iterator[_Item]:
     for w in windows:
         ctx.check_cancel()
         valid = raster_io.read_valid_mask(ctx.work, ctx.bands, w)
-        if ctx.polygons is not None:
-            valid &= ctx.polygons.rasterize(ctx.work, w)
-        if not valid.any():
+        # Polygons only decide what is written and which windows run: the network still sees the real pixels
+        # around them, so labels inside equal those of a whole-raster run.
+        wanted = valid & ctx.polygons.rasterize(ctx.work, w) if ctx.polygons is not None else valid
+        if not wanted.any():
             yield _Item(w, None, None)
             continue
         x = ctx.normalizer(raster_io.read_window(ctx.work, ctx.bands, w))  # (C, h, w)
-        x[:, ~valid] = 0.0  # masked pixels enter as the mean value
+        x[:, ~valid] = 0.0  # nodata/alpha-masked pixels enter as the mean value
         padded = np.zeros((x.shape[0], t, t), np.float32)  # square input, also for rasters smaller than a tile
         padded[:, : w.height, : w.width] = x
-        yield _Item(w, padded, valid)
+        yield _Item(w, padded, wanted)
 
 
 def _prefetch(source: Iterator[_Item], size: int, cancel: threading.Event) -> Iterator[_Item]:
