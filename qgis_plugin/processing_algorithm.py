@@ -1,0 +1,210 @@
+"""Processing algorithm "Segment raster with RSP model" (``rspsegmentation:segmentraster``).
+
+Same options and the same engine subprocess as the dialog (:class:`.parameters.SegmentParameters`,
+:func:`.engine_runner.run_blocking`), so it works in the model builder, batch mode, ``processing.run`` and
+``qgis_process``. Progress comes from the engine's stream; ``feedback.isCanceled()`` terminates the subprocess and
+its partial outputs are removed. Outputs are loaded and styled by :mod:`.layer_styling` when run from the GUI.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorDestination,
+    QgsVectorFileWriter,
+)
+
+from . import plugin_settings
+from .engine_runner import EngineRunError, run_blocking
+from .parameters import DEFAULT_BATCH_SIZE, DEVICES, MAX_BATCH_SIZE, ExtentMode, SegmentParameters, parse_band_list
+from .progress_stream import ProgressEvent
+
+INPUT = "INPUT"
+MODEL = "MODEL"
+EXTENT = "EXTENT"
+MASK = "MASK"
+BANDS = "BANDS"
+DEVICE = "DEVICE"
+BATCH_SIZE = "BATCH_SIZE"
+MIN_AREA = "MIN_AREA"
+SIMPLIFY = "SIMPLIFY"
+OUTPUT = "OUTPUT"
+OUTPUT_VECTOR = "OUTPUT_VECTOR"
+OUTPUT_CONFIDENCE = "OUTPUT_CONFIDENCE"
+
+
+class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
+    def name(self) -> str:
+        return "segmentraster"
+
+    def displayName(self) -> str:
+        return "Segment raster with RSP model"
+
+    def group(self) -> str:
+        return "Segmentation"
+
+    def groupId(self) -> str:
+        return "segmentation"
+
+    def shortHelpString(self) -> str:
+        return (
+            "Segments a raster with an RSP model file (.rspmodel) in a separate Python process (the interpreter "
+            "set in the plugin settings). Writes a classified GeoTIFF (class ids with the model's colours and "
+            "names), optionally polygons (class_id, class_name, area_m2) and a confidence raster. Extent and mask "
+            "limit the processed area; windows stay on the raster's own grid."
+        )
+
+    def createInstance(self) -> SegmentRasterAlgorithm:
+        return SegmentRasterAlgorithm()
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
+        self.addParameter(QgsProcessingParameterRasterLayer(INPUT, "Input raster"))
+        self.addParameter(
+            QgsProcessingParameterFile(MODEL, "Model file", extension="rspmodel", defaultValue=self._default_model())
+        )
+        self.addParameter(QgsProcessingParameterExtent(EXTENT, "Extent (default: whole raster)", optional=True))
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                MASK, "Only inside these polygons", [QgsProcessing.TypeVectorPolygon], optional=True
+            )
+        )
+        self.addParameter(QgsProcessingParameterString(BANDS, "Bands (e.g. 1,2,3; empty = by colour)", optional=True))
+        self.addParameter(QgsProcessingParameterEnum(DEVICE, "Device", options=list(DEVICES), defaultValue=0))
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                BATCH_SIZE,
+                "Batch size",
+                QgsProcessingParameterNumber.Integer,
+                DEFAULT_BATCH_SIZE,
+                False,
+                1,
+                MAX_BATCH_SIZE,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                MIN_AREA, "Minimum polygon area (m²)", QgsProcessingParameterNumber.Double, 0.0, False, 0.0
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                SIMPLIFY, "Simplify tolerance (m)", QgsProcessingParameterNumber.Double, 0.0, False, 0.0
+            )
+        )
+        self.addParameter(QgsProcessingParameterRasterDestination(OUTPUT, "Classified raster"))
+        self.addParameter(
+            QgsProcessingParameterVectorDestination(
+                OUTPUT_VECTOR, "Polygons", QgsProcessing.TypeVectorPolygon, optional=True, createByDefault=False
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                OUTPUT_CONFIDENCE, "Confidence raster", optional=True, createByDefault=False
+            )
+        )
+
+    @staticmethod
+    def _default_model() -> str | None:
+        saved = plugin_settings.get_value("model", "")
+        return str(saved) if saved and os.path.isfile(str(saved)) else None
+
+    def processAlgorithm(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict[str, Any]:
+        layer = self.parameterAsRasterLayer(parameters, INPUT, context)
+        if layer is None or layer.providerType() != "gdal" or not os.path.isfile(layer.source().split("|")[0]):
+            raise QgsProcessingException("The input must be a raster stored in a GDAL-readable file.")
+        input_path = layer.source().split("|")[0]
+        output = self.parameterAsOutputLayer(parameters, OUTPUT, context)
+        vector = self.parameterAsOutputLayer(parameters, OUTPUT_VECTOR, context) or None
+        confidence = self.parameterAsOutputLayer(parameters, OUTPUT_CONFIDENCE, context) or None
+        mode, bbox, mask = ExtentMode.WHOLE_LAYER, None, None
+        if parameters.get(EXTENT):
+            rect = self.parameterAsExtent(parameters, EXTENT, context, layer.crs())
+            overlap = rect.intersect(layer.extent())
+            if overlap.isEmpty():
+                raise QgsProcessingException("The extent does not overlap the input raster.")
+            mode, bbox = (
+                ExtentMode.CANVAS,
+                (overlap.xMinimum(), overlap.yMinimum(), overlap.xMaximum(), overlap.yMaximum()),
+            )
+        elif parameters.get(MASK):
+            mask = self._write_mask(parameters, context)
+            mode = ExtentMode.POLYGON_LAYER
+        try:
+            bands = parse_band_list(self.parameterAsString(parameters, BANDS, context) or "")
+        except Exception as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        params = SegmentParameters(
+            input_path=input_path,
+            model_path=self.parameterAsFile(parameters, MODEL, context),
+            output_raster=output,
+            output_vector=vector,
+            output_confidence=confidence,
+            extent_mode=mode,
+            bbox=bbox,
+            mask_path=mask,
+            bands=bands,
+            device=DEVICES[self.parameterAsEnum(parameters, DEVICE, context)],
+            batch_size=self.parameterAsInt(parameters, BATCH_SIZE, context),
+            min_area_m2=self.parameterAsDouble(parameters, MIN_AREA, context),
+            simplify_m=self.parameterAsDouble(parameters, SIMPLIFY, context),
+            overwrite=True,  # Processing owns its destinations (temporary outputs or user-confirmed files)
+        )
+        problems = params.problems()
+        if problems:
+            raise QgsProcessingException("\n".join(problems))
+        feedback.pushInfo(f"engine: {plugin_settings.interpreter()} -m engine {' '.join(params.engine_args())}")
+
+        def on_progress(event: ProgressEvent) -> None:
+            feedback.setProgress(event.percent)
+
+        try:
+            done = run_blocking(
+                plugin_settings.interpreter(),
+                params.engine_args(),
+                on_progress,
+                feedback.isCanceled,
+                params.output_paths(),
+            )
+        except EngineRunError as exc:
+            if exc.canceled:
+                feedback.reportError("Cancelled; no output was kept.")
+                return {}
+            raise QgsProcessingException(f"{exc.message} {exc.hint}".strip()) from exc
+        results: dict[str, Any] = {OUTPUT: done.outputs.get("labels") or done.outputs.get("raster") or output}
+        if vector:
+            results[OUTPUT_VECTOR] = done.outputs.get("vector") or vector
+        if confidence:
+            results[OUTPUT_CONFIDENCE] = done.outputs.get("confidence") or confidence
+        return results
+
+    def _write_mask(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:
+        """Materialise the mask features (any source, selected-only honoured) as a GeoPackage for the engine."""
+        layer = self.parameterAsVectorLayer(parameters, MASK, context)
+        if layer is None:
+            raise QgsProcessingException("The mask must be a polygon layer.")
+        from qgis.core import QgsProcessingUtils
+
+        path = QgsProcessingUtils.generateTempFilename("rsp_mask.gpkg")
+        options = QgsVectorFileWriter.SaveVectorOptions()
+        options.driverName = "GPKG"
+        error = QgsVectorFileWriter.writeAsVectorFormatV2(layer, path, context.transformContext(), options)
+        if error[0] != QgsVectorFileWriter.NoError:
+            raise QgsProcessingException(f"Cannot write the mask polygons: {error[1]}")
+        return path

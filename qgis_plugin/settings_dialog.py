@@ -1,0 +1,50 @@
+"""Settings: the engine's Python interpreter, with Check environment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qgis.gui import QgsFileWidget
+from qgis.PyQt.QtWidgets import QApplication, QDialog, QDialogButtonBox, QFormLayout, QLabel, QPushButton, QVBoxLayout
+
+from . import plugin_settings
+from .engine_locator import default_interpreter
+from .environment_check import check_environment
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("RSP Segmentation settings")
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.interpreter = QgsFileWidget(self)
+        self.interpreter.setStorageMode(QgsFileWidget.GetFile)
+        self.interpreter.setFilePath(plugin_settings.interpreter())
+        form.addRow("Engine Python interpreter", self.interpreter)
+        form.addRow("", QLabel(f"Default when empty: {default_interpreter()}", self))
+        layout.addLayout(form)
+        self.report = QLabel("", self)
+        self.report.setWordWrap(True)
+        self.report.setTextInteractionFlags(self.report.textInteractionFlags() | 1)  # selectable fix command
+        layout.addWidget(self.report)
+        check = QPushButton("Check environment", self)
+        check.clicked.connect(self.run_check)
+        layout.addWidget(check)
+        buttons = QDialogButtonBox(QDialogButtonBox.Save | QDialogButtonBox.Cancel, self)
+        buttons.accepted.connect(self.save)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    def run_check(self) -> None:
+        QApplication.setOverrideCursor(3)  # Qt.WaitCursor
+        try:
+            self.report.setText(
+                check_environment(self.interpreter.filePath().strip() or default_interpreter()).as_html()
+            )
+        finally:
+            QApplication.restoreOverrideCursor()
+
+    def save(self) -> None:
+        plugin_settings.set_interpreter(self.interpreter.filePath())
+        self.accept()

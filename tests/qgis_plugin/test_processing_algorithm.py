@@ -1,0 +1,76 @@
+"""The Processing algorithm through ``processing.run`` with the real engine on a small real raster."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import CLASS_NAMES
+from osgeo import gdal
+from qgis.core import QgsApplication, QgsProcessingFeedback
+
+
+@pytest.fixture
+def provider(qgis_processing, monkeypatch):
+    import qgis_plugin.plugin_settings as plugin_settings
+    from qgis_plugin.engine_locator import project_venv_python
+    from qgis_plugin.processing_provider import RspProcessingProvider
+
+    venv = project_venv_python()
+    if venv is None:
+        pytest.skip("no .venv next to the repository's engine/ (run make setup)")
+    monkeypatch.setattr(plugin_settings, "interpreter", lambda: str(venv))
+    provider = RspProcessingProvider()
+    QgsApplication.processingRegistry().addProvider(provider)
+    yield provider
+    QgsApplication.processingRegistry().removeProvider(provider)
+
+
+def test_algorithm_is_registered(provider) -> None:
+    algorithm = QgsApplication.processingRegistry().algorithmById("rspsegmentation:segmentraster")
+    assert algorithm is not None
+    assert algorithm.displayName() == "Segment raster with RSP model"
+
+
+def test_processing_run_on_real_raster(provider, real_model, sample_raster, tmp_path) -> None:
+    import processing
+
+    out, polys = tmp_path / "classes.tif", tmp_path / "polys.gpkg"
+    progress: list[float] = []
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(progress.append)
+    result = processing.run(
+        "rspsegmentation:segmentraster",
+        {
+            "INPUT": str(sample_raster),
+            "MODEL": str(real_model),
+            "DEVICE": 0,
+            "BATCH_SIZE": 4,
+            "OUTPUT": str(out),
+            "OUTPUT_VECTOR": str(polys),
+        },
+        feedback=feedback,
+    )
+    assert result["OUTPUT"] == str(out)
+    ds = gdal.Open(str(out))
+    source = gdal.Open(str(sample_raster))
+    assert (ds.RasterXSize, ds.RasterYSize) == (source.RasterXSize, source.RasterYSize)
+    assert ds.GetGeoTransform() == source.GetGeoTransform()
+    labels = ds.GetRasterBand(1).ReadAsArray()
+    assert set(np.unique(labels)) <= set(range(len(CLASS_NAMES))) | {255}
+    assert polys.exists()
+    assert progress and max(progress) == pytest.approx(100.0)
+
+
+def test_processing_cancel_leaves_no_output(provider, real_model, sample_raster, tmp_path) -> None:
+    import processing
+
+    out = tmp_path / "classes.tif"
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(lambda p: feedback.cancel() if p > 0 else None)
+    processing.run(
+        "rspsegmentation:segmentraster",
+        {"INPUT": str(sample_raster), "MODEL": str(real_model), "BATCH_SIZE": 1, "OUTPUT": str(out)},
+        feedback=feedback,
+    )
+    assert feedback.isCanceled()
+    assert not out.exists()
