@@ -96,6 +96,7 @@ def add_results_to_project(
     project = project or QgsProject.instance()
     root = project.layerTreeRoot()
     group = root.insertGroup(0, f"{input_name} – {model_name}")
+    group.setExpanded(True)
     layers: list[QgsMapLayer] = []
     if outputs.get("vector"):
         path = outputs["vector"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -23,7 +24,7 @@ QGIS_TIMEOUT_S = 240
 # Runs inside QGIS (``--code``): waits for start-up, runs the test's steps, writes result.json, then quits.
 _DRIVER_PROLOGUE = textwrap.dedent(
     """
-    import json, sys, time, traceback
+    import json, os, sys, time, traceback
     from qgis.PyQt.QtCore import QTimer, QCoreApplication, QEventLoop
     from qgis.PyQt.QtWidgets import QAction, QApplication
     from qgis.core import QgsApplication, QgsProject
@@ -89,12 +90,21 @@ def _load_package_module():
     return module
 
 
-def make_profile(profiles: Path, settings: dict[str, dict[str, str]] | None = None) -> Path:
-    """Create a throw-away QGIS profile with the packaged plugin installed and enabled; return the plugin folder."""
+def make_profile(
+    profiles: Path, settings: dict[str, dict[str, str]] | None = None, models: list[Path] | None = None
+) -> Path:
+    """Create a throw-away QGIS profile with the packaged plugin installed and enabled; return the plugin folder.
+
+    ``models`` are copied into the profile's ``rsp_models/`` folder (the model manager's install location).
+    """
     profile = profiles / "profiles" / "default"
     plugins = profile / "python" / "plugins"
     plugins.mkdir(parents=True)
     folder = _load_package_module().assemble(plugins)
+    if models:
+        (profile / "rsp_models").mkdir()
+        for model in models:
+            shutil.copy(model, profile / "rsp_models" / model.name)
     ini = {
         "PythonPlugins": {PLUGIN_NAME: "true"},
         "app": {"askToSaveMemoryLayers": "false"},
@@ -120,6 +130,7 @@ def run_qgis(
     project: Path | None = None,
     settings: dict[str, dict[str, str]] | None = None,
     timeout_s: int = QGIS_TIMEOUT_S,
+    models: list[Path] | None = None,
 ) -> dict:
     """Start ``qgis`` with a fresh profile, run ``steps_source`` (defines ``steps(result)``), return result.json.
 
@@ -127,7 +138,7 @@ def run_qgis(
     """
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     profiles = tmp_path / "qgis_profiles"
-    make_profile(profiles, settings)
+    make_profile(profiles, settings, models)
     result_path = tmp_path / "result.json"
     driver = tmp_path / "driver.py"
     driver.write_text(
