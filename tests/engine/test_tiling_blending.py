@@ -80,7 +80,12 @@ def test_region_windows_are_the_grid_windows_touching_it() -> None:
 def test_split_rows_covers_region() -> None:
     strips = split_rows(Window(3, 0, 100, 7), 3, 16)  # ceil(100 / 3) = 34 -> rounded up to 48
     assert [(s.row, s.height) for s in strips] == [(3, 48), (51, 48), (99, 4)]
-    assert [(s.row, s.height) for s in split_rows(Window(0, 0, 100, 7), 4, 1)] == [(0, 25), (25, 25), (50, 25), (75, 25)]
+    assert [(s.row, s.height) for s in split_rows(Window(0, 0, 100, 7), 4, 1)] == [
+        (0, 25),
+        (25, 25),
+        (50, 25),
+        (75, 25),
+    ]
 
 
 def test_smooth_weight_shape_and_floor() -> None:
@@ -98,7 +103,7 @@ def _run_accumulator(mode: str, region: Window, tile: int, stride: int, logits: 
     out = np.full((region.height, region.width), 77, np.uint8)
     max_band_rows = 0
 
-    def put(rows):  # noqa: ANN001, ANN202
+    def put(rows):
         if rows is not None:
             out[rows.row - region.row : rows.row - region.row + rows.labels.shape[0]] = rows.labels
 
