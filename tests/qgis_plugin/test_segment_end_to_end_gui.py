@@ -78,6 +78,8 @@ def steps(result):
             layers[lyr.name()] = info
     result["layers"] = layers
     dlg.hide()
+    iface.layerTreeView().expandAll()
+    iface.layerTreeView().setCurrentLayer(None)
     canvas.setExtent(layer.extent())
     canvas.refresh()
     canvas.waitWhileRendering()
