@@ -441,7 +441,7 @@ def finish_outputs(ctx: RunContext, work_labels: str, work_conf: str | None, tmp
     for key, src, resampling in targets:
         ctx.check_cancel()
         dst = tmps[key]
-        if not ctx.resampled and src.endswith(".tif"):
+        if not ctx.resampled and not src.endswith(".vrt"):
             staged = src  # written on the source grid already (single process)
         else:
             staged = dst if not req.cog else dst + ".stage.tif"
@@ -463,7 +463,8 @@ def finish_outputs(ctx: RunContext, work_labels: str, work_conf: str | None, tmp
         ds = gdal.Open(staged, gdal.GA_Update)
         if key == "labels":
             raster_io.style_labels(ds, ctx.info)
-            ds.FlushCache()
+            ds = None  # reopen so that the overview builder sees the colour table
+            ds = gdal.Open(staged, gdal.GA_Update)
         else:
             ds.GetRasterBand(1).SetDescription("confidence of the predicted class (0..1)")
         overview_resampling = "MODE" if key == "labels" else "AVERAGE"

@@ -114,3 +114,38 @@ def test_distributed_equals_single(model_path, make_raster, tmp_path) -> None:
     assert gdal.Open(multi).GetGeoTransform() == gdal.Open(single).GetGeoTransform()
     assert sorted(os.listdir(tmp_path)) == ["c.tif", "in.tif", "multi.tif", "multi.tif.aux.xml", "single.tif",
                                             "single.tif.aux.xml"]  # fmt: skip
+
+
+def test_sigterm_cancels_cleanly(model_path, make_raster, tmp_path) -> None:  # noqa: ANN001
+    import signal
+
+    raster = make_raster("in.tif", potsdam_pixels(600, 600))  # 144 windows at batch 1: seconds of work
+    env = {**os.environ, "PYTHONPATH": REPO, "HF_HUB_OFFLINE": "1"}
+    out = str(tmp_path / "out.tif")
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "predict", "--model", model_path, "--input", raster,
+                             "--output", out, "--vector", str(tmp_path / "v.gpkg"), "--batch-size", "1",
+                             "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=REPO)  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "progress":
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert json.loads(rest.splitlines()[-1])["event"] == "cancelled"
+    assert sorted(os.listdir(tmp_path)) == ["in.tif"]  # no output, no temporary file
+
+
+def test_cog_and_raster_without_crs(model_path, make_raster, tmp_path) -> None:  # noqa: ANN001
+    from engine.predict import PredictRequest, predict
+
+    raster = make_raster("nocrs.tif", potsdam_pixels(300, 280), epsg=None)
+    out = str(tmp_path / "cog.tif")
+    result = predict(PredictRequest(model=model_path, input=raster, output=out, cog=True, threads=2))
+    ds = gdal.Open(out)
+    assert ds.GetMetadataItem("LAYOUT", "IMAGE_STRUCTURE") == "COG"
+    assert ds.GetRasterBand(1).GetOverviewCount() >= 1
+    assert ds.GetRasterBand(1).GetColorTable() is not None and not ds.GetProjection()
+    assert all(c["area_m2"] is None for c in result.classes) and sum(c["pixels"] for c in result.classes) == 84000
+    assert sorted(os.listdir(tmp_path)) == ["cog.tif", "cog.tif.aux.xml", "nocrs.tif"]
