@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
@@ -30,7 +31,9 @@ from qgis.core import (
 )
 
 from . import plugin_settings
+from .engine_locator import ensure_engine_importable
 from .engine_runner import EngineRunError, run_blocking
+from .layer_styling import categorized_renderer, paletted_renderer
 from .parameters import DEFAULT_BATCH_SIZE, DEVICES, MAX_BATCH_SIZE, ExtentMode, SegmentParameters, parse_band_list
 from .progress_stream import ProgressEvent
 
@@ -46,6 +49,27 @@ SIMPLIFY = "SIMPLIFY"
 OUTPUT = "OUTPUT"
 OUTPUT_VECTOR = "OUTPUT_VECTOR"
 OUTPUT_CONFIDENCE = "OUTPUT_CONFIDENCE"
+
+
+# Post-processors must outlive processAlgorithm (QGIS holds them as raw pointers): keep them here until used.
+_POST_PROCESSORS: list[QgsProcessingLayerPostProcessorInterface] = []
+
+
+class StyleFromModel(QgsProcessingLayerPostProcessorInterface):
+    """Styles a loaded output with the model's class names and colours (as the dialog does)."""
+
+    def __init__(self, kind: str, class_names: tuple[str, ...], colors: tuple[tuple[int, int, int], ...]) -> None:
+        super().__init__()
+        self.kind = kind
+        self.class_names = class_names
+        self.colors = colors
+
+    def postProcessLayer(self, layer: Any, context: Any, feedback: Any) -> None:
+        if self.kind == "raster":
+            layer.setRenderer(paletted_renderer(layer, self.class_names, self.colors))
+        else:
+            layer.setRenderer(categorized_renderer(self.class_names, self.colors))
+        layer.triggerRepaint()
 
 
 class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
@@ -187,12 +211,25 @@ class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
                 feedback.reportError("Cancelled; no output was kept.")
                 return {}
             raise QgsProcessingException(f"{exc.message} {exc.hint}".strip()) from exc
+        self._style_outputs(params.model_path, context, {OUTPUT: ("raster", output), OUTPUT_VECTOR: ("vector", vector)})
         results: dict[str, Any] = {OUTPUT: done.outputs.get("labels") or done.outputs.get("raster") or output}
         if vector:
             results[OUTPUT_VECTOR] = done.outputs.get("vector") or vector
         if confidence:
             results[OUTPUT_CONFIDENCE] = done.outputs.get("confidence") or confidence
         return results
+
+    @staticmethod
+    def _style_outputs(model_path: str, context: QgsProcessingContext, outputs: dict[str, tuple[str, Any]]) -> None:
+        ensure_engine_importable()
+        from engine.model_file import read_model_info
+
+        info = read_model_info(model_path)
+        for kind, path in outputs.values():
+            if path and context.willLoadLayerOnCompletion(path):
+                processor = StyleFromModel(kind, info.class_names, info.colors)
+                _POST_PROCESSORS.append(processor)
+                context.layerToLoadOnCompletionDetails(path).setPostProcessor(processor)
 
     def _write_mask(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:
         """Materialise the mask features (any source, selected-only honoured) as a GeoPackage for the engine."""

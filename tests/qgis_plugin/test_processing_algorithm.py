@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import CLASS_NAMES
 from osgeo import gdal
-from qgis.core import QgsApplication, QgsProcessingFeedback
+from qgis.core import QgsApplication, QgsPalettedRasterRenderer, QgsProcessingFeedback, QgsProject
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def test_processing_run_on_real_raster(provider, real_model, sample_raster, tmp_
     progress: list[float] = []
     feedback = QgsProcessingFeedback()
     feedback.progressChanged.connect(progress.append)
-    result = processing.run(
+    processing.runAndLoadResults(
         "rspsegmentation:segmentraster",
         {
             "INPUT": str(sample_raster),
@@ -50,7 +50,11 @@ def test_processing_run_on_real_raster(provider, real_model, sample_raster, tmp_
         },
         feedback=feedback,
     )
-    assert result["OUTPUT"] == str(out)
+    loaded = {layer.name(): layer for layer in QgsProject.instance().mapLayers().values()}
+    assert isinstance(loaded["Classified raster"].renderer(), QgsPalettedRasterRenderer)
+    assert [c.label for c in loaded["Classified raster"].renderer().classes()] == list(CLASS_NAMES)
+    assert [c.label() for c in loaded["Polygons"].renderer().categories()] == list(CLASS_NAMES)
+    QgsProject.instance().removeAllMapLayers()
     ds = gdal.Open(str(out))
     source = gdal.Open(str(sample_raster))
     assert (ds.RasterXSize, ds.RasterYSize) == (source.RasterXSize, source.RasterYSize)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -110,3 +111,61 @@ def test_no_model_installed(qgis_iface, qgis_new_project, tmp_path, monkeypatch)
     assert dlg.model_combo.count() == 0
     assert "No model installed" in dlg.model_info.text()
     assert any("Choose a model" in p for p in dlg.gather_parameters().problems())
+
+
+def test_polygon_extent_exports_mask_in_raster_crs(dialog) -> None:
+    from osgeo import ogr
+    from qgis.core import QgsFeature, QgsGeometry, QgsVectorLayer
+
+    raster = dialog.layer_combo.currentLayer()
+    extent = raster.extent()
+    polygons = QgsVectorLayer("Polygon?crs=EPSG:4326", "aoi", "memory")
+    # Two polygons given in EPSG:4326 around the raster's centre; only the selected one must be exported.
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject
+
+    to_wgs84 = QgsCoordinateTransform(raster.crs(), QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
+    centre = to_wgs84.transform(extent.center())
+    features = []
+    for dx in (0.0, 0.0002):
+        feature = QgsFeature()
+        feature.setGeometry(
+            QgsGeometry.fromWkt(
+                f"POLYGON(({centre.x() + dx} {centre.y()},{centre.x() + dx + 0.0001} {centre.y()},"
+                f"{centre.x() + dx + 0.0001} {centre.y() + 0.0001},{centre.x() + dx} {centre.y()}))"
+            )
+        )
+        features.append(feature)
+    polygons.dataProvider().addFeatures(features)
+    QgsProject.instance().addMapLayer(polygons)
+    dialog.mask_combo.setLayer(polygons)
+    dialog.extent_combo.setCurrentIndex(dialog.extent_combo.findData(ExtentMode.SELECTED_FEATURES.value))
+    assert any("polygon layer" in p for p in dialog.gather_parameters().problems())  # nothing selected yet
+    polygons.selectByIds([polygons.allFeatureIds()[0]])
+    params = dialog.gather_parameters()
+    assert params.problems() == []
+    assert params.engine_args()[params.engine_args().index("--mask") + 1] == params.mask_path
+    ds = ogr.Open(params.mask_path)
+    layer = ds.GetLayer(0)
+    assert layer.GetFeatureCount() == 1
+    assert layer.GetSpatialRef().GetAuthorityCode(None) == "32615"  # the raster's CRS, not the layer's
+    env = layer.GetExtent()  # (xmin, xmax, ymin, ymax) in metres
+    assert extent.xMinimum() <= env[0] <= extent.xMaximum() and extent.yMinimum() <= env[2] <= extent.yMaximum()
+
+
+def test_engine_failure_shows_message_and_keeps_nothing(dialog, monkeypatch, tmp_path, qgis_iface) -> None:
+    from conftest import wait_until
+
+    import qgis_plugin.plugin_settings as plugin_settings
+
+    crash = tmp_path / "crashing_python"
+    crash.write_text("#!/bin/sh\necho 'Segmentation fault' >&2\nkill -SEGV $$\n")
+    crash.chmod(0o755)
+    monkeypatch.setattr(plugin_settings, "interpreter", lambda: str(crash))
+    messages: list[str] = []
+    monkeypatch.setattr(qgis_iface.messageBar(), "pushMessage", lambda title, text, *a, **k: messages.append(text))
+    assert dialog.run() is True
+    assert wait_until(lambda: dialog.runner is None, 30)
+    assert messages and "crashed" in messages[0]
+    assert "crashed" in dialog.status_label.text()
+    assert not any(os.path.exists(p) for p in (dialog.raster_out.filePath(), dialog.vector_out.filePath()))
+    assert dialog.run_button.isEnabled() and not dialog.cancel_button.isEnabled()
