@@ -116,7 +116,7 @@ def test_distributed_equals_single(model_path, make_raster, tmp_path) -> None:
                                             "single.tif.aux.xml"]  # fmt: skip
 
 
-def test_sigterm_cancels_cleanly(model_path, make_raster, tmp_path) -> None:  # noqa: ANN001
+def test_sigterm_cancels_cleanly(model_path, make_raster, tmp_path) -> None:
     import signal
 
     raster = make_raster("in.tif", potsdam_pixels(600, 600))  # 144 windows at batch 1: seconds of work
@@ -137,7 +137,7 @@ def test_sigterm_cancels_cleanly(model_path, make_raster, tmp_path) -> None:  # 
     assert sorted(os.listdir(tmp_path)) == ["in.tif"]  # no output, no temporary file
 
 
-def test_cog_and_raster_without_crs(model_path, make_raster, tmp_path) -> None:  # noqa: ANN001
+def test_cog_and_raster_without_crs(model_path, make_raster, tmp_path) -> None:
     from engine.predict import PredictRequest, predict
 
     raster = make_raster("nocrs.tif", potsdam_pixels(300, 280), epsg=None)

@@ -138,6 +138,10 @@ def test_epsg4326_and_gsd_resampling(make_raster, tmp_path) -> None:
     coarse_labels = run(model, coarse, str(tmp_path / "coarse_out.tif"), bands=(1, 2, 3))
     upsampled = np.repeat(np.repeat(coarse_labels, 2, axis=0), 2, axis=1)
     assert labels.shape == (128, 128) and (labels == upsampled).mean() > 0.99
+    # shift invariance holds through the resampling too (odd offsets: half work pixels)
+    part = run(model, fine, str(tmp_path / "fine_part.tif"), window=(33, 17, 51, 70), blend="reference")
+    whole_ref = run(model, fine, str(tmp_path / "fine_ref.tif"), blend="reference")
+    np.testing.assert_array_equal(part, whole_ref[17:87, 33:84])
 
 
 def test_mask_polygons(model_path, make_raster, tmp_path) -> None:
