@@ -1,6 +1,7 @@
 """``python -m engine``: ``predict`` (this module) and ``import``/``info`` (``engine.importer``).
 
-Output protocol of ``predict``: one JSON object per line on stdout (``start``, ``progress``, ``done``, ``error``);
+Output protocol of ``predict``: one JSON object per line on stdout (``start``, ``progress``, ``done``, ``error``,
+``cancelled``);
 logs on stderr. When stdout is a terminal, a progress bar on stderr replaces the ``progress`` lines. No traceback
 unless ``--debug``. SIGINT/SIGTERM set the cancel event: the run stops at the next batch, removes its temporary
 files and exits with 130.
