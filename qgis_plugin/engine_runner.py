@@ -73,7 +73,8 @@ class EngineRunner(QObject):
 
     Signals:
         progress(ProgressEvent): a progress line.
-        finished_ok(DoneEvent): the engine reported ``done`` and exited 0.
+        finished_ok(DoneEvent): the engine reported ``done`` and exited 0 (with ``require_done_event=False``, a
+            command such as ``import`` that may print no events succeeds on exit status 0 alone).
         failed(str, str): message and hint (an ``error`` event, a crash, a non-zero exit, or a failure to start).
         canceled(): the run was cancelled and its outputs removed.
         malformed(str): a stdout line that is not an event (also logged).
@@ -92,9 +93,11 @@ class EngineRunner(QObject):
         output_paths: list[str] | None = None,
         parent: QObject | None = None,
         module: str = ENGINE_MODULE,
+        require_done_event: bool = True,
     ) -> None:
         super().__init__(parent)
         self.module = module
+        self.require_done_event = require_done_event
         self.interpreter = interpreter
         self.args = list(args)
         self.output_paths = list(output_paths or [])
@@ -189,8 +192,8 @@ class EngineRunner(QObject):
         elif self._error is not None:
             self._cleanup()
             self.failed.emit(self._error.message, self._error.hint)
-        elif self._done is not None and exit_code == 0 and not crashed:
-            self.finished_ok.emit(self._done)
+        elif exit_code == 0 and not crashed and (self._done is not None or not self.require_done_event):
+            self.finished_ok.emit(self._done or DoneEvent({}))
         else:
             self._cleanup()
             message, hint = crash_message(exit_code, crashed, self._stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from qgis.PyQt.QtWidgets import (
@@ -17,19 +18,24 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import plugin_settings
-from .engine_runner import EngineRunner
+from .engine_runner import ENGINE_MODULE, EngineRunner
 from .model_catalog import ModelEntry, ModelRemoveError, format_info_html, import_command, list_models, remove_model
 
 IMPORT_FILTER = "Model files and checkpoints (*.rspmodel *.pth *.pt *.safetensors);;All files (*)"
 
 
 class ModelManagerDialog(QDialog):
+    """Lists models; Import runs the engine's importer in the configured interpreter (a subprocess, like a run)."""
+
+    engine_module = ENGINE_MODULE
+
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("RSP models")
         self.setObjectName("rspModelManager")
         self.entries: list[ModelEntry] = []
         self.runner: EngineRunner | None = None
+        self.last_error = ""
         layout = QVBoxLayout(self)
         body = QHBoxLayout()
         self.list = QListWidget(self)
@@ -83,8 +89,16 @@ class ModelManagerDialog(QDialog):
     def start_import(self, source: str) -> EngineRunner:
         """Run ``<python> -m engine import <source> --output <profile>/rsp_models/<name>.rspmodel``."""
         args, dest = import_command(source)
-        self.runner = EngineRunner(plugin_settings.interpreter(), args, [dest], self)
-        self.runner.finished_ok.connect(lambda _event: self._import_finished(True, dest))
+        self.runner = EngineRunner(
+            plugin_settings.interpreter(), args, [dest], self, module=self.engine_module, require_done_event=False
+        )
+        self.runner.finished_ok.connect(
+            lambda _event: (
+                self._import_finished(True, dest)
+                if os.path.isfile(dest)
+                else self._import_finished(False, f"The importer finished but did not write {dest}.")
+            )
+        )
         self.runner.failed.connect(lambda message, hint: self._import_finished(False, f"{message}\n{hint}"))
         self.import_button.setEnabled(False)
         self.progress.show()
@@ -97,7 +111,10 @@ class ModelManagerDialog(QDialog):
         self.runner = None
         if ok:
             self.reload()
+            row = next((i for i, e in enumerate(self.entries) if e.path == detail), -1)
+            self.list.setCurrentRow(row)
         else:
+            self.last_error = detail
             QMessageBox.warning(self, "Import failed", detail)
 
     def remove_current(self) -> None:
