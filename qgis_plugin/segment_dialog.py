@@ -269,6 +269,7 @@ class SegmentDialog(QDialog):
         mode_index = self.extent_combo.findData(get("extent", ExtentMode.WHOLE_LAYER.value))
         self.extent_combo.setCurrentIndex(max(mode_index, 0))
         self.device_combo.setCurrentText(str(get("device", "cpu")))
+        self._apply_cuda_availability(get("cuda_available", None))
         self.batch_spin.setValue(int(get("batch_size", DEFAULT_BATCH_SIZE, int)))
         self.vector_check.setChecked(bool(get("vector", True, bool)))
         self.confidence_check.setChecked(bool(get("confidence", False, bool)))
@@ -451,9 +452,21 @@ class SegmentDialog(QDialog):
             report = check_environment(plugin_settings.interpreter())
         finally:
             QApplication.restoreOverrideCursor()
-        if report.versions.get("cuda_available") is False and self.device_combo.currentText() == "cuda":
-            self.device_combo.setCurrentText("cpu")
+        if "cuda_available" in report.versions:
+            plugin_settings.set_value("cuda_available", bool(report.versions["cuda_available"]))
+            self._apply_cuda_availability(bool(report.versions["cuda_available"]))
         QMessageBox.information(self, "Check environment", report.as_html())
+
+    def _apply_cuda_availability(self, available: Any) -> None:
+        """Disable the CUDA choice once Check environment has found no GPU (unknown before the first check)."""
+        if available is None:
+            return
+        available = str(available).lower() in ("true", "1")
+        item = self.device_combo.model().item(DEVICES.index("cuda"))
+        item.setEnabled(available)
+        item.setToolTip("" if available else "Check environment found no CUDA GPU for the engine interpreter")
+        if not available and self.device_combo.currentText() == "cuda":
+            self.device_combo.setCurrentText("cpu")
 
     def _open_manager(self) -> None:
         from .model_manager_dialog import ModelManagerDialog

@@ -151,7 +151,8 @@ def run_qgis(
     )
     env = {k: v for k, v in os.environ.items() if k not in ("QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH")}
     env.pop("QT_QPA_PLATFORM", None)
-    env["PYTHONPATH"] = str(ROOT)  # for the driver's own imports of engine.model_file; the plugin needs nothing
+    # The installed plugin must be self-contained (its bundled engine/ copy): no repository on PYTHONPATH.
+    env.pop("PYTHONPATH", None)
     env.setdefault("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
     Path(env["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
     cmd = ["qgis", "--profiles-path", str(profiles), "--nologo", "--noversioncheck", "--code", str(driver)]

@@ -169,3 +169,12 @@ def test_engine_failure_shows_message_and_keeps_nothing(dialog, monkeypatch, tmp
     assert "crashed" in dialog.status_label.text()
     assert not any(os.path.exists(p) for p in (dialog.raster_out.filePath(), dialog.vector_out.filePath()))
     assert dialog.run_button.isEnabled() and not dialog.cancel_button.isEnabled()
+
+
+def test_cuda_choice_follows_the_environment_check(dialog) -> None:
+    dialog.device_combo.setCurrentText("cuda")
+    dialog._apply_cuda_availability(False)
+    assert dialog.device_combo.currentText() == "cpu"
+    assert not dialog.device_combo.model().item(1).isEnabled()
+    dialog._apply_cuda_availability("true")  # QgsSettings may hand back a string
+    assert dialog.device_combo.model().item(1).isEnabled()
