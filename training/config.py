@@ -230,7 +230,7 @@ PRESETS: dict[str, TrainConfig] = {
     # Small CPU presets. Same pipeline and loss; tiny crops, batches and schedules.
     "cpu_tiny_potsdam": _potsdam(
         "cpu_tiny_potsdam",
-        "lite_resnet18",
+        "lite_resnet",
         crop_size=128,
         resize_scale=128,
         samples_per_gpu=2,
@@ -254,7 +254,7 @@ PRESETS: dict[str, TrainConfig] = {
     ),
     "demo_lite_potsdam": _potsdam(
         "demo_lite_potsdam",
-        "lite_resnet18",
+        "lite_resnet",
         crop_size=256,
         resize_scale=256,
         samples_per_gpu=4,

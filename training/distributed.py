@@ -47,15 +47,17 @@ class GlooSyncBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
+        from torch.distributed.nn.functional import all_reduce  # differentiable
 
         c = x.shape[1]
+        # Two passes, as native BatchNorm: the global mean first, then the mean of squared deviations from it. The
+        # one-pass E[x²] − E[x]² form loses precision where the variance is small compared with the mean.
         count = torch.full((1,), x.numel() / c, dtype=x.dtype, device=x.device)
-        stats = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), count])  # (2C + 1,)
-        stats = all_reduce(stats)  # differentiable sum over ranks
-        n = stats[-1]
-        mean = stats[:c] / n
-        var = stats[c : 2 * c] / n - mean * mean  # biased, as BN normalises with
+        sums = all_reduce(torch.cat([x.sum(dim=(0, 2, 3)), count]))  # (C + 1,) differentiable sum over ranks
+        n = sums[-1]
+        mean = sums[:c] / n
+        centred = x - mean[None, :, None, None]
+        var = all_reduce((centred * centred).sum(dim=(0, 2, 3))) / n  # biased, as BN normalises with
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 0.1
@@ -63,7 +65,7 @@ class GlooSyncBatchNorm2d(nn.BatchNorm2d):
                 self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1))
                 if self.num_batches_tracked is not None:
                     self.num_batches_tracked.add_(1)
-        y = (x - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
+        y = centred * torch.rsqrt(var[None, :, None, None] + self.eps)
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
         return y

@@ -109,7 +109,8 @@ def build_model(config: TrainConfig, load_backbone: str | None = None) -> nn.Mod
     if load_backbone:
         from engine.models import load_rsp_backbone
 
-        load_rsp_backbone(model, load_backbone, config.arch)
+        backbone = load_rsp_backbone(load_backbone, config.arch)
+        model.backbone.load_state_dict(backbone.state_dict())
     return model
 
 
