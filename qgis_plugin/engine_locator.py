@@ -43,11 +43,28 @@ def engine_parent_dir() -> Path:
     )
 
 
+def _importable_engine_is_ours() -> bool:
+    """Whether ``import engine`` would give a real package holding ``model_file.py`` (not a namespace dir)."""
+    try:
+        spec = importlib.util.find_spec(ENGINE_PACKAGE)
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not spec.origin or not spec.origin.endswith("__init__.py"):
+        return False
+    return (Path(spec.origin).parent / "model_file.py").is_file()
+
+
 def ensure_engine_importable() -> None:
-    """Make ``import engine`` work in QGIS's Python (adds :func:`engine_parent_dir` to ``sys.path`` if needed)."""
-    if importlib.util.find_spec(ENGINE_PACKAGE) is not None:
+    """Make ``import engine`` give the engine package in QGIS's Python (puts :func:`engine_parent_dir` first on
+    ``sys.path`` when ``engine`` is missing or is something else, such as a namespace directory)."""
+    if _importable_engine_is_ours():
         return
-    sys.path.insert(0, str(engine_parent_dir()))
+    folder = str(engine_parent_dir())
+    if folder in sys.path:
+        sys.path.remove(folder)
+    sys.path.insert(0, folder)
+    for name in [m for m in sys.modules if m == ENGINE_PACKAGE or m.startswith(ENGINE_PACKAGE + ".")]:
+        del sys.modules[name]
     importlib.invalidate_caches()
 
 

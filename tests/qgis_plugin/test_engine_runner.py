@@ -7,7 +7,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import wait_until
+from plugin_test_support import wait_until
 
 from qgis_plugin.engine_runner import EngineRunError, EngineRunner, run_blocking
 from qgis_plugin.progress_stream import ProgressEvent

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import CLASS_COLORS, CLASS_NAMES
 from osgeo import gdal, ogr, osr
+from plugin_test_support import CLASS_COLORS, CLASS_NAMES
 from qgis.core import QgsCategorizedSymbolRenderer, QgsPalettedRasterRenderer, QgsProject, QgsSingleBandGrayRenderer
 
 from qgis_plugin.layer_styling import add_results_to_project

@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import wait_until
+from plugin_test_support import wait_until
 from qgis.PyQt.QtWidgets import QMessageBox
 
 import qgis_plugin.model_catalog as model_catalog

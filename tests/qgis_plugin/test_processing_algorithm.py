@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import CLASS_NAMES
 from osgeo import gdal
+from plugin_test_support import CLASS_NAMES
 from qgis.core import QgsApplication, QgsPalettedRasterRenderer, QgsProcessingFeedback, QgsProject
 
 

@@ -153,7 +153,7 @@ def test_polygon_extent_exports_mask_in_raster_crs(dialog) -> None:
 
 
 def test_engine_failure_shows_message_and_keeps_nothing(dialog, monkeypatch, tmp_path, qgis_iface) -> None:
-    from conftest import wait_until
+    from plugin_test_support import wait_until
 
     import qgis_plugin.plugin_settings as plugin_settings
 

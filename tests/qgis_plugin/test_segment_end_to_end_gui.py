@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import CLASS_NAMES, DATA
+from plugin_test_support import CLASS_NAMES, DATA
 from real_qgis import run_qgis
 
 pytestmark = pytest.mark.gui
