@@ -206,6 +206,16 @@ class EngineRunner(QObject):
             log(f"removed partial outputs: {', '.join(removed)}")
 
 
+class EngineRunError(Exception):
+    """The engine run did not produce outputs; ``hint`` says what to try, ``canceled`` marks a user cancel."""
+
+    def __init__(self, message: str, hint: str = "", canceled: bool = False) -> None:
+        super().__init__(f"{message} {hint}".strip())
+        self.message = message
+        self.hint = hint
+        self.canceled = canceled
+
+
 def run_blocking(
     interpreter: str,
     args: list[str],
@@ -248,15 +258,6 @@ def run_blocking(
         return outcome["done"]  # type: ignore[return-value]
     if "canceled" in outcome:
         raise EngineRunError("The run was cancelled.", "", canceled=True)
-    message, hint = outcome.get("failed", ("The engine failed.", ""))  # type: ignore[misc]
-    raise EngineRunError(message, hint)
-
-
-class EngineRunError(Exception):
-    """The engine run did not produce outputs; ``hint`` says what to try, ``canceled`` marks a user cancel."""
-
-    def __init__(self, message: str, hint: str = "", canceled: bool = False) -> None:
-        super().__init__(f"{message} {hint}".strip())
-        self.message = message
-        self.hint = hint
-        self.canceled = canceled
+    failed = outcome.get("failed", ("The engine failed.", ""))
+    assert isinstance(failed, tuple)
+    raise EngineRunError(str(failed[0]), str(failed[1]))
