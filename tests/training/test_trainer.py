@@ -84,9 +84,18 @@ def test_two_process_gloo_ddp_step_equals_single_process(potsdam_root, tmp_path)
     single.run()
     ddp = torch.load(tmp_path / "ddp" / "latest.pth", weights_only=True)["state_dict"]
     one = single.state_dict()
+    init = make_segmentor(cfg.arch, 5).state_dict()
     assert ddp.keys() == one.keys()
+    # Equal up to float round-off. UperNet's PPM pools to 1×1 and normalises over the batch (2 values per channel
+    # here), which amplifies reduction-order round-off, so each tensor's difference is bounded relative to how far
+    # the two steps moved it: a wrong gradient average or unsynchronised BatchNorm moves tensors by tens of per cent.
     moved = 0
     for k, v in one.items():
-        torch.testing.assert_close(ddp[k], v, rtol=1e-4, atol=1e-5, msg=k)
-        moved += int(v.is_floating_point() and not torch.equal(v, make_segmentor(cfg.arch, 5).state_dict()[k]))
+        if not v.is_floating_point():
+            assert torch.equal(ddp[k], v), k
+            continue
+        update = (v - init[k]).abs().max().item()
+        diff = (ddp[k] - v).abs().max().item()
+        assert diff <= 0.02 * update + 1e-6, (k, diff, update)
+        moved += int(update > 0)
     assert moved > 0  # the step changed the weights, so equality is meaningful
