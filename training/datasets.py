@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from engine import classes
 from training.config import TrainConfig
 from training.transforms import TrainPipeline
 
@@ -28,50 +29,9 @@ class DatasetLayoutError(FileNotFoundError):
     """A converted dataset folder is missing or incomplete; run the converter (``python -m training convert ...``)."""
 
 
-# RSP_SPEC §5, used only until/unless ``engine.classes`` is importable (the engine's presets are the reference).
 _SPEC_CLASSES = {
-    "potsdam": (
-        ("impervious_surface", "building", "low_vegetation", "tree", "car", "clutter"),
-        ((255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0)),
-    ),
-    "isaid": (
-        (
-            "background",
-            "ship",
-            "storage_tank",
-            "baseball_diamond",
-            "tennis_court",
-            "basketball_court",
-            "ground_Track_Field",
-            "bridge",
-            "large_Vehicle",
-            "small_Vehicle",
-            "helicopter",
-            "swimming_pool",
-            "roundabout",
-            "soccer_ball_field",
-            "plane",
-            "harbor",
-        ),
-        (
-            (0, 0, 0),
-            (0, 0, 63),
-            (0, 191, 127),
-            (0, 63, 0),
-            (0, 63, 127),
-            (0, 63, 191),
-            (0, 63, 255),
-            (0, 127, 63),
-            (0, 127, 127),
-            (0, 0, 127),
-            (0, 0, 191),
-            (0, 0, 255),
-            (0, 63, 63),
-            (0, 127, 191),
-            (0, 127, 255),
-            (0, 100, 155),
-        ),
-    ),
+    "potsdam": (classes.POTSDAM_CLASSES, classes.POTSDAM_PALETTE),
+    "isaid": (classes.ISAID_CLASSES, classes.ISAID_PALETTE),
 }
 
 

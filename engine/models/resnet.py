@@ -25,5 +25,11 @@ def rsp_resnet50() -> nn.Module:
 
 def lite_resnet() -> nn.Module:
     """A light ResNet for the demo model: one BasicBlock per stage, widths (32, 64, 128, 256), ≈ 1.2 M parameters."""
-    net = ResNet(block=BasicBlock, layers=(1, 1, 1, 1), channels=(32, 64, 128, 256), stem_width=32, num_classes=0)
+    net = ResNet(
+        block=BasicBlock,  # type: ignore[arg-type]
+        layers=(1, 1, 1, 1),
+        channels=(32, 64, 128, 256),
+        stem_width=32,
+        num_classes=0,
+    )
     return FeatureListNet(net, out_indices=(1, 2, 3, 4))

@@ -75,7 +75,7 @@ class WindowAttention(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn = (q * self.scale) @ k.transpose(-2, -1)  # (B·nW, heads, N, N)
         if self.use_bias_table:
-            bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
+            bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)  # type: ignore[operator]
             attn = attn + bias.permute(2, 0, 1).contiguous().unsqueeze(0)
         if mask is not None:
             nw = mask.shape[0]
@@ -87,7 +87,13 @@ class WindowAttention(nn.Module):
 
 
 def windowed_attention(
-    x: torch.Tensor, h: int, w: int, attn: WindowAttention, window: int, shift: int = 0, mask: torch.Tensor | None = None
+    x: torch.Tensor,
+    h: int,
+    w: int,
+    attn: WindowAttention,
+    window: int,
+    shift: int = 0,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Pad-then-roll window attention on tokens ``x`` (B, H·W, C) → (B, H·W, C_out), RSP's order.
 

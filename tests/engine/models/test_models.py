@@ -1,0 +1,243 @@
+"""The RSP UperNets: shapes, strides, gradients, strict checkpoint loading and the model file round trip.
+
+Equality with the RSP reference code itself is checked outside this repository (the reference is not vendored);
+these tests pin down everything that can be checked from our side.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.model_file import ModelInfo, load_model_file, read_model_info, save_model_file
+from engine.models import (
+    CheckpointMismatchError,
+    UnknownArchError,
+    ViTAEInputError,
+    build_backbone,
+    build_segmentor,
+    load_mmseg_checkpoint,
+    load_rsp_backbone,
+    read_checkpoint,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+RSP_ARCHS = ("rsp_resnet50", "rsp_swin_t", "rsp_vitaev2_s")
+CHANNELS = {
+    "rsp_resnet50": (256, 512, 1024, 2048),
+    "rsp_swin_t": (96, 192, 384, 768),
+    "rsp_vitaev2_s": (64, 128, 256, 512),
+    "lite_resnet": (32, 64, 128, 256),
+}
+# Parameter counts from RSP_SPEC §9's formulas (computed independently of this code), K = 5.
+PARAMS_K5 = {"rsp_resnet50": (66_39, 64_02), "rsp_swin_t": (59_83, 58_94), "rsp_vitaev2_s": (49_04, 48_45)}
+
+
+def _seeded(arch: str, k: int = 5, aux: bool = True) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_segmentor(arch, k, aux_head=aux)
+    # Non-trivial BatchNorm statistics, so eval-mode mistakes show.
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("running_var"):
+                buf.copy_(torch.rand(buf.shape, generator=g) + 0.5)
+            elif name.endswith("running_mean"):
+                buf.copy_(torch.randn(buf.shape, generator=g) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", list(CHANNELS))
+def test_backbone_strides_and_channels(arch: str) -> None:
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        feats = build_backbone(arch).eval()(x)
+    assert [f.shape[1] for f in feats] == list(CHANNELS[arch])
+    assert [64 // f.shape[2] for f in feats] == [4, 8, 16, 32]
+    assert all(torch.isfinite(f).all() for f in feats)
+
+
+@pytest.mark.parametrize("arch", list(CHANNELS))
+def test_segmentor_logits_and_backward(arch: str) -> None:
+    model = build_segmentor(arch, 6).train()
+    size = 32 if arch == "rsp_vitaev2_s" else 64  # ViTAE's grouped convs are slow to differentiate on a CPU
+    x = torch.randn(2, 3, size, size)
+    logits = model(x)
+    assert logits.shape == (2, 6, size, size)
+    assert torch.isfinite(logits).all()
+    decode, aux = model.forward_train(x)
+    assert decode.shape == (2, 6, size // 4, size // 4)
+    assert aux is not None and aux.shape == (2, 6, size // 16, size // 16)
+    target = torch.randint(0, 6, (2, size, size), generator=torch.Generator().manual_seed(0))
+    loss = torch.nn.functional.cross_entropy(logits, target) + 0.4 * torch.nn.functional.cross_entropy(
+        aux, target[:, ::16, ::16]
+    )
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is None or torch.isfinite(g).all() for g in grads.values())
+    # The gradient reaches the first layer of the backbone (through every stage) and both heads.
+    first = next(n for n in grads if n.startswith("backbone."))
+    for name in (first, "decode_head.conv_seg.weight", "auxiliary_head.conv_seg.weight"):
+        assert grads[name] is not None and grads[name].abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("arch", ["rsp_resnet50", "rsp_swin_t"])
+def test_non_multiple_input_sizes(arch: str) -> None:
+    with torch.no_grad():
+        out = _seeded(arch)(torch.randn(1, 3, 50, 71))
+    assert out.shape == (1, 5, 50, 71) and torch.isfinite(out).all()
+
+
+def test_vitae_refuses_non_square_inputs() -> None:
+    with pytest.raises(ViTAEInputError, match="square"):
+        build_segmentor("rsp_vitaev2_s", 5).eval()(torch.zeros(1, 3, 64, 96))
+
+
+@pytest.mark.parametrize("arch", RSP_ARCHS)
+def test_parameter_counts_match_the_formula_counts(arch: str) -> None:
+    model = build_segmentor(arch, 5)
+    total = sum(p.numel() for p in model.parameters())
+    no_aux = total - sum(p.numel() for p in model.auxiliary_head.parameters())
+    assert (round(total / 1e4), round(no_aux / 1e4)) == PARAMS_K5[arch]
+
+
+def test_unknown_arch_lists_the_valid_ones() -> None:
+    with pytest.raises(UnknownArchError) as err:
+        build_segmentor("resnet50", 5)
+    for name in RSP_ARCHS:
+        assert name in str(err.value)
+
+
+@pytest.mark.parametrize("arch", RSP_ARCHS)
+def test_mmseg_checkpoint_round_trip(arch: str, tmp_path: Path) -> None:
+    model = _seeded(arch, 16)
+    path = tmp_path / "released.pth"
+    meta = {"CLASSES": [f"c{i}" for i in range(16)], "mmseg_version": "0.21.0"}
+    torch.save({"meta": meta, "state_dict": model.state_dict(), "optimizer": {}}, path)
+    loaded = load_mmseg_checkpoint(path, arch, 16)
+    assert not loaded.training
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_checkpoint_with_a_renamed_key_is_refused_by_name(tmp_path: Path) -> None:
+    state = _seeded("lite_resnet").state_dict()
+    state["decode_head.conv_seg.weightX"] = state.pop("decode_head.conv_seg.weight")
+    path = tmp_path / "bad.pth"
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_mmseg_checkpoint(path, "lite_resnet", 5)
+    assert "decode_head.conv_seg.weight" in str(err.value)  # missing
+    assert "decode_head.conv_seg.weightX" in str(err.value)  # unexpected
+
+
+def test_wrong_number_of_classes_names_the_shape(tmp_path: Path) -> None:
+    path = tmp_path / "k6.pth"
+    torch.save({"state_dict": _seeded("lite_resnet", 6).state_dict()}, path)
+    with pytest.raises(CheckpointMismatchError, match=r"conv_seg.weight \(checkpoint \(6,"):
+        load_mmseg_checkpoint(path, "lite_resnet", 5)
+
+
+class FakeCfgNode(dict):
+    """Stands in for the yacs CfgNode RSP pickles into its backbone files (weights_only refuses it)."""
+
+
+@pytest.mark.parametrize("arch", RSP_ARCHS)
+def test_rsp_backbone_file_round_trip(arch: str, tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    backbone = build_backbone(arch).eval()
+    state = {
+        f"module.{k}": v for k, v in backbone.state_dict().items() if not k.startswith("norm") or arch == "rsp_resnet50"
+    }
+    state["module.head.weight" if arch != "rsp_resnet50" else "module.fc.weight"] = torch.zeros(51, 8)
+    cfg = FakeCfgNode(MODEL=FakeCfgNode(TYPE=arch))
+    path = tmp_path / "rsp-ckpt.pth"
+    torch.save({"model": state, "config": cfg, "epoch": 99, "max_accuracy": 98.5}, path)
+    loaded = load_rsp_backbone(path, arch)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(backbone(x), loaded(x), strict=True):
+            # the per-stage norms are not in RSP's classification files: equal only when they were loaded
+            if arch == "rsp_resnet50":
+                assert torch.equal(a, b)
+    # Every tensor present in the file was loaded as is.
+    own = loaded.state_dict()
+    for k, v in state.items():
+        key = k[len("module.") :]
+        if key in own:
+            assert torch.equal(own[key], v), key
+
+
+def test_rsp_backbone_with_an_unknown_key_is_refused(tmp_path: Path) -> None:
+    state = build_backbone("rsp_resnet50").state_dict()
+    state["layer9.weight"] = torch.zeros(1)
+    path = tmp_path / "x.pth"
+    torch.save({"model": state}, path)
+    with pytest.raises(CheckpointMismatchError, match=r"layer9\.weight"):
+        load_rsp_backbone(path, "rsp_resnet50")
+
+
+class _Exploit:
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_reading_a_checkpoint_never_runs_pickled_code(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"w": torch.zeros(2)}, "config": _Exploit(str(marker))}, path)
+    ckpt = read_checkpoint(path)
+    assert not marker.exists()
+    assert torch.equal(ckpt["model"]["w"], torch.zeros(2))
+
+
+def test_model_file_round_trip(tmp_path: Path) -> None:
+    model = _seeded("lite_resnet", 5, aux=True)
+    info = ModelInfo(
+        arch="lite_resnet",
+        num_classes=5,
+        class_names=("a", "b", "c", "d", "e"),
+        colors=((1, 2, 3),) * 5,
+        gsd_m=0.3,
+        description="test",
+    )
+    path = tmp_path / "m.rspmodel"
+    save_model_file(path, model.state_dict(), info)
+    assert read_model_info(path) == info
+    loaded, info2 = load_model_file(path)
+    assert info2 == info and loaded.auxiliary_head is None
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_import_and_info_cli(tmp_path: Path) -> None:
+    model = _seeded("lite_resnet", 5)
+    ckpt = tmp_path / "upernet_lite_potsdam.pth"
+    torch.save(
+        {"meta": {"CLASSES": ["imp", "bld", "lv", "tree", "car", "clutter"]}, "state_dict": model.state_dict()}, ckpt
+    )
+    out = tmp_path / "lite.rspmodel"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "engine", "import", str(ckpt), "--arch", "lite_resnet", "--dataset", "potsdam"]
+    proc = subprocess.run([*cmd, "--output", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    info = read_model_info(out)
+    assert info.class_names == ("imp", "bld", "lv", "tree", "car")  # the 5-class head: clutter is not a class
+    assert info.bands == ("nir", "red", "green") and info.gsd_m == 0.05 and info.tile_size == 512
+    assert len(info.provenance["sha256"]) == 64 and info.provenance["source"] == ckpt.name
+    again = subprocess.run([*cmd, "--output", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 1 and "--overwrite" in again.stderr
+    shown = subprocess.run(
+        [sys.executable, "-m", "engine", "info", str(out)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert shown.returncode == 0 and "lite_resnet" in shown.stdout and "tree" in shown.stdout
