@@ -53,9 +53,13 @@ def ensure_torchvision_importable() -> str:
     if _has_torchvision_ops(torch):
         _state = "native"
         return _state
-    package_dir = list(spec.submodule_search_locations)[0]
+    package_dir = next(iter(spec.submodule_search_locations))
     extension = next(
-        (os.path.join(package_dir, f) for f in sorted(os.listdir(package_dir)) if f.startswith("_C") and f.endswith(".so")),
+        (
+            os.path.join(package_dir, f)
+            for f in sorted(os.listdir(package_dir))
+            if f.startswith("_C") and f.endswith(".so")
+        ),
         None,
     )
     if extension is not None:
@@ -65,7 +69,7 @@ def ensure_torchvision_importable() -> str:
             return _state
         except (OSError, RuntimeError) as exc:
             _log.debug("torchvision extension %s does not load (%s); defining op schemas instead", extension, exc)
-    _fallback_library = torch.library.Library("torchvision", "DEF")  # noqa: TOR901
+    _fallback_library = torch.library.Library("torchvision", "DEF")
     for schema in _SCHEMAS:
         _fallback_library.define(schema)
     _state = "fallback"

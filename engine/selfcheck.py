@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
     else:
         for key in ("python", "qgis", "gdal", "numpy", "torch", "timm", "cuda_available", "cuda_device"):
-            print(f"{key:>15}: {report.get(key) if report.get(key) is not None else 'MISSING' if key in REQUIRED else '-'}")
+            value = report.get(key)
+            shown = value if value is not None else ("MISSING" if key in REQUIRED else "-")
+            print(f"{key:>15}: {shown}")
         if report["missing"]:
             print(f"missing: {', '.join(report['missing'])}. Fix: {FIX_COMMAND}")
     return 1 if report["missing"] else 0

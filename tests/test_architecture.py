@@ -59,7 +59,9 @@ def test_package_imports_without_qgis_or_qt(package: str) -> None:
 def test_blocker_really_blocks() -> None:
     """The check above would be worthless if the blocker let qgis through: prove it refuses a direct import."""
     script = _BLOCKED_IMPORT_SCRIPT.replace("package = importlib", "import qgis.core\npackage = importlib")
-    proc = subprocess.run([sys.executable, "-c", script, "engine"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "engine"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode != 0
     assert "blocked import of qgis" in proc.stderr
 
