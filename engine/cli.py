@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import typing
 from typing import Any
 
 from engine.errors import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, CancelledError, ParameterError, error_event
@@ -93,8 +94,20 @@ def add_predict_parser(sub: Any) -> None:
     p.set_defaults(func=run_predict)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as the stream's ``error`` event too (exit 1), not only as text."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.print_usage(sys.stderr)
+        hint = "see python -m engine predict --help"
+        if "expected one argument" in message:
+            hint += "; a value starting with '-' needs '=', e.g. --bbox=-10,40,-9,41"
+        print(json.dumps({"event": "error", "message": message, "hint": hint, "kind": "UsageError"}), flush=True)
+        self.exit(EXIT_ERROR)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine", description="RSP segmentation engine")
+    parser = _Parser(prog="python -m engine", description="RSP segmentation engine")
     sub = parser.add_subparsers(dest="command", required=True)
     add_predict_parser(sub)
     try:
@@ -220,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not debug:
+        # A GDAL dataset that fails while closing (e.g. disk full) reports through __del__; the run's own error event
+        # already says what happened, so keep the analyst's stderr free of tracebacks.
+        sys.unraisablehook = lambda unraisable: log.debug("ignored in %r: %s", unraisable.object, unraisable.exc_value)
     parser = build_parser()
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -46,6 +46,10 @@ WRITER_QUEUE = 4  # finished row bands waiting for the writer thread
 STATS_CHUNK_ROWS = 512  # rows read at a time when counting classes in the output
 
 
+MIN_TILE = 32  # the networks downsample by 32
+MAX_TILE = 8192  # one window's logits must fit in memory
+
+
 @dataclass(frozen=True)
 class PredictRequest:
     """What to segment and where to write it (mirrors ``python -m engine predict``'s options).
@@ -101,6 +105,12 @@ class PredictRequest:
             raise ParameterError("give at most one of --window and --bbox")
         if self.batch_size < 1:
             raise ParameterError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.tile is not None and not MIN_TILE <= self.tile <= MAX_TILE:
+            raise ParameterError(f"--tile must be in {MIN_TILE}..{MAX_TILE} pixels, got {self.tile}")
+        if self.stride is not None and self.stride < 1:
+            raise ParameterError(f"--stride must be >= 1, got {self.stride}")
+        if self.value_max is not None and not self.value_max > 0:
+            raise ParameterError(f"--value-max must be > 0, got {self.value_max}")
         if self.threads is not None and self.threads < 1:
             raise ParameterError(f"--threads must be >= 1, got {self.threads}")
         if self.min_area < 0 or self.simplify < 0:
@@ -170,7 +180,8 @@ def prepare(
         if path:
             raster_io.check_output_path(path, request.overwrite)
     info = read_model_info(request.model)
-    tile, stride = request.tile or info.tile_size, request.stride or info.stride
+    tile = request.tile if request.tile is not None else info.tile_size
+    stride = request.stride if request.stride is not None else info.stride
     if request.stride is None and request.tile is not None:
         stride = min(stride, tile)
     if not (1 <= stride <= tile):

@@ -79,6 +79,15 @@ def open_raster(path: str) -> gdal.Dataset:
         raise RasterReadError(f"GDAL cannot read {path}: {exc}") from exc
     if ds is None or ds.RasterCount < 1:
         raise RasterReadError(f"{path} has no raster bands")
+    if ds.RasterXSize < 1 or ds.RasterYSize < 1:
+        raise RasterReadError(f"{path} has no pixels ({ds.RasterXSize}×{ds.RasterYSize})")
+    complex_bands = [i for i in range(1, ds.RasterCount + 1) if gdal.DataTypeIsComplex(ds.GetRasterBand(i).DataType)]
+    if complex_bands:
+        kind = gdal.GetDataTypeName(ds.GetRasterBand(complex_bands[0]).DataType)
+        raise RasterReadError(
+            f"{path} has complex-valued bands ({kind}); convert to real values first, e.g. "
+            "`gdal_translate -ot Float32` of the amplitude (gdal_calc.py --calc='abs(A)')"
+        )
     return ds
 
 
