@@ -368,7 +368,7 @@ def test_concurrent_runs_on_the_same_output(tmp_path: Path, model: Path) -> None
         )
         for _ in range(2)
     ]
-    results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+    results = [(*p.communicate(timeout=300), p.returncode) for p in procs]
     codes = sorted(r[2] for r in results)
     assert codes[0] == 0, results
     for out, err, code in results:
