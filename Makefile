@@ -44,3 +44,6 @@ package:
 
 clean:
 	rm -rf dist build .pytest_cache .mypy_cache .ruff_cache .qgis-settings
+
+bench:
+	$(PY) -m bench --out bench_output

@@ -1,0 +1,1 @@
+"""CPU benchmarks of the engine (``make bench`` = ``python -m bench``): figures measured side by side in one run."""

@@ -1,0 +1,248 @@
+"""``python -m bench``: the five CPU figures per network, measured side by side in one run.
+
+1. machine peak: fp32 GFLOP/s of a large matmul at the same thread count;
+2. forward efficiency: FLOPs of one 512² forward (counted with ``torch.utils.flop_counter``) ÷ measured time, as a
+   fraction of (1), for the plain ``build_segmentor`` module and for the engine's path (× the overhead ratio of 3);
+3. engine overhead: engine end-to-end windows/s on a GeoTIFF ÷ raw batched forward windows/s on as many windows;
+4. versus the seed's inference (``bench/baseline.py``, mmseg 0.21 ``slide_inference``): speed-up of the engine with
+   ``--blend reference`` (labels compared pixel for pixel) and of a labelled fast mode (no window overlap);
+5. peak RSS of engine runs on growing rasters (separate processes, lite network).
+
+Machines are shared and noisy: compare ratios within one run, not absolute times between runs. ``--quick`` (the
+default) uses a 1024² raster for the RSP networks (9 windows of 512/384) and 4096² for the lite network, and 2048²
+and 8192² for memory; ``--full`` uses 4096² everywhere and adds 20000² to the memory figures (long).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from osgeo import gdal, osr
+from PIL import Image
+
+from engine.model_file import ModelInfo, load_model_file, save_model_file
+from engine.models import build_segmentor
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "tests" / "data" / "potsdam" / "2_10_0_0_512_512_rgb.png"
+ARCHS = ("lite_resnet", "rsp_resnet50", "rsp_swin_t", "rsp_vitaev2_s")
+TILE, STRIDE = 512, 384
+CLASSES = ("impervious_surface", "building", "low_vegetation", "tree", "car", "clutter")
+PALETTE = ((255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0))
+
+
+def machine_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def count_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(x)
+    return float(counter.get_total_flops())
+
+
+def time_forward(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
+    with torch.inference_mode():
+        model(x)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def make_model_file(arch: str, path: Path) -> Path:
+    torch.manual_seed(0)
+    model = build_segmentor(arch, 6, aux_head=False).eval()
+    info = ModelInfo(
+        arch=arch, num_classes=6, class_names=CLASSES, colors=PALETTE, tile_size=TILE, stride=STRIDE,
+        description="benchmark: random weights",
+    )  # fmt: skip
+    save_model_file(path, model.state_dict(), info)
+    return path
+
+
+def make_raster(path: Path, size: int) -> Path:
+    """A size² 3-band GeoTIFF of real Potsdam pixels, mirrored to fill (compressed, tiled)."""
+    rgb = np.asarray(Image.open(SAMPLE).convert("RGB")).transpose(2, 0, 1)
+    tile = np.concatenate([rgb, rgb[:, :, ::-1]], axis=2)
+    tile = np.concatenate([tile, tile[:, ::-1]], axis=1)  # (3, 1024, 1024) seamless
+    ds = gdal.GetDriverByName("GTiff").Create(
+        str(path), size, size, 3, gdal.GDT_Byte, ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
+    )
+    ds.SetGeoTransform((500000.0, 0.05, 0.0, 5800000.0, 0.0, -0.05))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32632)
+    ds.SetProjection(srs.ExportToWkt())
+    for y in range(0, size, 1024):
+        rows = min(1024, size - y)
+        strip = np.tile(tile[:, :rows], (1, 1, -(-size // 1024)))[:, :, :size]
+        for b in range(3):
+            ds.GetRasterBand(b + 1).WriteArray(strip[b], 0, y)
+    ds = None
+    return path
+
+
+def engine_run(model_path: Path, raster: Path, out: Path, threads: int, **kw) -> float:  # type: ignore[no-untyped-def]
+    from engine.predict import PredictRequest, predict
+
+    t = time.perf_counter()
+    predict(
+        PredictRequest(model=str(model_path), input=str(raster), output=str(out), threads=threads, overwrite=True, **kw)
+    )
+    return time.perf_counter() - t
+
+
+def n_windows(size: int, tile: int, stride: int) -> int:
+    return (max(size - tile + stride - 1, 0) // stride + 1) ** 2
+
+
+def bench_arch(arch: str, size: int, threads: int, peak: float, work: Path, batch: int) -> dict:
+    from bench import baseline
+
+    model_path = make_model_file(arch, work / f"{arch}.rspmodel")
+    model, info = load_model_file(model_path)
+    x = torch.randn(1, 3, TILE, TILE)
+    flops = count_flops(model, x)
+    repeats = 5 if arch == "lite_resnet" else 2
+    t_fwd = time_forward(model, x, repeats)
+    eff_module = flops / t_fwd / 1e9 / peak
+
+    raster = work / f"raster_{size}.tif"
+    if not raster.exists():
+        make_raster(raster, size)
+    windows = n_windows(size, TILE, STRIDE)
+    xb = torch.randn(batch, 3, TILE, TILE)
+    with torch.inference_mode():
+        model(xb)
+        t = time.perf_counter()
+        for _ in range(-(-windows // batch)):
+            model(xb)
+        t_raw = (time.perf_counter() - t) * windows / (batch * -(-windows // batch))
+    t_engine = engine_run(model_path, raster, work / "engine.tif", threads, batch_size=batch, blend="reference")
+    overhead = (windows / t_engine) / (windows / t_raw)
+
+    t = time.perf_counter()
+    base_labels = baseline.predict_labels(model, str(raster), info, TILE, STRIDE)
+    t_base = time.perf_counter() - t
+    engine_labels = gdal.Open(str(work / "engine.tif")).ReadAsArray()
+    identical = float((engine_labels == base_labels).mean())
+    t_default = engine_run(model_path, raster, work / "default.tif", threads, batch_size=batch)
+    default_agree = float((gdal.Open(str(work / "default.tif")).ReadAsArray() == base_labels).mean())
+    t_fast = engine_run(model_path, raster, work / "fast.tif", threads, batch_size=batch, stride=TILE)
+    fast_agree = float((gdal.Open(str(work / "fast.tif")).ReadAsArray() == base_labels).mean())
+    return {
+        "arch": arch,
+        "gflop_per_tile": flops / 1e9,
+        "forward_s": t_fwd,
+        "efficiency_module": eff_module,
+        "efficiency_engine": eff_module * overhead,
+        "raster": size,
+        "windows": windows,
+        "engine_overhead": overhead,
+        "baseline_s": t_base,
+        "engine_reference_s": t_engine,
+        "speedup_reference": t_base / t_engine,
+        "labels_identical_reference": identical,
+        "engine_default_s": t_default,
+        "speedup_default_smooth": t_base / t_default,
+        "agreement_default_smooth": default_agree,
+        "engine_fast_s": t_fast,
+        "speedup_fast": t_base / t_fast,
+        "agreement_fast": fast_agree,
+    }
+
+
+def bench_memory(sizes: list[int], threads: int, work: Path) -> list[dict]:
+    model_path = make_model_file("lite_resnet", work / "mem.rspmodel")
+    rows = []
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for size in sizes:
+        raster = make_raster(work / f"mem_{size}.tif", size)
+        cmd = [sys.executable, "-m", "bench.memory_probe", str(model_path), str(raster), str(work / "mem.tif")]
+        out = subprocess.run([*cmd, str(threads)], capture_output=True, text=True, env=env, check=True)
+        rows.append({"raster": size, "peak_rss_mib": json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"]})
+        raster.unlink()
+    return rows
+
+
+def table(results: dict) -> str:
+    lines = [
+        f"Machine: {results['machine']}, {results['threads']} threads, peak {results['peak_gflops']:.1f} GFLOP/s fp32",
+        "",
+        "| network | GFLOP/tile | fwd s/tile | eff. module | eff. engine | raster | engine/raw | vs seed "
+        "(reference blend) | labels identical | default (smooth) | agreement | fast (stride=tile) | agreement |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["archs"]:
+        lines.append(
+            f"| {r['arch']} | {r['gflop_per_tile']:.1f} | {r['forward_s']:.2f} | {r['efficiency_module']:.2f} | "
+            f"{r['efficiency_engine']:.2f} | {r['raster']}² ({r['windows']} win) | {r['engine_overhead']:.2f} | "
+            f"{r['speedup_reference']:.2f}× | {100 * r['labels_identical_reference']:.2f} % | "
+            f"{r['speedup_default_smooth']:.2f}× | {100 * r['agreement_default_smooth']:.2f} % | "
+            f"{r['speedup_fast']:.2f}× | {100 * r['agreement_fast']:.2f} % |"
+        )
+    lines += ["", "| raster (lite network) | peak RSS MiB | vs smallest |", "|---|---|---|"]
+    first = results["memory"][0]["peak_rss_mib"] if results["memory"] else 1.0
+    for m in results["memory"]:
+        lines.append(f"| {m['raster']}² | {m['peak_rss_mib']:.0f} | {m['peak_rss_mib'] / first:.2f}× |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--full", action="store_true", help="4096² rasters for every network and 20000² memory run")
+    parser.add_argument("--tiny", action="store_true", help="seconds-long smoke run (lite network, small rasters)")
+    parser.add_argument("--out", default="bench_output")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    archs = ["lite_resnet"] if args.tiny else args.archs
+    mem_sizes = [1024, 2048] if args.tiny else ([2048, 8192, 20000] if args.full else [2048, 8192])
+    results: dict = {
+        "machine": f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores), torch {torch.__version__}",
+        "threads": args.threads,
+        "peak_gflops": machine_peak(args.threads),
+        "archs": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="rsp-bench-") as tmp:
+        work = Path(tmp)
+        for arch in archs:
+            size = 1024 if args.tiny else (4096 if args.full or arch == "lite_resnet" else 1024)
+            print(f"bench: {arch} on {size}²", file=sys.stderr, flush=True)
+            results["archs"].append(bench_arch(arch, size, args.threads, results["peak_gflops"], work, args.batch_size))
+        print("bench: memory", file=sys.stderr, flush=True)
+        results["memory"] = bench_memory(mem_sizes, args.threads, work)
+    text = table(results)
+    (out / "bench.json").write_text(json.dumps(results, indent=2))
+    (out / "bench.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

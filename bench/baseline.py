@@ -1,0 +1,50 @@
+"""A baseline that follows mmseg 0.21's ``EncoderDecoder.slide_inference``, as the seed runs it.
+
+Eager float32, the whole image normalised in memory, a whole-image logit accumulator and a count map, windows of
+``tile`` with step ``stride`` (the last one shifted back to the edge), logits averaged, then argmax. Written here from
+the documented behaviour (RSP_SPEC §8) to time the seed's way of running a raster against the engine's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from osgeo import gdal
+
+from engine.model_file import ModelInfo
+
+
+def read_normalised(path: str, info: ModelInfo) -> torch.Tensor:
+    """The whole raster as a (1, C, H, W) float32 tensor normalised with the model's mean/std."""
+    data = gdal.Open(path).ReadAsArray().astype(np.float32)  # (C, H, W)
+    mean = np.asarray(info.mean, np.float32)[:, None, None]
+    std = np.asarray(info.std, np.float32)[:, None, None]
+    return torch.from_numpy((data - mean) / std)[None]
+
+
+@torch.no_grad()
+def slide_inference(
+    model: torch.nn.Module, img: torch.Tensor, num_classes: int, tile: int, stride: int
+) -> torch.Tensor:
+    """mmseg 0.21 slide_inference: (1, C, H, W) → (1, K, H, W) averaged logits."""
+    _, _, h, w = img.shape
+    h_grids = max(h - tile + stride - 1, 0) // stride + 1
+    w_grids = max(w - tile + stride - 1, 0) // stride + 1
+    preds = img.new_zeros((1, num_classes, h, w))
+    count = img.new_zeros((1, 1, h, w))
+    for hi in range(h_grids):
+        for wi in range(w_grids):
+            y1, x1 = hi * stride, wi * stride
+            y2, x2 = min(y1 + tile, h), min(x1 + tile, w)
+            y1, x1 = max(y2 - tile, 0), max(x2 - tile, 0)
+            crop_logit = model(img[:, :, y1:y2, x1:x2])
+            preds += F.pad(crop_logit, (x1, w - x2, y1, h - y2))
+            count[:, :, y1:y2, x1:x2] += 1
+    return preds / count
+
+
+def predict_labels(model: torch.nn.Module, path: str, info: ModelInfo, tile: int, stride: int) -> np.ndarray:
+    """Labels (H, W) uint8 of the raster at ``path`` the seed's way."""
+    logits = slide_inference(model, read_normalised(path, info), info.num_classes, tile, stride)
+    return logits.argmax(1)[0].numpy().astype(np.uint8)

@@ -1,0 +1,19 @@
+"""Run one engine prediction and print the process's peak resident memory (MiB) as JSON: used by ``python -m bench``."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+
+from engine.predict import PredictRequest, predict
+
+
+def main() -> None:
+    model, raster, output, threads = sys.argv[1:5]
+    predict(PredictRequest(model=model, input=raster, output=output, threads=int(threads), overwrite=True))
+    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+if __name__ == "__main__":
+    main()
