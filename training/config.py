@@ -255,8 +255,11 @@ PRESETS: dict[str, TrainConfig] = {
     "demo_lite_potsdam": _potsdam(
         "demo_lite_potsdam",
         "lite_resnet",
+        data_root="build/demo_data/potsdam",
+        bands=("red", "green", "blue"),
+        dataset_title="ISPRS Potsdam tile 2_10, top-left 512x512 crop (RGB, 5 cm), left 3/4 (columns 0-383)",
         crop_size=256,
-        resize_scale=256,
+        resize_scale=512,
         samples_per_gpu=4,
         batch_size=4,
         max_iters=400,
@@ -272,8 +275,10 @@ PRESETS: dict[str, TrainConfig] = {
         log_interval=10,
         test_tile=256,
         test_stride=192,
-        num_workers=2,
-        notes="the light demo model: a few hundred iterations on CPU",
+        num_workers=0,
+        notes="the bundled demo model (make demo-model): trained on scripts/prepare_demo_data.py's cut of the "
+        "bundled Potsdam sample (train = left 3/4, val = right 1/4 held out); resize_scale 512 keeps the random "
+        "rescale at 0.5-2x the native 5 cm",
     ),
 }
 
