@@ -10,24 +10,15 @@ iteration and the config name.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import typing
 
+from engine.importer import sha256_of
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.config import TrainConfig, load_config
 
-HASH_CHUNK = 1 << 20
 EXPORTED_METRICS = ("aAcc", "mIoU", "mF1")
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def export_model(
