@@ -187,6 +187,9 @@ def save_model_file(path: str | os.PathLike[str], state_dict: dict[str, torch.Te
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         save_file(tensors, tmp, metadata={METADATA_KEY: info.to_json()})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a normal file mode, readable by the QGIS user (the writer creates 0600)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -103,7 +103,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from training.export import export_from_cli
 
-    info = export_from_cli(args.checkpoint, args.output, args.config, args.metrics)
+    info = export_from_cli(args.checkpoint, args.output, args.config, args.metrics, args.description or "")
     print(
         f"wrote {args.output}: {info.arch}, {info.num_classes} classes, "
         f"tile {info.tile_size}/{info.stride}, metrics {info.metrics}"
@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--output", required=True)
     sp.add_argument("--config", help="preset, when the checkpoint does not carry its config (mmseg checkpoints)")
     sp.add_argument("--metrics", help="metrics.json written by `test`, stored in the model file")
+    sp.add_argument("--description", help="text for the analyst (what the model is for, on what data, its limits)")
     sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("convert-potsdam", help="ISPRS Potsdam archives → 512² patches, stride 384")

@@ -92,5 +92,8 @@ def export_model(
     return info
 
 
-def export_from_cli(checkpoint: str, output: str, config_name: str | None, metrics_json: str | None) -> typing.Any:
-    return export_model(checkpoint, output, load_config(config_name) if config_name else None, metrics_json)
+def export_from_cli(
+    checkpoint: str, output: str, config_name: str | None, metrics_json: str | None, description: str = ""
+) -> typing.Any:
+    config = load_config(config_name) if config_name else None
+    return export_model(checkpoint, output, config, metrics_json, description)
