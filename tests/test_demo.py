@@ -1,4 +1,4 @@
-"""The bundled demo model and sample raster: honest metadata, loadable, and better than chance where it never trained."""
+"""The bundled demo model and sample raster: honest metadata, loadable, better than chance where it never trained."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_sample_raster_says_its_georeferencing_is_assigned() -> None:
 
 
 def test_demo_model_beats_chance_on_held_out_pixels(tmp_path: Path) -> None:
-    model, info = load_model_file(MODEL)
+    model, _info = load_model_file(MODEL)
     assert not model.training
     out = tmp_path / "classes.tif"
     predict(PredictRequest(model=str(MODEL), input=str(SAMPLE), output=str(out), threads=2))
