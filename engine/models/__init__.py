@@ -22,6 +22,7 @@ from engine._torch_compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()
 
+import fnmatch  # noqa: E402
 import os  # noqa: E402
 
 import torch  # noqa: E402
@@ -70,6 +71,9 @@ class ArchSpec:
         square_only: backbone accepts square inputs only.
         backbone_unused: checkpoint key patterns of RSP's pretrained backbone files that the backbone does not use.
         backbone_uninitialised: backbone keys that RSP's pretrained files do not carry (they keep their init values).
+        backbone_dropped: checkpoint key patterns RSP's ``init_weights`` deletes before loading (the network keeps the
+            values it computed itself; they are also allowed to be absent).
+        checkpoint_keys: where RSP's ``init_weights`` looks for the weights in a backbone file, in order.
         description: one line for humans.
     """
 
@@ -80,6 +84,8 @@ class ArchSpec:
     square_only: bool = False
     backbone_unused: tuple[str, ...] = ()
     backbone_uninitialised: tuple[str, ...] = ()
+    backbone_dropped: tuple[str, ...] = ()
+    checkpoint_keys: tuple[str, ...] = ("state_dict", "model")
     description: str = ""
 
 
@@ -96,15 +102,17 @@ ARCHS: dict[str, ArchSpec] = {
         backbone=SwinTransformer,
         in_channels=(96, 192, 384, 768),
         backbone_unused=("head.*", "norm.*", "*attn_mask"),
-        backbone_uninitialised=_STAGE_NORMS,
+        backbone_uninitialised=(*_STAGE_NORMS, "*relative_position_index"),
         description="UperNet on RSP-Swin-T (RSP's pad-then-roll Swin variant)",
     ),
     "rsp_vitaev2_s": ArchSpec(
         backbone=ViTAEv2,
         in_channels=(64, 128, 256, 512),
         square_only=True,
-        backbone_unused=("head.*", "*attn_mask", "*relative_coords_table"),
-        backbone_uninitialised=_STAGE_NORMS,
+        backbone_unused=("head.*",),
+        backbone_uninitialised=(*_STAGE_NORMS, "*relative_position_index"),
+        backbone_dropped=("*relative_position_index", "*relative_coords_table", "*attn_mask"),
+        checkpoint_keys=("state_dict", "state_dict_ema", "model"),
         description="UperNet on RSP-ViTAEv2-S (ViTAE_Window_NoShift_basic); square inputs only",
     ),
     "lite_resnet": ArchSpec(
@@ -176,17 +184,23 @@ def load_mmseg_checkpoint(path: str | os.PathLike[str], arch: str, num_classes: 
     return model.eval()
 
 
+def _matches_any(key: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(key, p) for p in patterns)
+
+
 def load_rsp_backbone(path: str | os.PathLike[str], arch: str) -> nn.Module:
     """Load an RSP pretrained backbone file (``rsp-resnet-50-ckpt.pth`` etc.) into ``arch``'s backbone, eval mode.
 
-    Follows RSP's ``init_weights``: weights under ``state_dict``, ``state_dict_ema`` or ``model`` (or the file itself),
-    ``backbone.`` and a leading ``module.`` stripped. The classifier (``fc.*``/``head.*``), Swin's final ``norm.*`` and
-    ``attn_mask`` buffers are dropped explicitly; the per-stage output norms of Swin/ViTAE, which the classification
-    networks lack, keep their initial values. Anything else missing or unexpected is an error.
+    Follows RSP's ``init_weights``: weights under ``state_dict``, (ViTAE only) ``state_dict_ema``, or ``model`` (or
+    the file itself), ``backbone.`` and a leading ``module.`` stripped; ViTAE deletes its ``relative_position_index``,
+    ``relative_coords_table`` and ``attn_mask`` entries first. The classifier (``fc.*``/``head.*``), Swin's final
+    ``norm.*`` and ``attn_mask`` buffers are dropped explicitly; the per-stage output norms of Swin/ViTAE, which the
+    classification networks lack, keep their initial values, as do ``relative_position_index`` buffers a file lacks
+    (constants computed by the network). Anything else missing or unexpected is an error.
     """
     spec = _spec(arch)
     ckpt = read_checkpoint(path)
-    for key in ("state_dict", "state_dict_ema", "model"):
+    for key in spec.checkpoint_keys:
         if key in ckpt and isinstance(ckpt[key], dict):
             state = dict(ckpt[key])
             break
@@ -195,6 +209,7 @@ def load_rsp_backbone(path: str | os.PathLike[str], arch: str) -> nn.Module:
     state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     state = _strip_prefix(state, "backbone.")
     state = _strip_prefix(state, "module.", only_if_first=True)
+    state = {k: v for k, v in state.items() if not _matches_any(k, spec.backbone_dropped)}
     backbone = spec.backbone()
     load_state_dict_strict(
         backbone, state, allowed_unexpected=spec.backbone_unused, allowed_missing=spec.backbone_uninitialised

@@ -174,6 +174,28 @@ def test_rsp_backbone_file_round_trip(arch: str, tmp_path: Path) -> None:
             assert torch.equal(own[key], v), key
 
 
+@pytest.mark.parametrize("arch", ["rsp_swin_t", "rsp_vitaev2_s"])
+def test_rsp_backbone_file_without_index_buffers_loads(arch: str, tmp_path: Path) -> None:
+    """Files without ``relative_position_index`` (ViTAE's loader deletes them anyway) and with mask buffers load."""
+    torch.manual_seed(4)
+    source = build_backbone(arch)
+    state = {
+        f"backbone.{k}": v
+        for k, v in source.state_dict().items()
+        if not k.startswith("norm") and not k.endswith("relative_position_index")
+    }
+    state["backbone.layers.0.blocks.1.attn_mask" if arch == "rsp_swin_t" else "backbone.layers.0.NC.0.attn_mask"] = (
+        torch.zeros(4, 49, 49)
+    )
+    path = tmp_path / "rsp-ckpt.pth"
+    torch.save({"model": state}, path)
+    own = load_rsp_backbone(path, arch).state_dict()
+    index_keys = [k for k in own if k.endswith("relative_position_index")]
+    assert index_keys and all(torch.equal(own[k], source.state_dict()[k]) for k in index_keys)
+    weight = next(k for k in state if k.endswith("qkv.weight"))
+    assert torch.equal(own[weight[len("backbone.") :]], state[weight])
+
+
 def test_rsp_backbone_with_an_unknown_key_is_refused(tmp_path: Path) -> None:
     state = build_backbone("rsp_resnet50").state_dict()
     state["layer9.weight"] = torch.zeros(1)
