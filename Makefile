@@ -14,6 +14,7 @@ help:
 	@echo "make setup      install Debian packages, .venv and pinned Python packages (idempotent)"
 	@echo "make test       headless test suite (pytest + pytest-qgis, offscreen)"
 	@echo "make test-gui   tests that drive the real qgis application under Xvfb"
+	@echo "make reliability long reliability tests (50 plugin runs in one QGIS session)"
 	@echo "make lint       ruff + mypy"
 	@echo "make demo       segment the bundled sample raster with the demo model"
 	@echo "make bench      CPU performance figures (long)"
@@ -29,6 +30,11 @@ test:
 test-gui:
 	@mkdir -p $(XDG_RUNTIME_DIR) && chmod 700 $(XDG_RUNTIME_DIR)
 	env -u QT_QPA_PLATFORM xvfb-run -a -s "-screen 0 1600x1000x24" $(PYTEST) -m "gui" tests
+
+# Long reliability checks (50 consecutive plugin runs in one QGIS session, memory asserted); CI runs them.
+reliability:
+	@mkdir -p $(XDG_RUNTIME_DIR) && chmod 700 $(XDG_RUNTIME_DIR)
+	$(PYTEST) -m "slow and not gpu" tests
 
 lint:
 	$(VENV)/bin/ruff check engine training qgis_plugin tests bench

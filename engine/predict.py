@@ -32,6 +32,7 @@ import numpy as np
 from osgeo import gdal
 
 from engine import raster_io
+from engine.atomic import temporary_path
 from engine.blending import CONFIDENCE_NODATA, LABEL_NODATA, BandAccumulator, FinishedRows, check_blend
 from engine.errors import CancelledError, OutputPathError, ParameterError
 from engine.masks import PolygonMask
@@ -622,7 +623,7 @@ def predict(
     t0 = time.monotonic()
     ctx = prepare(request, on_event, cancel)
     model, device = network or load_network(ctx)
-    tmps = {key: raster_io.temporary_path(path) for key, path in output_paths(request).items()}
+    tmps = {key: temporary_path(path) for key, path in output_paths(request).items()}
     work_labels = tmps["labels"] if not (ctx.resampled or request.cog) else tmps["labels"] + ".work.tif"
     work_conf = None
     if request.confidence:

@@ -347,13 +347,6 @@ def read_window(ds: gdal.Dataset, bands: list[int], win: Window) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------------- outputs
-def temporary_path(path: str) -> str:
-    """A hidden name next to ``path`` (same folder, so the final rename is atomic), keeping the extension."""
-    folder, name = os.path.split(os.path.abspath(path))
-    stem, ext = os.path.splitext(name)
-    return os.path.join(folder, f".{stem}.tmp-{os.getpid()}{ext}")
-
-
 def check_output_path(path: str, overwrite: bool) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):

@@ -14,15 +14,13 @@ from collections.abc import Callable
 from qgis.core import Qgis, QgsMessageLog
 from qgis.PyQt.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, pyqtSignal
 
-from .engine_locator import engine_pythonpath
+from .engine_locator import engine_pythonpath, ensure_engine_importable
 from .progress_stream import DoneEvent, EngineEvent, ErrorEvent, LineSplitter, MalformedLine, ProgressEvent, parse_line
 
 LOG_TAG = "RSP Segmentation"
 ENGINE_MODULE = "engine"
 KILL_GRACE_MS = 5000
 STDERR_TAIL_CHARS = 4000
-# Sidecar files GDAL/the engine may leave next to an output; removed with it after a cancel or failure.
-_SIDECARS = (".aux.xml", ".ovr", "-journal", "-wal", "-shm")
 
 
 def log(message: str, level: Qgis.MessageLevel = Qgis.Info) -> None:
@@ -40,15 +38,15 @@ def engine_environment() -> QProcessEnvironment:
     return env
 
 
-def remove_outputs(paths: list[str]) -> list[str]:
-    """Delete ``paths`` and their sidecars if present; return what was removed."""
-    removed = []
-    for path in paths:
-        for candidate in [path, *(path + s for s in _SIDECARS)]:
-            if os.path.isfile(candidate):
-                os.remove(candidate)
-                removed.append(candidate)
-    return removed
+def remove_outputs(paths: list[str], pid: int | None = None, all_outputs: list[str] | None = None) -> list[str]:
+    """Delete ``paths`` with their sidecars and, for engine process ``pid``, the hidden temporary files it writes
+    before renaming them onto any of ``all_outputs`` (default ``paths``; a killed engine cannot remove them itself).
+    Return what was removed."""
+    ensure_engine_importable()
+    from engine.atomic import remove_with_sidecars, temporary_path
+
+    temporaries = [temporary_path(p, pid) for p in (paths if all_outputs is None else all_outputs)] if pid else []
+    return remove_with_sidecars([*paths, *temporaries])
 
 
 def crash_message(exit_code: int, crashed: bool, stderr_tail: str) -> tuple[str, str]:
@@ -116,6 +114,8 @@ class EngineRunner(QObject):
         self.process.readyReadStandardError.connect(self._read_stderr)
         self.process.finished.connect(self._on_finished)
         self.process.errorOccurred.connect(self._on_error)
+        self._pid: int | None = None
+        self.process.started.connect(self._on_started)
         self._kill_timer = QTimer(self)
         self._kill_timer.setSingleShot(True)
         self._kill_timer.timeout.connect(self.process.kill)
@@ -167,6 +167,9 @@ class EngineRunner(QObject):
                 log(f"engine: {line}")
         self._stderr = (self._stderr + text)[-STDERR_TAIL_CHARS:]
 
+    def _on_started(self) -> None:
+        self._pid = int(self.process.processId()) or None
+
     def _on_error(self, error: QProcess.ProcessError) -> None:
         if error == QProcess.FailedToStart and not self._ended:
             self._ended = True
@@ -201,7 +204,9 @@ class EngineRunner(QObject):
             self.failed.emit(message, hint)
 
     def _cleanup(self) -> None:
-        removed = remove_outputs([p for p in self.output_paths if p not in self._preexisting])
+        removed = remove_outputs(
+            [p for p in self.output_paths if p not in self._preexisting], self._pid, self.output_paths
+        )
         if removed:
             log(f"removed partial outputs: {', '.join(removed)}")
 

@@ -1,0 +1,32 @@
+"""Names of the hidden files an engine run writes before renaming them onto the requested outputs.
+
+Standard library only: the QGIS plugin imports this in QGIS's own Python to remove what a killed engine process
+(SIGKILL, the out-of-memory killer) could not clean up itself. The rule is the contract between the two: a file is
+written as ``.<stem>.tmp-<pid><ext>`` in the output's folder (same folder, so the final rename is atomic), then
+renamed onto ``<stem><ext>``.
+"""
+
+from __future__ import annotations
+
+import os
+
+# GDAL and SQLite companions a partial output may have next to it.
+SIDECARS = (".aux.xml", ".ovr", "-journal", "-wal", "-shm")
+
+
+def temporary_path(path: str, pid: int | None = None) -> str:
+    """The hidden name next to ``path`` that process ``pid`` (default: this one) writes before the final rename."""
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(name)
+    return os.path.join(folder, f".{stem}.tmp-{os.getpid() if pid is None else pid}{ext}")
+
+
+def remove_with_sidecars(paths: list[str]) -> list[str]:
+    """Delete each of ``paths`` and its sidecars when present; return what was removed."""
+    removed = []
+    for path in paths:
+        for candidate in [path, *(path + s for s in SIDECARS)]:
+            if os.path.isfile(candidate):
+                os.remove(candidate)
+                removed.append(candidate)
+    return removed
