@@ -3,9 +3,11 @@
 1. machine peak: fp32 GFLOP/s of a large matmul at the same thread count;
 2. forward efficiency: FLOPs of one 512² forward (counted with ``torch.utils.flop_counter``) ÷ measured time, as a
    fraction of (1), for the plain ``build_segmentor`` module and for the engine's path (× the overhead ratio of 3);
+   and the same forward with the decode head's low-resolution fusion (fewer FLOPs for the same function);
 3. engine overhead: engine end-to-end windows/s on a GeoTIFF ÷ raw batched forward windows/s on as many windows;
-4. versus the seed's inference (``bench/baseline.py``, mmseg 0.21 ``slide_inference``): speed-up of the engine with
-   ``--blend reference`` (labels compared pixel for pixel) and of a labelled fast mode (no window overlap);
+4. versus the seed's inference (``bench/baseline.py``, mmseg 0.21 ``slide_inference``): speed-up and pixel agreement
+   of the engine with ``--exact --blend reference`` (the seed's floats), ``--blend reference`` (the fast head), the
+   default (fast head, smooth blend) and a labelled fast mode (no window overlap);
 5. peak RSS of engine runs on growing rasters (separate processes, lite network).
 
 Machines are shared and noisy: compare ratios within one run, not absolute times between runs. ``--quick`` (the
@@ -16,6 +18,7 @@ and 8192² for memory; ``--full`` uses 4096² everywhere and adds 20000² to the
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -122,10 +125,14 @@ def bench_arch(arch: str, size: int, threads: int, peak: float, work: Path, batc
 
     model_path = make_model_file(arch, work / f"{arch}.rspmodel")
     model, info = load_model_file(model_path)
+    model.set_lowres_fusion(False)  # the reference float order: what the seed computes
     x = torch.randn(1, 3, TILE, TILE)
     flops = count_flops(model, x)
     repeats = 5 if arch == "lite_resnet" else 2
     t_fwd = time_forward(model, x, repeats)
+    flops_fast = count_flops(model.set_lowres_fusion(True), x)
+    t_fwd_fast = time_forward(model, x, repeats)
+    model.set_lowres_fusion(False)
     eff_module = flops / t_fwd / 1e9 / peak
 
     raster = work / f"raster_{size}.tif"
@@ -139,37 +146,44 @@ def bench_arch(arch: str, size: int, threads: int, peak: float, work: Path, batc
         for _ in range(-(-windows // batch)):
             model(xb)
         t_raw = (time.perf_counter() - t) * windows / (batch * -(-windows // batch))
-    t_engine = engine_run(model_path, raster, work / "engine.tif", threads, batch_size=batch, blend="reference")
-    overhead = (windows / t_engine) / (windows / t_raw)
+    run = functools.partial(engine_run, model_path, raster, threads=threads, batch_size=batch)
+    t_exact = run(work / "exact.tif", blend="reference", exact=True)
+    overhead = (windows / t_exact) / (windows / t_raw)
 
     t = time.perf_counter()
     base_labels = baseline.predict_labels(model, str(raster), info, TILE, STRIDE)
     t_base = time.perf_counter() - t
-    engine_labels = gdal.Open(str(work / "engine.tif")).ReadAsArray()
-    identical = float((engine_labels == base_labels).mean())
-    t_default = engine_run(model_path, raster, work / "default.tif", threads, batch_size=batch)
-    default_agree = float((gdal.Open(str(work / "default.tif")).ReadAsArray() == base_labels).mean())
-    t_fast = engine_run(model_path, raster, work / "fast.tif", threads, batch_size=batch, stride=TILE)
-    fast_agree = float((gdal.Open(str(work / "fast.tif")).ReadAsArray() == base_labels).mean())
+
+    def agreement(name: str) -> float:
+        return float((gdal.Open(str(work / name)).ReadAsArray() == base_labels).mean())
+
+    t_engine = run(work / "engine.tif", blend="reference")
+    t_default = run(work / "default.tif")
+    t_fast = run(work / "fast.tif", stride=TILE)
     return {
         "arch": arch,
         "gflop_per_tile": flops / 1e9,
+        "gflop_per_tile_fast_head": flops_fast / 1e9,
         "forward_s": t_fwd,
+        "forward_fast_head_s": t_fwd_fast,
         "efficiency_module": eff_module,
         "efficiency_engine": eff_module * overhead,
         "raster": size,
         "windows": windows,
         "engine_overhead": overhead,
         "baseline_s": t_base,
+        "engine_exact_s": t_exact,
+        "speedup_exact": t_base / t_exact,
+        "labels_identical_exact": agreement("exact.tif"),
         "engine_reference_s": t_engine,
         "speedup_reference": t_base / t_engine,
-        "labels_identical_reference": identical,
+        "labels_identical_reference": agreement("engine.tif"),
         "engine_default_s": t_default,
         "speedup_default_smooth": t_base / t_default,
-        "agreement_default_smooth": default_agree,
+        "agreement_default_smooth": agreement("default.tif"),
         "engine_fast_s": t_fast,
         "speedup_fast": t_base / t_fast,
-        "agreement_fast": fast_agree,
+        "agreement_fast": agreement("fast.tif"),
     }
 
 
@@ -190,17 +204,39 @@ def table(results: dict) -> str:
     lines = [
         f"Machine: {results['machine']}, {results['threads']} threads, peak {results['peak_gflops']:.1f} GFLOP/s fp32",
         "",
-        "| network | GFLOP/tile | fwd s/tile | eff. module | eff. engine | raster | engine/raw | vs seed "
-        "(reference blend) | labels identical | default (smooth) | agreement | fast (stride=tile) | agreement |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "Forward of one 512² tile, the module as built (reference float order) and with the fast head:",
+        "",
+        "| network | GFLOP/tile | s/tile | efficiency | fast head GFLOP | fast head s/tile | fast head speed-up |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results["archs"]:
         lines.append(
             f"| {r['arch']} | {r['gflop_per_tile']:.1f} | {r['forward_s']:.2f} | {r['efficiency_module']:.2f} | "
-            f"{r['efficiency_engine']:.2f} | {r['raster']}² ({r['windows']} win) | {r['engine_overhead']:.2f} | "
-            f"{r['speedup_reference']:.2f}× | {100 * r['labels_identical_reference']:.2f} % | "
-            f"{r['speedup_default_smooth']:.2f}× | {100 * r['agreement_default_smooth']:.2f} % | "
-            f"{r['speedup_fast']:.2f}× | {100 * r['agreement_fast']:.2f} % |"
+            f"{r['gflop_per_tile_fast_head']:.1f} | {r['forward_fast_head_s']:.2f} | "
+            f"{r['forward_s'] / r['forward_fast_head_s']:.2f}× |"
+        )
+    lines += [
+        "",
+        "End to end on a GeoTIFF versus the seed's slide_inference (speed-up × and label agreement %):",
+        "",
+        "| network | raster | engine/raw (exact) | --exact --blend reference | --blend reference | default (smooth) "
+        "| fast (stride=tile) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results["archs"]:
+        cells = [
+            f"{r[f'speedup_{key}']:.2f}× {100 * r[agree]:.2f} %"
+            for key, agree in (
+                ("exact", "labels_identical_exact"),
+                ("reference", "labels_identical_reference"),
+                ("default_smooth", "agreement_default_smooth"),
+                ("fast", "agreement_fast"),
+            )
+        ]
+        lines.append(
+            f"| {r['arch']} | {r['raster']}² ({r['windows']} win) | {r['engine_overhead']:.2f} | "
+            + " | ".join(cells)
+            + " |"
         )
     lines += ["", "| raster (lite network) | peak RSS MiB | vs smallest |", "|---|---|---|"]
     first = results["memory"][0]["peak_rss_mib"] if results["memory"] else 1.0

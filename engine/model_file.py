@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from engine.models.segmentor import UperNet
+
 MODEL_FILE_SUFFIX = ".rspmodel"
 FORMAT_NAME = "rsp-qgis-model"
 FORMAT_VERSION = 1  # bump when a field changes meaning; readers refuse newer versions
@@ -208,7 +210,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise ModelFileError(f"model file {path} is corrupt or truncated ({exc}); copy or export it again") from exc
 
 
-def load_model_file(path: str | os.PathLike[str], device: str = "cpu") -> tuple[torch.nn.Module, ModelInfo]:
+def load_model_file(path: str | os.PathLike[str], device: str = "cpu") -> tuple[UperNet, ModelInfo]:
     """Build the network a model file describes, load its weights strictly, and return it in eval mode.
 
     Raises:

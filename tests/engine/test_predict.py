@@ -229,3 +229,31 @@ def test_slide_inference_reference_equals_mmseg(model_path, h, w) -> None:
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     smooth = slide_inference(model, img, TILE, 48, NUM_CLASSES, blend="smooth")
     torch.testing.assert_close(smooth.sum(1), torch.ones(1, h, w), rtol=1e-5, atol=1e-5)
+
+
+def test_default_fast_head_and_exact_agree_on_a_wide_head(make_raster, tmp_path) -> None:
+    """RSP-R50 (512-wide head): the engine's default uses the low-resolution head fusion, ``exact`` the reference
+    float order; their labels agree on real pixels and ``exact`` equals the reference-order slide inference."""
+    from engine.model_file import ModelInfo, save_model_file
+    from engine.models import build_segmentor
+
+    torch.manual_seed(0)
+    net = build_segmentor("rsp_resnet50", NUM_CLASSES, aux_head=False)
+    assert net.lowres_fusion_pays and not build_segmentor("lite_resnet", 2).lowres_fusion_pays
+    info = ModelInfo(arch="rsp_resnet50", num_classes=NUM_CLASSES, class_names=("a", "b", "c"),
+                     colors=((0, 0, 0), (9, 9, 9), (99, 99, 99)), tile_size=64, stride=48)  # fmt: skip
+    model = save_model_file(str(tmp_path / "r50.rspmodel"), net.state_dict(), info) or str(tmp_path / "r50.rspmodel")
+    raster = make_raster("in.tif", potsdam_pixels(96, 112))
+    exact = run(model, raster, str(tmp_path / "exact.tif"), exact=True, confidence=str(tmp_path / "exact_p.tif"))
+    fast = run(model, raster, str(tmp_path / "fast.tif"), confidence=str(tmp_path / "fast_p.tif"))
+    assert (exact == fast).mean() > 0.999
+    p_exact, p_fast = read(str(tmp_path / "exact_p.tif")), read(str(tmp_path / "fast_p.tif"))
+    assert not np.array_equal(p_exact, p_fast)  # the two paths really differ in rounding ...
+    np.testing.assert_allclose(p_fast, p_exact, atol=1e-4)  # ... and only in rounding
+    loaded, _ = load_model_file(model)
+    x = (
+        torch.from_numpy(potsdam_pixels(96, 112)).float()[None] - torch.tensor(info.mean)[:, None, None]
+    ) / torch.tensor(info.std)[:, None, None]
+    with torch.inference_mode():
+        logits = slide_inference(loaded, x, tile=64, stride=48, num_classes=NUM_CLASSES, blend="smooth")
+    assert (logits.argmax(1)[0].numpy() == exact).mean() > 0.999

@@ -263,3 +263,32 @@ def test_import_and_info_cli(tmp_path: Path) -> None:
         [sys.executable, "-m", "engine", "info", str(out)], capture_output=True, text=True, env=env, timeout=300
     )
     assert shown.returncode == 0 and "lite_resnet" in shown.stdout and "tree" in shown.stdout
+
+
+@pytest.mark.parametrize(("arch", "size"), [("lite_resnet", (2, 96, 160)), ("rsp_resnet50", (1, 200, 264))])
+def test_lowres_fusion_computes_the_reference_head(arch: str, size: tuple[int, int, int]) -> None:
+    """The fast head path (taps before upsampling) equals concat-upsample-conv up to float rounding, incl. borders
+    and odd level sizes (200×264 gives 1/32 maps of 7×9)."""
+    torch.manual_seed(0)
+    model = build_segmentor(arch, 5, aux_head=False).eval()
+    for module in model.modules():  # non-trivial BatchNorm statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(size[0], 3, size[1], size[2])
+    with torch.inference_mode():
+        reference = model(x)
+        fast = model.set_lowres_fusion(True)(x)
+        again = model.set_lowres_fusion(False)(x)
+    assert torch.equal(again, reference)  # switching back restores the reference's float order exactly
+    scale = reference.abs().max().item()
+    assert scale > 0
+    assert (fast - reference).abs().max().item() <= 1e-5 * scale
+    assert (fast.argmax(1) == reference.argmax(1)).float().mean().item() > 0.999
+
+
+def test_lowres_fusion_is_eval_only() -> None:
+    model = build_segmentor("lite_resnet", 3, aux_head=False).set_lowres_fusion(True).train()
+    x = torch.randn(2, 3, 64, 64, requires_grad=True)
+    model(x).sum().backward()  # the training path is the reference one (concat + conv), so gradients flow as usual
+    assert model.decode_head.fpn_bottleneck.conv.weight.grad is not None
