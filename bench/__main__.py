@@ -1,6 +1,6 @@
 """``python -m bench``: the five CPU figures per network, measured side by side in one run.
 
-1. machine peak: fp32 GFLOP/s of a large matmul at the same thread count;
+1. machine peak: fp32 GFLOP/s of a large GEMM at the same thread count (the better of MKL and oneDNN);
 2. forward efficiency: FLOPs of one 512² forward (counted with ``torch.utils.flop_counter``) ÷ measured time, as a
    fraction of (1), for the plain ``build_segmentor`` module and for the engine's path (× the overhead ratio of 3);
    and the same forward with the decode head's low-resolution fusion (fewer FLOPs for the same function);
@@ -18,6 +18,7 @@ and 8192² for memory; ``--full`` uses 4096² everywhere and adds 20000² to the
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import os
@@ -30,9 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from osgeo import gdal, osr
 from PIL import Image
 
+from engine.inference import CompiledBatches
 from engine.model_file import ModelInfo, load_model_file, save_model_file
 from engine.models import build_segmentor
 
@@ -45,14 +48,15 @@ PALETTE = ((255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 
 
 
 def machine_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """The best fp32 GFLOP/s of a large GEMM through either library torch uses on CPU: MKL (``torch.mm``) and
+    oneDNN (a 1×1 convolution). On AMD CPUs MKL takes a slower path (≈ 200 vs ≈ 400 GFLOP/s on 2 Zen 4 cores), so
+    ``torch.mm`` alone would understate the peak and overstate every efficiency."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
+    feat, weight = torch.randn(1, n, 32, 32), torch.randn(n, n, 1, 1)
+    best = time_interleaved(
+        {"mm": (lambda x: torch.mm(x, b), a), "1x1": (lambda x: F.conv2d(x, weight), feat)}, repeats
+    )
+    return max(2 * n**3 / best["mm"], 2 * n * n * 32 * 32 / best["1x1"]) / 1e9
 
 
 def count_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -64,14 +68,22 @@ def count_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
 
 
 def time_forward(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
+    return time_interleaved({"m": (model, x)}, repeats)["m"]
+
+
+def time_interleaved(variants: dict, repeats: int) -> dict[str, float]:
+    """Best time of each ``name: (callable, input)`` over ``repeats`` rounds run in turn (one warm-up each), so that
+    the machine's load drifts over all variants alike."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
     with torch.inference_mode():
-        model(x)  # warm-up
-        times = []
+        for fn, x in variants.values():
+            fn(x)
         for _ in range(repeats):
-            t = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t)
-    return float(np.median(times))
+            for name, (fn, x) in variants.items():
+                t = time.perf_counter()
+                fn(x)
+                times[name].append(time.perf_counter() - t)
+    return {name: min(ts) for name, ts in times.items()}
 
 
 def make_model_file(arch: str, path: Path) -> Path:
@@ -126,26 +138,25 @@ def bench_arch(arch: str, size: int, threads: int, peak: float, work: Path, batc
     model_path = make_model_file(arch, work / f"{arch}.rspmodel")
     model, info = load_model_file(model_path)
     model.set_lowres_fusion(False)  # the reference float order: what the seed computes
-    x = torch.randn(1, 3, TILE, TILE)
-    flops = count_flops(model, x)
+    x = torch.randn(batch, 3, TILE, TILE)
+    flops = count_flops(model, x[:1])
     repeats = 5 if arch == "lite_resnet" else 2
-    t_fwd = time_forward(model, x, repeats)
-    flops_fast = count_flops(model.set_lowres_fusion(True), x)
-    t_fwd_fast = time_forward(model, x, repeats)
-    model.set_lowres_fusion(False)
+    fast = copy.deepcopy(model).set_lowres_fusion(True)
+    flops_fast = count_flops(fast, x[:1])
+    t = time.perf_counter()
+    compiled = CompiledBatches(copy.deepcopy(fast), batch)
+    with torch.inference_mode():
+        compiled(x)
+    t_compile = time.perf_counter() - t
+    per_tile = time_interleaved({"ref": (model, x), "fast": (fast, x), "compiled": (compiled, x)}, repeats)
+    t_fwd, t_fwd_fast, t_fwd_compiled = (per_tile[k] / batch for k in ("ref", "fast", "compiled"))
     eff_module = flops / t_fwd / 1e9 / peak
 
     raster = work / f"raster_{size}.tif"
     if not raster.exists():
         make_raster(raster, size)
     windows = n_windows(size, TILE, STRIDE)
-    xb = torch.randn(batch, 3, TILE, TILE)
-    with torch.inference_mode():
-        model(xb)
-        t = time.perf_counter()
-        for _ in range(-(-windows // batch)):
-            model(xb)
-        t_raw = (time.perf_counter() - t) * windows / (batch * -(-windows // batch))
+    t_raw = t_fwd * windows  # the raw batched forward's best time per tile, over as many windows
     run = functools.partial(engine_run, model_path, raster, threads=threads, batch_size=batch)
     t_exact = run(work / "exact.tif", blend="reference", exact=True)
     overhead = (windows / t_exact) / (windows / t_raw)
@@ -160,12 +171,15 @@ def bench_arch(arch: str, size: int, threads: int, peak: float, work: Path, batc
     t_engine = run(work / "engine.tif", blend="reference")
     t_default = run(work / "default.tif")
     t_fast = run(work / "fast.tif", stride=TILE)
+    t_compiled = run(work / "compiled.tif", compile="on")
     return {
         "arch": arch,
         "gflop_per_tile": flops / 1e9,
         "gflop_per_tile_fast_head": flops_fast / 1e9,
         "forward_s": t_fwd,
         "forward_fast_head_s": t_fwd_fast,
+        "forward_compiled_s": t_fwd_compiled,
+        "compile_s": t_compile,
         "efficiency_module": eff_module,
         "efficiency_engine": eff_module * overhead,
         "raster": size,
@@ -184,6 +198,9 @@ def bench_arch(arch: str, size: int, threads: int, peak: float, work: Path, batc
         "engine_fast_s": t_fast,
         "speedup_fast": t_base / t_fast,
         "agreement_fast": agreement("fast.tif"),
+        "engine_compiled_s": t_compiled,
+        "speedup_compiled": t_base / t_compiled,
+        "agreement_compiled": agreement("compiled.tif"),
     }
 
 
@@ -206,22 +223,24 @@ def table(results: dict) -> str:
         "",
         "Forward of one 512² tile, the module as built (reference float order) and with the fast head:",
         "",
-        "| network | GFLOP/tile | s/tile | efficiency | fast head GFLOP | fast head s/tile | fast head speed-up |",
-        "|---|---|---|---|---|---|---|",
+        "| network | GFLOP/tile | s/tile | efficiency | fast head GFLOP | fast head s/tile | fast head speed-up "
+        "| + torch.compile s/tile | speed-up | compile s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["archs"]:
         lines.append(
             f"| {r['arch']} | {r['gflop_per_tile']:.1f} | {r['forward_s']:.2f} | {r['efficiency_module']:.2f} | "
             f"{r['gflop_per_tile_fast_head']:.1f} | {r['forward_fast_head_s']:.2f} | "
-            f"{r['forward_s'] / r['forward_fast_head_s']:.2f}× |"
+            f"{r['forward_s'] / r['forward_fast_head_s']:.2f}× | {r['forward_compiled_s']:.2f} | "
+            f"{r['forward_s'] / r['forward_compiled_s']:.2f}× | {r['compile_s']:.0f} |"
         )
     lines += [
         "",
         "End to end on a GeoTIFF versus the seed's slide_inference (speed-up × and label agreement %):",
         "",
         "| network | raster | engine/raw (exact) | --exact --blend reference | --blend reference | default (smooth) "
-        "| fast (stride=tile) |",
-        "|---|---|---|---|---|---|---|",
+        "| fast (stride=tile) | default + --compile on |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results["archs"]:
         cells = [
@@ -231,6 +250,7 @@ def table(results: dict) -> str:
                 ("reference", "labels_identical_reference"),
                 ("default_smooth", "agreement_default_smooth"),
                 ("fast", "agreement_fast"),
+                ("compiled", "agreement_compiled"),
             )
         ]
         lines.append(

@@ -83,6 +83,12 @@ def add_predict_parser(sub: Any) -> None:
         help="smooth: weighted probabilities (default); reference: mmseg 0.21 mean of logits",
     )
     p.add_argument(
+        "--compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="torch.compile the network (auto: CPU runs of 256+ windows when g++ exists; 1-2 min once, then cached)",
+    )
+    p.add_argument(
         "--exact",
         action="store_true",
         help="compute in the reference code's float order (bit-identical logits to RSP/mmseg; ≈ 1.3× slower on CPU)",
@@ -189,6 +195,7 @@ def _request(args: argparse.Namespace) -> Any:
         stride=args.stride,
         blend=args.blend,
         exact=args.exact,
+        compile=args.compile,
         value_max=args.value_max,
         min_area=args.min_area,
         simplify=args.simplify,

@@ -70,6 +70,8 @@ class PredictRequest:
         threads: ``torch.set_num_threads`` (None = torch's default).
         tile, stride: window size and step in pixels (default: the model file's).
         blend: ``"smooth"`` or ``"reference"`` (see :mod:`engine.blending`).
+        compile: ``"auto"``, ``"on"`` or ``"off"``: run the network through ``torch.compile`` (see
+            :func:`engine.inference.compile_for_run`; ``auto`` compiles large CPU runs when a C++ compiler exists).
         exact: keep the reference code's float order in the decode head. Default False: the head's low-resolution
             fusion (:meth:`engine.models.segmentor.UperNet.set_lowres_fusion`), the same function ≈ 1.3× faster,
             logits within ≈ 1e-6 of the reference's.
@@ -99,6 +101,7 @@ class PredictRequest:
     stride: int | None = None
     blend: str = "smooth"
     exact: bool = False
+    compile: str = "auto"
     value_max: float | None = None
     min_area: float = 0.0
     simplify: float = 0.0
@@ -108,6 +111,8 @@ class PredictRequest:
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.window, self.bbox)) > 1:
             raise ParameterError("give at most one of --window and --bbox")
+        if self.compile not in ("auto", "on", "off"):
+            raise ParameterError(f"--compile must be auto, on or off, got {self.compile!r}")
         if self.batch_size < 1:
             raise ParameterError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.tile is not None and not MIN_TILE <= self.tile <= MAX_TILE:
@@ -363,6 +368,7 @@ def load_network(ctx: RunContext) -> tuple[Any, Any]:
     """(model, torch.device) for the request, with ``torch.set_num_threads`` applied."""
     import torch
 
+    from engine.inference import cpp_compiler
     from engine.model_file import load_model_file
 
     req = ctx.request
@@ -375,7 +381,11 @@ def load_network(ctx: RunContext) -> tuple[Any, Any]:
         raise ParameterError(f"unknown --device {name!r}; use cpu or cuda")
     device = torch.device(name)
     model, _ = load_model_file(req.model, device=name)
-    model.set_lowres_fusion(not req.exact and model.lowres_fusion_pays)
+    model.set_lowres_fusion(not req.exact)
+    if req.compile == "on" and device.type == "cpu" and cpp_compiler() is None:
+        raise ParameterError(
+            "--compile on needs a C++ compiler (g++): install one (Debian: apt install g++) or use off"
+        )
     return model, device
 
 
@@ -393,12 +403,13 @@ def run_region(
     Returns:
         the number of windows run through the network.
     """
-    from engine.inference import run_windows
+    from engine.inference import compile_for_run, run_windows
 
     try:
         windows = windows_for_region(ctx.work.RasterYSize, ctx.work.RasterXSize, ctx.tile, ctx.stride, region)
     except TilingError as exc:
         raise ParameterError(str(exc)) from exc
+    net = compile_for_run(model, ctx.request.compile, len(windows), ctx.request.batch_size)
     gt, proj = window_geotransform(ctx.work, region), ctx.work.GetProjection()
     labels = raster_io.create_geotiff(labels_path, region.width, region.height, gt, proj, gdal.GDT_Byte, LABEL_NODATA)
     conf = None
@@ -416,7 +427,7 @@ def run_region(
     def flush(batch: list[_Item]) -> None:
         nonlocal done, ran, current_grid_row
         runnable = [it for it in batch if it.data is not None]
-        outputs = run_windows(model, np.stack([it.data for it in runnable]), device) if runnable else None  # type: ignore[misc]
+        outputs = run_windows(net, np.stack([it.data for it in runnable]), device) if runnable else None  # type: ignore[misc]
         k = 0
         for it in batch:
             if it.window.grid_row != current_grid_row:

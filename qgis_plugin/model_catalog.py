@@ -8,6 +8,7 @@ plugin works before the demo model is added. Metadata is read with :func:`engine
 
 from __future__ import annotations
 
+import html
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,9 +99,10 @@ def format_info_html(entry: ModelEntry) -> str:
     if entry.info is None:
         return f"<b>{entry.name}</b><br><span style='color:#b00'>{entry.error}</span>"
     info = entry.info
-    swatches = "".join(
-        f"<tr><td style='background-color:rgb({r},{g},{b});'>&nbsp;&nbsp;&nbsp;&nbsp;</td>"
-        f"<td>{i}</td><td>{name}</td></tr>"
+    # Inline swatches, not a table: a word-wrapped QLabel sizes itself wrongly around a table and showed one row.
+    swatches = " &nbsp; ".join(
+        f"<span style='background-color:rgb({r},{g},{b});'>&nbsp;&nbsp;&nbsp;&nbsp;</span>&nbsp;{i}&nbsp;"
+        + html.escape(name).replace(" ", "&nbsp;")
         for i, (name, (r, g, b)) in enumerate(zip(info.class_names, info.colors, strict=True))
     )
     gsd = f"{info.gsd_m:g} m/px" if info.gsd_m else "raster's own resolution"
@@ -112,6 +114,6 @@ def format_info_html(entry: ModelEntry) -> str:
         f"Bands: {', '.join(info.bands)} &nbsp; values {info.value_range[0]:g}..{info.value_range[1]:g}<br>"
         f"GSD: {gsd} &nbsp; tile {info.tile_size} px, stride {info.stride} px<br>"
         f"Trained on: {info.dataset or 'not stated'} &nbsp; metrics: {metrics}<br>"
-        f"{info.description}<br>"
-        f"<table cellspacing='2'>{swatches}</table>"
+        f"{html.escape(info.description)}<br>"
+        f"Classes: {swatches}"
     )

@@ -108,7 +108,7 @@ class UPerHead(nn.Module):
         weight = self.fpn_bottleneck.conv.weight  # (ch, 4*ch, 3, 3)
         ch = self.channels
         height, width = outs[0].shape[2:]
-        y = F.conv2d(outs[0], weight[:, :ch], padding=1)  # (B, ch, H/4, W/4)
+        y = F.conv2d(outs[0], weight[:, :ch], self.fpn_bottleneck.conv.bias, padding=1)  # (B, ch, H/4, W/4)
         for level in range(1, len(outs)):
             w = weight[:, level * ch : (level + 1) * ch]  # (ch, ch, 3, 3)
             taps = F.conv2d(outs[level], w.permute(2, 3, 0, 1).reshape(9 * ch, ch, 1, 1))  # (B, 9*ch, h, w)

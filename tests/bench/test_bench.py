@@ -32,7 +32,8 @@ def test_table_lists_every_arch_and_memory_row() -> None:
         ("gflop_per_tile", "forward_s", "efficiency_module", "efficiency_engine", "engine_overhead",
          "speedup_reference", "labels_identical_reference", "speedup_default_smooth", "agreement_default_smooth",
          "speedup_fast", "agreement_fast", "gflop_per_tile_fast_head", "forward_fast_head_s", "speedup_exact",
-         "labels_identical_exact"), 1.0)  # fmt: skip
+         "labels_identical_exact", "forward_compiled_s", "compile_s", "speedup_compiled",
+         "agreement_compiled"), 1.0)  # fmt: skip
     results = {
         "machine": "m", "threads": 2, "peak_gflops": 100.0,
         "archs": [{**row, "arch": "rsp_swin_t", "raster": 1024, "windows": 9}],

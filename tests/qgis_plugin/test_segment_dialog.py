@@ -178,3 +178,14 @@ def test_cuda_choice_follows_the_environment_check(dialog) -> None:
     assert not dialog.device_combo.model().item(1).isEnabled()
     dialog._apply_cuda_availability("true")  # QgsSettings may hand back a string
     assert dialog.device_combo.model().item(1).isEnabled()
+
+
+def test_every_class_swatch_is_drawn(dialog, qgis_app) -> None:
+    """The model box is rendered with all classes visible (a word-wrapped table once showed only the first)."""
+    dialog.resize(660, 760)
+    dialog.show()
+    qgis_app.processEvents()
+    image = dialog.model_info.grab().toImage()
+    seen = {image.pixelColor(x, y).getRgb()[:3] for x in range(0, image.width(), 2) for y in range(image.height())}
+    for color in ((0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0)):  # Potsdam classes 1..5
+        assert color in seen, color
