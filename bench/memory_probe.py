@@ -1,4 +1,8 @@
-"""Run one engine prediction and print the process's peak resident memory (MiB) as JSON: used by ``python -m bench``."""
+"""Run one engine prediction and print the process's peak resident memory (MiB) as JSON: used by ``python -m bench``.
+
+``--compile off``: ``auto`` would compile only the larger rasters, and the compiler's own fixed memory would hide the
+streaming figure this measures.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ from engine.predict import PredictRequest, predict
 
 def main() -> None:
     model, raster, output, threads = sys.argv[1:5]
-    predict(PredictRequest(model=model, input=raster, output=output, threads=int(threads), overwrite=True))
+    predict(
+        PredictRequest(model=model, input=raster, output=output, threads=int(threads), overwrite=True, compile="off")
+    )
     print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 

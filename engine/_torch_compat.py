@@ -31,6 +31,14 @@ _SCHEMAS = (
 )
 
 
+def use_persistent_compile_cache() -> str:
+    """Point torch.compile's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``) at ``~/.cache/rsp_segmentation/inductor``
+    unless the user chose one, so a compiled network stays compiled across reboots (the default is under /tmp).
+    Must run before timm is imported: importing it fixes the cache folder. Returns the folder in use."""
+    default = os.path.join(os.path.expanduser("~"), ".cache", "rsp_segmentation", "inductor")
+    return os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", default)
+
+
 def ensure_torchvision_importable() -> str:
     """Prepare torch so that ``import torchvision`` (and so ``import timm``) succeeds.
 

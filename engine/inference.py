@@ -113,9 +113,6 @@ class CompiledBatches:
     """
 
     def __init__(self, model: torch.nn.Module, batch_size: int) -> None:
-        os.environ.setdefault(
-            "TORCHINDUCTOR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "rsp_segmentation", "inductor")
-        )
         self.model = model
         self.batch_size = batch_size
         self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = torch.compile(model, dynamic=False)

@@ -12,8 +12,9 @@ rows (:mod:`engine.blending`), and finished rows are handed to a writer thread t
 temporary names. At the end: warp back to the source grid when the raster was resampled to the model's GSD, colour
 table and class names, overviews (or a COG), polygons, per-class pixel counts and areas, then the renames.
 
-Events passed to ``on_event`` (the CLI prints them as JSON lines): ``start``, ``progress`` (``done``, ``total``
-windows, ``eta_s``), ``done`` (``outputs``, ``classes``: ``id``, ``name``, ``pixels``, ``area_m2``).
+Events passed to ``on_event`` (the CLI prints them as JSON lines): ``start``, ``status`` (``message``: a long step
+without progress, such as compiling the network), ``progress`` (``done``, ``total`` windows, ``eta_s``), ``done``
+(``outputs``, ``classes``: ``id``, ``name``, ``pixels``, ``area_m2``).
 """
 
 from __future__ import annotations
@@ -410,6 +411,8 @@ def run_region(
     except TilingError as exc:
         raise ParameterError(str(exc)) from exc
     net = compile_for_run(model, ctx.request.compile, len(windows), ctx.request.batch_size)
+    if net is not model:
+        ctx.emit("status", message="compiling the network (the first time per network and batch size: 1-2 min)")
     gt, proj = window_geotransform(ctx.work, region), ctx.work.GetProjection()
     labels = raster_io.create_geotiff(labels_path, region.width, region.height, gt, proj, gdal.GDT_Byte, LABEL_NODATA)
     conf = None

@@ -15,7 +15,16 @@ from qgis.core import Qgis, QgsMessageLog
 from qgis.PyQt.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, pyqtSignal
 
 from .engine_locator import engine_pythonpath, ensure_engine_importable
-from .progress_stream import DoneEvent, EngineEvent, ErrorEvent, LineSplitter, MalformedLine, ProgressEvent, parse_line
+from .progress_stream import (
+    DoneEvent,
+    EngineEvent,
+    ErrorEvent,
+    LineSplitter,
+    MalformedLine,
+    OtherEvent,
+    ProgressEvent,
+    parse_line,
+)
 
 LOG_TAG = "RSP Segmentation"
 ENGINE_MODULE = "engine"
@@ -76,6 +85,7 @@ class EngineRunner(QObject):
         failed(str, str): message and hint (an ``error`` event, a crash, a non-zero exit, or a failure to start).
         canceled(): the run was cancelled and its outputs removed.
         malformed(str): a stdout line that is not an event (also logged).
+        status(str): a ``status`` event's message (a long step with no progress yet, such as compiling).
     """
 
     progress = pyqtSignal(object)
@@ -83,6 +93,7 @@ class EngineRunner(QObject):
     failed = pyqtSignal(str, str)
     canceled = pyqtSignal()
     malformed = pyqtSignal(str)
+    status = pyqtSignal(str)
 
     def __init__(
         self,
@@ -152,6 +163,9 @@ class EngineRunner(QObject):
             self._done = event
         elif isinstance(event, ErrorEvent):
             self._error = event
+        elif isinstance(event, OtherEvent) and event.name == "status":
+            log(f"engine: {event.raw.get('message', '')}")
+            self.status.emit(str(event.raw.get("message", "")))
         elif isinstance(event, MalformedLine):
             log(f"ignored engine output line ({event.reason}): {event.text[:300]}", Qgis.Warning)
             self.malformed.emit(event.text)

@@ -372,6 +372,7 @@ class SegmentDialog(QDialog):
         self._run_entry = self.current_model()
         self.runner = EngineRunner(plugin_settings.interpreter(), params.engine_args(), params.output_paths(), self)
         self.runner.progress.connect(self._on_progress)
+        self.runner.status.connect(self.status_label.setText)
         self.runner.finished_ok.connect(self._on_done)
         self.runner.failed.connect(self._on_failed)
         self.runner.canceled.connect(self._on_canceled)

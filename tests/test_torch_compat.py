@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -59,3 +60,15 @@ def test_shim_is_idempotent() -> None:
         """
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_compile_cache_is_persistent_unless_chosen() -> None:
+    """In a fresh interpreter: importing engine.models puts torch.compile's cache under ~/.cache (default /tmp)."""
+    code = "import os; import engine.models; print(os.environ['TORCHINDUCTOR_CACHE_DIR'])"
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == os.path.join(os.path.expanduser("~"), ".cache", "rsp_segmentation", "inductor")
+    env["TORCHINDUCTOR_CACHE_DIR"] = "/somewhere/chosen"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "/somewhere/chosen"

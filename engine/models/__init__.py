@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from engine._torch_compat import ensure_torchvision_importable
+from engine._torch_compat import ensure_torchvision_importable, use_persistent_compile_cache
 
+use_persistent_compile_cache()
 ensure_torchvision_importable()
 
 import fnmatch  # noqa: E402

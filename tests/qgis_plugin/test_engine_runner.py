@@ -169,3 +169,19 @@ def test_run_blocking_cancel(qgis_app, fake_engine, tmp_path) -> None:
         )
     assert info.value.canceled
     assert not out.exists()
+
+
+def test_status_event_reaches_the_status_signal(qgis_app, fake_engine, tmp_path) -> None:
+    module = fake_engine(
+        "import json\n"
+        "print(json.dumps({'event': 'status', 'message': 'compiling the network'}), flush=True)\n"
+        "print(json.dumps({'event': 'done', 'outputs': {}, 'classes': []}), flush=True)\n"
+    )
+    runner = EngineRunner(sys.executable, ["predict"], [], module=module)
+    statuses: list[str] = []
+    runner.status.connect(statuses.append)
+    seen = _collect(runner)
+    runner.start()
+    assert wait_until(lambda: not runner.is_running() and ("done" in seen or "failed" in seen), 30)
+    assert statuses == ["compiling the network"]
+    assert "done" in seen and seen["malformed"] == []
