@@ -16,9 +16,14 @@ EXIT_CANCELLED = 130
 
 
 class EngineError(Exception):
-    """Base of the engine's user-facing errors; ``hint`` says what to do."""
+    """Base of the engine's user-facing errors; ``hint`` says what to do (the class's, or one given for this case)."""
 
     hint = "run again with --debug for details"
+
+    def __init__(self, message: str = "", hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
 
 
 class RasterReadError(EngineError):
@@ -36,7 +41,7 @@ class BandMismatchError(EngineError):
 class OutputPathError(EngineError):
     """An output exists (without --overwrite), its folder is missing or not writable, or writing failed."""
 
-    hint = "choose another output path or pass --overwrite"
+    hint = "choose another output path"
 
 
 class ParameterError(EngineError):

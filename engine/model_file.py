@@ -219,8 +219,13 @@ def load_model_file(path: str | os.PathLike[str], device: str = "cpu") -> tuple[
     """
     info = read_model_info(path)
     state = read_state_dict(path)
-    from engine.models import build_segmentor, load_state_dict_strict
+    from engine.models import ARCHS, build_segmentor, load_state_dict_strict
 
+    if info.arch not in ARCHS:
+        raise ModelFileError(
+            f"model file {path} is for architecture {info.arch!r}, which this engine does not have "
+            f"({', '.join(ARCHS)}); update the plugin/engine, or export the model for one of these"
+        )
     model = build_segmentor(info.arch, info.num_classes, aux_head=False)
     try:
         load_state_dict_strict(model, state)

@@ -353,7 +353,9 @@ class _Writer:
 
     def put(self, rows: FinishedRows | None) -> None:
         if self.error is not None:
-            raise OutputPathError(f"writing the output failed: {self.error}")
+            raise OutputPathError(
+                f"writing the output failed: {self.error}", "free disk space or choose another output folder"
+            )
         if rows is not None:
             self.q.put(rows)
 
@@ -361,7 +363,9 @@ class _Writer:
         self.q.put(None)
         self.thread.join()
         if self.error is not None:
-            raise OutputPathError(f"writing the output failed: {self.error}")
+            raise OutputPathError(
+                f"writing the output failed: {self.error}", "free disk space or choose another output folder"
+            )
 
 
 # -------------------------------------------------------------------------------------------------------- inference

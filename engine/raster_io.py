@@ -343,18 +343,24 @@ def read_window(ds: gdal.Dataset, bands: list[int], win: Window) -> np.ndarray:
     try:
         return np.stack([ds.GetRasterBand(b).ReadAsArray(win.col, win.row, win.width, win.height) for b in bands])
     except RuntimeError as exc:
-        raise RasterReadError(f"cannot read window {win} of the raster: {exc}") from exc
+        raise RasterReadError(
+            f"cannot read rows {win.row}-{win.row + win.height}, columns {win.col}-{win.col + win.width} of the raster "
+            f"(the file may be truncated or damaged): {exc}",
+            "check the file with `gdalinfo -checksum FILE`; copy or export it again",
+        ) from exc
 
 
 # ----------------------------------------------------------------------------------------------------------- outputs
 def check_output_path(path: str, overwrite: bool) -> None:
     folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OutputPathError(f"the output folder {folder} is a file, not a folder", "choose another output path")
     if not os.path.isdir(folder):
-        raise OutputPathError(f"output folder does not exist: {folder}")
+        raise OutputPathError(f"output folder does not exist: {folder}", "create it, or choose another output path")
     if not os.access(folder, os.W_OK):
-        raise OutputPathError(f"output folder is not writable: {folder}")
+        raise OutputPathError(f"output folder is not writable: {folder}", "choose a folder you can write to")
     if os.path.exists(path) and not overwrite:
-        raise OutputPathError(f"output exists: {path} (pass --overwrite to replace it)")
+        raise OutputPathError(f"output exists: {path}", "pass --overwrite to replace it, or choose another output path")
 
 
 def remove_dataset_files(path: str) -> None:

@@ -258,6 +258,19 @@ def assert_clean_failure(result, requested: list[Path], folder_before: set[str],
         assert set(os.listdir(folder)) == folder_before, f"leftovers: {set(os.listdir(folder)) - folder_before}"
 
 
+# What the message must tell the analyst, for the cases where the generic family message would not do.
+SAYS = {
+    "architecture_unknown": "does not have",
+    "output_directory_not_writable": "not a folder",
+    "output_directory_missing": "does not exist",
+    "truncated_geotiff": "truncated or damaged",
+    "model_file_of_a_newer_format": "newer",
+    "cuda_without_cuda": "--device cpu",
+    "wrong_number_of_classes": "shape mismatches",
+    "fewer_bands_than_the_model_needs": "needs 3",
+}
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_fails_cleanly(name: str, tmp_path: Path, model: Path, raster: Path) -> None:
     args, requested = CASES[name](tmp_path, model, raster)
@@ -265,6 +278,9 @@ def test_bad_input_fails_cleanly(name: str, tmp_path: Path, model: Path, raster:
     before = set(os.listdir(folder)) if folder.is_dir() else set()
     result = run_engine(args)
     assert_clean_failure(result, requested, before, folder)
+    error = result.errors[0]
+    assert "report the traceback" not in error["hint"]  # every case is an expected failure, not the catch-all
+    assert SAYS.get(name, "") in error["message"]
     print(f"{name}: {result.errors[0]['message']} | hint: {result.errors[0]['hint']}")
 
 
