@@ -218,8 +218,10 @@ def run_predict(args: argparse.Namespace) -> int:
         request = _request(args)
         if args.distributed:
             from engine.distributed import predict_distributed
+            from engine.predict import bounded_gdal_cache
 
-            predict_distributed(request, on_event=emit, cancel=cancel)
+            with bounded_gdal_cache():
+                predict_distributed(request, on_event=emit, cancel=cancel)
         else:
             from engine.predict import predict
 

@@ -19,6 +19,7 @@ without progress, such as compiling the network), ``progress`` (``done``, ``tota
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -44,6 +45,7 @@ log = logging.getLogger("engine")
 
 EventCallback = Callable[[dict[str, Any]], None]
 PREFETCH_BATCHES = 2  # batches the reader thread may read ahead
+GDAL_CACHE_BYTES = 128 * 2**20  # GDAL block cache during a run (see bounded_gdal_cache)
 WRITER_QUEUE = 4  # finished row bands waiting for the writer thread
 STATS_CHUNK_ROWS = 512  # rows read at a time when counting classes in the output
 
@@ -643,6 +645,35 @@ def predict(
     Raises:
         engine.errors.EngineError subclasses and ``engine.model_file.ModelFileError``; outputs are then absent.
     """
+    with bounded_gdal_cache():
+        return _predict(request, on_event, cancel, network)
+
+
+@contextlib.contextmanager
+def bounded_gdal_cache() -> Iterator[None]:
+    """Cap GDAL's block cache at :data:`GDAL_CACHE_BYTES` for the run (unless ``GDAL_CACHEMAX`` is set).
+
+    GDAL's default is 5 % of the machine's RAM, and it fills it with the decompressed input blocks and the output's
+    dirty blocks, so a run's memory would grow with the raster's area up to that cap (measured here: 2048² 743 MiB,
+    8192² 1209 MiB peak RSS). The engine reads each input block about twice (window overlap) and writes rows once, so
+    a small cache costs nothing."""
+    if os.environ.get("GDAL_CACHEMAX"):
+        yield
+        return
+    previous = gdal.GetCacheMax()
+    gdal.SetCacheMax(min(previous, GDAL_CACHE_BYTES))
+    try:
+        yield
+    finally:
+        gdal.SetCacheMax(previous)
+
+
+def _predict(
+    request: PredictRequest,
+    on_event: EventCallback | None,
+    cancel: threading.Event | None,
+    network: tuple[Any, Any] | None,
+) -> PredictResult:
     t0 = time.monotonic()
     ctx = prepare(request, on_event, cancel)
     model, device = network or load_network(ctx)

@@ -256,3 +256,21 @@ def test_default_fast_head_and_exact_agree_on_a_wide_head(make_raster, tmp_path)
     with torch.inference_mode():
         logits = slide_inference(loaded, x, tile=64, stride=48, num_classes=NUM_CLASSES, blend="smooth")
     assert (logits.argmax(1)[0].numpy() == exact).mean() > 0.999
+
+
+def test_gdal_cache_is_bounded_during_a_run_and_restored(model_path, make_raster, tmp_path, monkeypatch) -> None:
+    """GDAL's default cache (5 % of RAM) would let memory grow with the raster's area; runs cap it, then restore."""
+    from engine.predict import GDAL_CACHE_BYTES
+
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    before = gdal.GetCacheMax()
+    gdal.SetCacheMax(4 * GDAL_CACHE_BYTES)
+    seen: list[int] = []
+    raster = make_raster("in.tif", potsdam_pixels(64, 64))
+    try:
+        predict(PredictRequest(model=model_path, input=raster, output=str(tmp_path / "o.tif")),
+                on_event=lambda e: seen.append(gdal.GetCacheMax()))  # fmt: skip
+        assert seen and max(seen) == GDAL_CACHE_BYTES
+        assert gdal.GetCacheMax() == 4 * GDAL_CACHE_BYTES
+    finally:
+        gdal.SetCacheMax(before)
