@@ -360,7 +360,9 @@ def check_output_path(path: str, overwrite: bool) -> None:
     if not os.access(folder, os.W_OK):
         raise OutputPathError(f"output folder is not writable: {folder}", "choose a folder you can write to")
     if os.path.exists(path) and not overwrite:
-        raise OutputPathError(f"output exists: {path}", "pass --overwrite to replace it, or choose another output path")
+        raise OutputPathError(
+            f"output exists: {path} (pass --overwrite to replace it)", "pass --overwrite, or choose another output path"
+        )
 
 
 def remove_dataset_files(path: str) -> None:
