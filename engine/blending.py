@@ -78,6 +78,9 @@ class FinishedRows:
     confidence: np.ndarray
 
 
+COLUMN_CHUNK = 1024  # columns finalised / shifted at a time (bounds the temporaries of wide rasters)
+
+
 class BandAccumulator:
     """Accumulates window predictions over a region, keeping only the ``tile`` rows still receiving windows.
 
@@ -137,10 +140,12 @@ class BandAccumulator:
         if n <= 0:
             return None
         done = self._finalize(n)
-        # Shift the remaining rows up and clear the freed tail.
+        # Shift the remaining rows up and clear the freed tail, a column chunk at a time (bounded temporaries).
         for arr in (self.scores[:, :, :], self.weights, self.valid):
             view = arr if arr.ndim == 3 else arr[None]
-            view[:, : self.cap - n] = view[:, n:].copy()
+            for c in range(0, view.shape[2], COLUMN_CHUNK):
+                cols = slice(c, c + COLUMN_CHUNK)
+                view[:, : self.cap - n, cols] = view[:, n:, cols]
             view[:, self.cap - n :] = 0
         self.top = end
         return done
@@ -150,15 +155,18 @@ class BandAccumulator:
         return self.advance_to(self.region.row_end)
 
     def _finalize(self, n: int) -> FinishedRows:
-        scores, weights, valid = self.scores[:, :n], self.weights[:n], self.valid[:n]
-        predicted = valid & (weights > 0)
-        safe = np.where(weights > 0, weights, 1.0).astype(np.float32)
-        mean = scores / safe  # (K, n, W)
-        labels = mean.argmax(axis=0).astype(np.uint8)
-        if self.mode == "smooth":
-            conf = mean.max(axis=0)
-        else:
-            conf = softmax(mean.copy()).max(axis=0)
-        labels[~predicted] = LABEL_NODATA
-        conf = np.where(predicted, conf, CONFIDENCE_NODATA).astype(np.float32)
+        width = self.region.width
+        labels = np.empty((n, width), np.uint8)
+        conf = np.empty((n, width), np.float32)
+        for c in range(0, width, COLUMN_CHUNK):  # per column chunk: temporaries do not grow with the raster's width
+            cols = slice(c, c + COLUMN_CHUNK)
+            scores, weights, valid = self.scores[:, :n, cols], self.weights[:n, cols], self.valid[:n, cols]
+            predicted = valid & (weights > 0)
+            safe = np.where(weights > 0, weights, 1.0).astype(np.float32)
+            mean = scores / safe  # (K, n, chunk)
+            chunk_labels = mean.argmax(axis=0).astype(np.uint8)
+            chunk_conf = mean.max(axis=0) if self.mode == "smooth" else softmax(mean).max(axis=0)
+            chunk_labels[~predicted] = LABEL_NODATA
+            labels[:, cols] = chunk_labels
+            conf[:, cols] = np.where(predicted, chunk_conf, CONFIDENCE_NODATA)
         return FinishedRows(self.top, labels, conf)

@@ -148,3 +148,36 @@ def test_accumulator_masks_invalid_pixels() -> None:
     rows = acc.finish()
     assert rows is not None and rows.labels[0, 1] == LABEL_NODATA and rows.confidence[0, 1] == -1.0
     assert rows.labels[1, 1] == 0
+
+
+@pytest.mark.parametrize("mode", ["smooth", "reference"])
+def test_column_chunks_do_not_change_the_result(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finalising and shifting the band a few columns at a time gives exactly the one-chunk result."""
+    from engine import blending
+
+    rng = np.random.default_rng(0)
+    region = Window(row=0, col=0, height=45, width=50)
+    windows = windows_for_region(45, 50, 16, 12, region)
+    logits = [rng.normal(size=(3, w.height, w.width)).astype(np.float32) for w in windows]
+
+    def run(chunk: int) -> tuple[np.ndarray, np.ndarray]:
+        monkeypatch.setattr(blending, "COLUMN_CHUNK", chunk)
+        acc = BandAccumulator(region, 3, 16, mode)
+        labels, conf = np.zeros((45, 50), np.uint8), np.zeros((45, 50), np.float32)
+        row = windows[0].grid_row
+        for w, out in zip(windows, logits, strict=True):
+            if w.grid_row != row:
+                released = acc.advance_to(w.row)
+                if released is not None:
+                    labels[released.row : released.row + len(released.labels)] = released.labels
+                    conf[released.row : released.row + len(released.labels)] = released.confidence
+                row = w.grid_row
+            acc.add(w, out)
+        done = acc.finish()
+        assert done is not None
+        labels[done.row :], conf[done.row :] = done.labels, done.confidence
+        return labels, conf
+
+    whole, chunked = run(10**6), run(7)
+    assert np.array_equal(whole[0], chunked[0]) and np.array_equal(whole[1], chunked[1])
+    assert len(np.unique(whole[0])) == 3
