@@ -94,10 +94,14 @@ def import_command(source: str, user_dir: Path | None = None) -> tuple[list[str]
     return ["import", source, "--output", str(dest)], str(dest)
 
 
-def format_info_html(entry: ModelEntry) -> str:
-    """Metadata as HTML for the dialogs: classes with colour swatches, GSD, tile size, bands, provenance."""
+def format_info_html(entry: ModelEntry, brief: bool = False) -> str:
+    """Metadata as HTML for the dialogs: classes with colour swatches first, then bands, GSD, tile size, provenance.
+
+    ``brief`` (the Segment dialog): the training data and description are cut to one short line each; the dialog
+    shows the whole text as the tooltip and the model manager shows it in full.
+    """
     if entry.info is None:
-        return f"<b>{entry.name}</b><br><span style='color:#b00'>{entry.error}</span>"
+        return f"<b>{html.escape(entry.name)}</b><br><span style='color:#b00'>{html.escape(entry.error or '')}</span>"
     info = entry.info
     # Inline swatches, not a table: a word-wrapped QLabel sizes itself wrongly around a table and showed one row.
     swatches = " &nbsp; ".join(
@@ -108,12 +112,16 @@ def format_info_html(entry: ModelEntry) -> str:
     gsd = f"{info.gsd_m:g} m/px" if info.gsd_m else "raster's own resolution"
     metrics = ", ".join(f"{k} {v:g}" for k, v in info.metrics.items()) or "not stated"
     source = "bundled" if entry.bundled else "installed"
+    dataset, description = info.dataset or "not stated", info.description
+
+    def cut(text: str, limit: int) -> str:
+        return text if not brief or len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + " …"
+
     return (
-        f"<b>{entry.name}</b> ({source})<br>"
-        f"Architecture: {info.arch}<br>"
-        f"Bands: {', '.join(info.bands)} &nbsp; values {info.value_range[0]:g}..{info.value_range[1]:g}<br>"
+        f"<b>{html.escape(entry.name)}</b> ({source}, {html.escape(info.arch)})<br>"
+        f"{swatches}<br>"
+        f"Bands: {', '.join(info.bands)} &nbsp; values {info.value_range[0]:g}..{info.value_range[1]:g} &nbsp; "
         f"GSD: {gsd} &nbsp; tile {info.tile_size} px, stride {info.stride} px<br>"
-        f"Trained on: {info.dataset or 'not stated'} &nbsp; metrics: {metrics}<br>"
-        f"{html.escape(info.description)}<br>"
-        f"Classes: {swatches}"
+        f"Metrics: {html.escape(metrics)} &nbsp; trained on: {html.escape(cut(dataset, 60))}<br>"
+        f"<i>{html.escape(cut(description, 120))}</i>"
     )

@@ -88,6 +88,7 @@ class SegmentDialog(QDialog):
         super().__init__(parent)
         self.iface = iface
         self.setWindowTitle("Segment layer – RSP Segmentation")
+        self.setMinimumWidth(560)
         self.setObjectName("rspSegmentDialog")
         self.runner: EngineRunner | None = None
         self.task: QgsProxyProgressTask | None = None
@@ -123,6 +124,9 @@ class SegmentDialog(QDialog):
         self.model_info.setObjectName("modelInfo")
         self.model_info.setWordWrap(True)
         self.model_info.setTextFormat(1)  # Qt.RichText
+        # A word-wrapped label in a form gets the height of its first layout, and clipped its last lines: reserve the
+        # brief metadata's lines (name, classes, bands/GSD, metrics, description: up to nine) at the minimum width.
+        self.model_info.setMinimumHeight(9 * self.model_info.fontMetrics().lineSpacing())
         form.addRow("", self.model_info)
         self.extent_combo = QComboBox(self)
         for mode, label in EXTENT_LABELS.items():
@@ -230,8 +234,9 @@ class SegmentDialog(QDialog):
     def _on_inputs_changed(self, *_args: Any) -> None:
         entry = self.current_model()
         self.model_info.setText(
-            format_info_html(entry) if entry else "No model installed: open <b>Models…</b> to import one."
+            format_info_html(entry, brief=True) if entry else "No model installed: open <b>Models…</b> to import one."
         )
+        self.model_info.setToolTip(format_info_html(entry) if entry else "")
         layer = self.layer_combo.currentLayer()
         if entry is not None and entry.info is not None and isinstance(layer, QgsRasterLayer):
             mapping = default_band_mapping(entry.info.bands, layer_band_names(layer))

@@ -182,7 +182,7 @@ def test_cuda_choice_follows_the_environment_check(dialog) -> None:
 
 def test_every_class_swatch_is_drawn(dialog, qgis_app) -> None:
     """The model box is rendered with all classes visible (a word-wrapped table once showed only the first)."""
-    dialog.resize(660, 760)
+    dialog.resize(540, 660)  # as narrow as the real application opens it
     dialog.show()
     qgis_app.processEvents()
     image = dialog.model_info.grab().toImage()
