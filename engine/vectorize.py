@@ -3,11 +3,13 @@
 Steps: (1) with a minimum area, ``gdal.SieveFilter`` first merges regions smaller than it into their largest
 neighbour *on the raster*, so the polygons still tile the predicted area without gaps (topology is kept because it
 is done before tracing); regions it cannot merge (touching only nodata) are dropped after tracing. (2)
-``gdal.Polygonize`` traces every 4-connected region of one class (nodata excluded). (3) With a tolerance,
-``SimplifyPreserveTopology`` simplifies each polygon without making it invalid; neighbours' shared edges are
-simplified independently (GEOS 3.11 here has no coverage simplification), so slivers up to the tolerance may appear
-between them: keep the tolerance near one pixel. Areas are ground areas: planar in the CRS's linear unit for projected
-CRSs, and on a Lambert azimuthal equal-area projection centred on the raster for geographic CRSs; NULL without CRS.
+``gdal.Polygonize`` traces every 4-connected region of one class (nodata excluded). (3) With a tolerance, the
+polygons are simplified *as a coverage* (``shapely.coverage_simplify``, GEOS ≥ 3.12 bundled in shapely's wheel):
+each shared edge is simplified once for both neighbours, so no gaps or overlaps appear between classes; this holds
+all polygons of the output in memory at once. Without shapely it falls back to per-polygon
+``SimplifyPreserveTopology`` (valid polygons, but neighbours may then show slivers up to the tolerance). Areas are
+ground areas: planar in the CRS's linear unit for projected CRSs, and on a Lambert azimuthal equal-area projection
+centred on the raster for geographic CRSs; NULL without CRS.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ def polygonize(
     layer.CommitTransaction()
     area = _area_transform(raster)
     tol = _tolerance_in_crs_units(raster, simplify) if simplify > 0 else 0.0
+    simplified = simplify_coverage(layer, tol) if tol > 0 else None
     layer.StartTransaction()
     drop = []
     layer.ResetReading()
@@ -101,7 +104,10 @@ def polygonize(
         cid = feat.GetFieldAsInteger("class_id")
         geom = feat.GetGeometryRef()
         if tol > 0:
-            geom = geom.SimplifyPreserveTopology(tol)
+            geom = simplified[feat.GetFID()] if simplified is not None else geom.SimplifyPreserveTopology(tol)
+            if geom is None or geom.IsEmpty():
+                drop.append(feat.GetFID())
+                continue
             feat.SetGeometry(geom)
         if area is None:
             a = None
@@ -130,3 +136,26 @@ def polygonize(
     if sieved_path and os.path.exists(sieved_path):
         remove_dataset_files(sieved_path)
     return count
+
+
+def simplify_coverage(layer: ogr.Layer, tolerance: float) -> dict[int, ogr.Geometry | None] | None:
+    """Simplify all polygons of ``layer`` together as a coverage (shared edges once); ``{fid: geometry}`` (None where
+    a polygon vanished), or None when shapely with ``coverage_simplify`` is not installed (caller falls back)."""
+    try:
+        import shapely
+    except ImportError:
+        return None
+    if not hasattr(shapely, "coverage_simplify"):
+        return None
+    fids, wkbs = [], []
+    layer.ResetReading()
+    for feat in layer:
+        fids.append(feat.GetFID())
+        wkbs.append(bytes(feat.GetGeometryRef().ExportToWkb()))
+    if not fids:
+        return {}
+    result = shapely.coverage_simplify(shapely.from_wkb(wkbs), tolerance, simplify_boundary=True)
+    return {
+        fid: None if g is None or g.is_empty else ogr.CreateGeometryFromWkb(shapely.to_wkb(g))
+        for fid, g in zip(fids, result, strict=True)
+    }
