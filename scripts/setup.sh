@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(qgis python3-qgis python3-gdal gdal-bin python3-venv python3-pip xvfb xauth x11-utils xdotool imagemagick)
+# g++ and python3-dev: torch.compile (engine --compile) builds C++ kernels against Python.h.
+APT_PACKAGES=(qgis python3-qgis python3-gdal gdal-bin python3-venv python3-pip python3-dev g++ xvfb xauth x11-utils xdotool imagemagick)
 VENV=.venv
 PY=/usr/bin/python3
 
