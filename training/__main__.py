@@ -133,7 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_config(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("config", help="preset name (see `presets`) or a JSON file written by `show`")
-        sp.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override config fields, e.g. max_iters=1000")
+        sp.add_argument(
+            "--set",
+            nargs="+",
+            action="extend",  # `--set a=1 b=2` and `--set a=1 --set b=2` both keep every override
+            metavar="KEY=VALUE",
+            help="override config fields, e.g. max_iters=1000",
+        )
 
     sub.add_parser("presets", help="list the named presets").set_defaults(func=cmd_presets)
     sp = sub.add_parser("show", help="print a config as JSON")

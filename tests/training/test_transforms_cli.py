@@ -72,3 +72,10 @@ def test_presets_round_trip_through_json(name: str, tmp_path) -> None:
     path = tmp_path / "c.json"
     path.write_text(get_preset(name).to_json())
     assert load_config(str(path)) == get_preset(name)
+
+
+def test_repeated_set_options_all_apply(capsys) -> None:
+    args = ["show", "demo_lite_potsdam", "--set", "max_iters=60", "--set", "val_interval=30", "log_interval=5"]
+    assert main(args) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["max_iters"], shown["val_interval"], shown["log_interval"]) == (60, 30, 5)
