@@ -127,6 +127,14 @@ class CompiledBatches:
         return self.model(x)
 
 
+def check_compile_mode(mode: str, on_cpu: bool) -> None:
+    """Raise ValueError for an unknown ``mode``, or for ``on`` on CPU without a C++ compiler (with what to install)."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    if mode == "on" and on_cpu and cpp_compiler() is None:
+        raise ValueError("--compile on needs a C++ compiler (g++): install one (Debian: apt install g++) or use off")
+
+
 def compile_for_run(
     model: torch.nn.Module, mode: str, n_windows: int, batch_size: int
 ) -> torch.nn.Module | CompiledBatches:
@@ -139,11 +147,8 @@ def compile_for_run(
     Raises:
         ValueError: unknown ``mode``, or ``on`` without a C++ compiler on CPU.
     """
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
     on_cpu = next(model.parameters()).device.type == "cpu"
-    if mode == "on" and on_cpu and cpp_compiler() is None:
-        raise ValueError("--compile on needs a C++ compiler (g++): install one (Debian: apt install g++) or use off")
+    check_compile_mode(mode, on_cpu)
     if mode == "off" or (mode == "auto" and (n_windows < COMPILE_AUTO_MIN_WINDOWS or not on_cpu or not cpp_compiler())):
         return model
     log.info("compiling the network for batches of %d (first time per network: 1-2 min)", batch_size)

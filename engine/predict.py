@@ -375,7 +375,7 @@ def load_network(ctx: RunContext) -> tuple[Any, Any]:
     """(model, torch.device) for the request, with ``torch.set_num_threads`` applied."""
     import torch
 
-    from engine.inference import cpp_compiler
+    from engine.inference import check_compile_mode
     from engine.model_file import load_model_file
 
     req = ctx.request
@@ -389,10 +389,10 @@ def load_network(ctx: RunContext) -> tuple[Any, Any]:
     device = torch.device(name)
     model, _ = load_model_file(req.model, device=name)
     model.set_lowres_fusion(not req.exact)
-    if req.compile == "on" and device.type == "cpu" and cpp_compiler() is None:
-        raise ParameterError(
-            "--compile on needs a C++ compiler (g++): install one (Debian: apt install g++) or use off"
-        )
+    try:
+        check_compile_mode(req.compile, device.type == "cpu")
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from exc
     return model, device
 
 

@@ -102,8 +102,8 @@ class UPerHead(nn.Module):
         shift with zero fill (its zero padding). A tap at 1/8, 1/16 or 1/32 resolution costs 4, 16 or 64 times fewer
         multiply-adds than at 1/4, so this removes about two thirds of ``fpn_bottleneck``, the head's largest conv
         (≈ 310 of ≈ 470 GFLOP per 512² tile). Only the float rounding order differs from the reference: measured
-        max |Δlogit| ≈ 1e-7 and a 1.37× faster head (1.3× network) for RSP-R50 at 512², 2 threads; doing the same for
-        the 1/8 level only was slower than this, and both beat the reference.
+        max |Δlogit| ≈ 1e-7 and a 1.37× faster head (1.3× network) for RSP-R50 at 512², 2 threads; leaving the 1/8
+        level (or the 1/8 and 1/16 levels) to the reference path was slower than fusing all three.
         """
         weight = self.fpn_bottleneck.conv.weight  # (ch, 4*ch, 3, 3)
         ch = self.channels
