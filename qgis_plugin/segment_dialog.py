@@ -23,7 +23,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox, QgsMessageBar
-from qgis.PyQt.QtCore import QTemporaryDir
+from qgis.PyQt.QtCore import QEvent, Qt, QTemporaryDir, QTimer
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -124,9 +124,10 @@ class SegmentDialog(QDialog):
         self.model_info.setObjectName("modelInfo")
         self.model_info.setWordWrap(True)
         self.model_info.setTextFormat(1)  # Qt.RichText
-        # A word-wrapped label in a form gets the height of its first layout, and clipped its last lines: reserve the
-        # brief metadata's lines (name, classes, bands/GSD, metrics, description: up to nine) at the minimum width.
-        self.model_info.setMinimumHeight(9 * self.model_info.fontMetrics().lineSpacing())
+        # A word-wrapped label in a form keeps the height of its first layout and clipped its last lines: its minimum
+        # height follows its text at its current width (see _fit_model_info).
+        self.model_info.setAlignment(Qt.AlignLeft | Qt.AlignTop)
+        self.model_info.installEventFilter(self)
         form.addRow("", self.model_info)
         self.extent_combo = QComboBox(self)
         for mode, label in EXTENT_LABELS.items():
@@ -227,6 +228,21 @@ class SegmentDialog(QDialog):
         self.model_combo.blockSignals(False)
         self._on_inputs_changed()
 
+    def _fit_model_info(self) -> None:
+        """Give the word-wrapped model box the height its text needs at its current width."""
+        label = self.model_info
+        if label.isVisible():  # hidden labels are laid out at a provisional, narrow width
+            label.setMinimumHeight(label.heightForWidth(label.width()))
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        QTimer.singleShot(0, self._fit_model_info)  # once the layout has given the label its width
+
+    def eventFilter(self, watched: Any, event: Any) -> bool:
+        if watched is self.model_info and event.type() == QEvent.Resize:
+            self._fit_model_info()
+        return super().eventFilter(watched, event)
+
     def current_model(self) -> ModelEntry | None:
         index = self.model_combo.currentIndex()
         return self.models[index] if 0 <= index < len(self.models) else None
@@ -237,6 +253,7 @@ class SegmentDialog(QDialog):
             format_info_html(entry, brief=True) if entry else "No model installed: open <b>Models…</b> to import one."
         )
         self.model_info.setToolTip(format_info_html(entry) if entry else "")
+        self._fit_model_info()
         layer = self.layer_combo.currentLayer()
         if entry is not None and entry.info is not None and isinstance(layer, QgsRasterLayer):
             mapping = default_band_mapping(entry.info.bands, layer_band_names(layer))

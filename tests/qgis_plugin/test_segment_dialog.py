@@ -6,6 +6,7 @@ import os
 import shutil
 
 import pytest
+from plugin_test_support import ROOT
 from qgis.core import QgsProject, QgsRasterLayer
 
 import qgis_plugin.model_catalog as model_catalog
@@ -188,4 +189,22 @@ def test_every_class_swatch_is_drawn(dialog, qgis_app) -> None:
     image = dialog.model_info.grab().toImage()
     seen = {image.pixelColor(x, y).getRgb()[:3] for x in range(0, image.width(), 2) for y in range(image.height())}
     for color in ((0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0)):  # Potsdam classes 1..5
+        assert color in seen, color
+
+
+def test_long_model_description_is_not_clipped(dialog, qgis_app, models_dir) -> None:
+    """The bundled demo model's long description once pushed the classes out of the word-wrapped model box."""
+    shutil.copy(ROOT / "resources" / "models" / "demo_lite_potsdam.rspmodel", models_dir)
+    dialog.refresh()
+    index = dialog.model_combo.findText("demo_lite_potsdam")
+    assert index >= 0
+    dialog.model_combo.setCurrentIndex(index)
+    dialog.resize(dialog.minimumWidth(), 600)
+    dialog.show()
+    qgis_app.processEvents()
+    label = dialog.model_info
+    assert label.height() >= label.heightForWidth(label.width())  # all of its text fits in the space it was given
+    image = label.grab().toImage()
+    seen = {image.pixelColor(x, y).getRgb()[:3] for x in range(0, image.width(), 2) for y in range(image.height())}
+    for color in ((0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0)):  # building, low veg., tree, car
         assert color in seen, color
