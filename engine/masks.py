@@ -1,8 +1,13 @@
-"""Polygon masks: limit processing to the area inside polygons of a vector file (any OGR format, any CRS)."""
+"""Polygons from vector files on a raster's grid: reprojection, window rasters, and the ``--mask`` polygon mask.
+
+:func:`polygon_features` and :func:`window_grid` are shared with training's label rasterisation
+(:mod:`training.finetune.labels`), so masks and labels follow one rasterisation rule (pixel centre inside).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 from osgeo import gdal, ogr, osr
@@ -12,6 +17,62 @@ from engine.tiling import Window
 
 gdal.UseExceptions()
 ogr.UseExceptions()
+
+
+def raster_srs(raster: gdal.Dataset) -> osr.SpatialReference | None:
+    """The raster's CRS in GIS axis order (x = easting/longitude), None without one."""
+    wkt = raster.GetProjection()
+    if not wkt:
+        return None
+    srs = osr.SpatialReference(wkt=wkt)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def polygon_features(
+    layer: ogr.Layer, dst_srs: osr.SpatialReference | None
+) -> Iterator[tuple[ogr.Feature, ogr.Geometry]]:
+    """``(feature, polygon geometry in dst_srs)`` for each polygon feature of ``layer``; other geometries skipped.
+
+    The geometry is a reprojected copy (the layer's own CRS to ``dst_srs``; unchanged when either is unknown or they
+    are the same).
+    """
+    lsrs = layer.GetSpatialRef()
+    ct = None
+    if lsrs is not None and dst_srs is not None:
+        lsrs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        if not lsrs.IsSame(dst_srs):
+            ct = osr.CoordinateTransformation(lsrs, dst_srs)
+    layer.ResetReading()
+    for feat in layer:
+        geom = feat.GetGeometryRef()
+        if geom is None or ogr.GT_Flatten(geom.GetGeometryType()) not in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
+            continue
+        geom = geom.Clone()
+        if ct is not None:
+            geom.Transform(ct)
+        yield feat, geom
+
+
+def window_grid(raster: gdal.Dataset, win: Window, dtype: int, fill: float) -> gdal.Dataset:
+    """An in-memory one-band raster on ``raster``'s grid covering ``win``, filled with ``fill``."""
+    gt = raster.GetGeoTransform()
+    mem = gdal.GetDriverByName("MEM").Create("", win.width, win.height, 1, dtype)
+    mem.SetGeoTransform(
+        (
+            gt[0] + win.col * gt[1] + win.row * gt[2],
+            gt[1],
+            gt[2],
+            gt[3] + win.col * gt[4] + win.row * gt[5],
+            gt[4],
+            gt[5],
+        )
+    )
+    if raster.GetProjection():
+        mem.SetProjection(raster.GetProjection())
+    band = mem.GetRasterBand(1)
+    band.Fill(fill)
+    return mem
 
 
 class PolygonMask:
@@ -29,30 +90,13 @@ class PolygonMask:
             raise ParameterError(f"cannot open --mask {path}: {exc}") from exc
         if src is None or src.GetLayerCount() == 0:
             raise ParameterError(f"--mask {path} has no vector layers")
-        dst_srs = None
-        wkt = raster.GetProjection()
-        if wkt:
-            dst_srs = osr.SpatialReference(wkt=wkt)
-            dst_srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        dst_srs = raster_srs(raster)
         self._ds = ogr.GetDriverByName("Memory").CreateDataSource("mask")
         self.layer = self._ds.CreateLayer("mask", srs=dst_srs, geom_type=ogr.wkbMultiPolygon)
         defn = self.layer.GetLayerDefn()
         count = 0
         for i in range(src.GetLayerCount()):
-            layer = src.GetLayer(i)
-            lsrs = layer.GetSpatialRef()
-            ct = None
-            if lsrs is not None and dst_srs is not None:
-                lsrs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-                if not lsrs.IsSame(dst_srs):
-                    ct = osr.CoordinateTransformation(lsrs, dst_srs)
-            for feat in layer:
-                geom = feat.GetGeometryRef()
-                if geom is None or ogr.GT_Flatten(geom.GetGeometryType()) not in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
-                    continue
-                geom = geom.Clone()
-                if ct is not None:
-                    geom.Transform(ct)
+            for _, geom in polygon_features(src.GetLayer(i), dst_srs):
                 out = ogr.Feature(defn)
                 out.SetGeometry(geom)
                 self.layer.CreateFeature(out)
@@ -71,19 +115,6 @@ class PolygonMask:
 
     def rasterize(self, raster: gdal.Dataset, win: Window) -> np.ndarray:
         """``(h, w)`` bool: pixels of ``win`` (on ``raster``'s grid) inside the polygons."""
-        gt = raster.GetGeoTransform()
-        mem = gdal.GetDriverByName("MEM").Create("", win.width, win.height, 1, gdal.GDT_Byte)
-        mem.SetGeoTransform(
-            (
-                gt[0] + win.col * gt[1] + win.row * gt[2],
-                gt[1],
-                gt[2],
-                gt[3] + win.col * gt[4] + win.row * gt[5],
-                gt[4],
-                gt[5],
-            )
-        )
-        if raster.GetProjection():
-            mem.SetProjection(raster.GetProjection())
+        mem = window_grid(raster, win, gdal.GDT_Byte, 0)
         gdal.RasterizeLayer(mem, [1], self.layer, burn_values=[1])
         return mem.GetRasterBand(1).ReadAsArray() > 0
