@@ -27,12 +27,12 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
-    QgsVectorFileWriter,
 )
 
 from . import plugin_settings
 from .engine_locator import ensure_engine_importable
 from .engine_runner import EngineRunError, run_blocking
+from .layer_inputs import LayerExportError, bbox_within_layer, export_features, layer_file_path
 from .layer_styling import categorized_renderer, paletted_renderer
 from .parameters import DEFAULT_BATCH_SIZE, DEVICES, MAX_BATCH_SIZE, ExtentMode, SegmentParameters, parse_band_list
 from .progress_stream import ProgressEvent
@@ -151,22 +151,18 @@ class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         layer = self.parameterAsRasterLayer(parameters, INPUT, context)
-        if layer is None or layer.providerType() != "gdal" or not os.path.isfile(layer.source().split("|")[0]):
+        input_path = layer_file_path(layer)
+        if not input_path:
             raise QgsProcessingException("The input must be a raster stored in a GDAL-readable file.")
-        input_path = layer.source().split("|")[0]
         output = self.parameterAsOutputLayer(parameters, OUTPUT, context)
         vector = self.parameterAsOutputLayer(parameters, OUTPUT_VECTOR, context) or None
         confidence = self.parameterAsOutputLayer(parameters, OUTPUT_CONFIDENCE, context) or None
         mode, bbox, mask = ExtentMode.WHOLE_LAYER, None, None
         if parameters.get(EXTENT):
-            rect = self.parameterAsExtent(parameters, EXTENT, context, layer.crs())
-            overlap = rect.intersect(layer.extent())
-            if overlap.isEmpty():
+            bbox = bbox_within_layer(self.parameterAsExtent(parameters, EXTENT, context, layer.crs()), layer)
+            if bbox is None:
                 raise QgsProcessingException("The extent does not overlap the input raster.")
-            mode, bbox = (
-                ExtentMode.CANVAS,
-                (overlap.xMinimum(), overlap.yMinimum(), overlap.xMaximum(), overlap.yMaximum()),
-            )
+            mode = ExtentMode.CANVAS
         elif parameters.get(MASK):
             mask = self._write_mask(parameters, context)
             mode = ExtentMode.POLYGON_LAYER
@@ -236,12 +232,7 @@ class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
         layer = self.parameterAsVectorLayer(parameters, MASK, context)
         if layer is None:
             raise QgsProcessingException("The mask must be a polygon layer.")
-        from qgis.core import QgsProcessingUtils
-
-        path = QgsProcessingUtils.generateTempFilename("rsp_mask.gpkg")
-        options = QgsVectorFileWriter.SaveVectorOptions()
-        options.driverName = "GPKG"
-        error = QgsVectorFileWriter.writeAsVectorFormatV2(layer, path, context.transformContext(), options)
-        if error[0] != QgsVectorFileWriter.NoError:
-            raise QgsProcessingException(f"Cannot write the mask polygons: {error[1]}")
-        return path
+        try:
+            return export_features(layer, name="rsp_mask.gpkg", transform_context=context.transformContext())
+        except LayerExportError as exc:
+            raise QgsProcessingException(f"Cannot write the mask polygons: {exc.detail}") from exc

@@ -1,25 +1,22 @@
 """The "Segment layer" dialog: gathers a :class:`SegmentParameters`, runs the engine subprocess, loads the results.
 
 The dialog only gathers parameters (:meth:`SegmentDialog.gather_parameters`); validation and the command line are
-in :mod:`.parameters`, the subprocess in :mod:`.engine_runner`, styling in :mod:`.layer_styling`. Choices are
-remembered in QgsSettings (output paths are not: they default next to each input raster).
+in :mod:`.parameters`, layers → files and extents in :mod:`.layer_inputs`, the subprocess in :mod:`.engine_runner`,
+styling in :mod:`.layer_styling`. Choices are remembered in QgsSettings (output paths are not: they default next to
+each input raster).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from qgis.core import (
     Qgis,
     QgsApplication,
-    QgsCoordinateTransform,
     QgsMapLayerProxyModel,
-    QgsProject,
     QgsProxyProgressTask,
     QgsRasterLayer,
-    QgsVectorFileWriter,
     QgsVectorLayer,
 )
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox, QgsMessageBar
@@ -43,6 +40,7 @@ from qgis.PyQt.QtWidgets import (
 from . import plugin_settings
 from .engine_runner import EngineRunner
 from .environment_check import check_environment
+from .layer_inputs import MASK_FILE_NAME, LayerExportError, canvas_bbox, export_features, layer_file_path
 from .layer_styling import add_results_to_project
 from .model_catalog import ModelEntry, format_info_html, list_models
 from .parameters import (
@@ -65,14 +63,6 @@ EXTENT_LABELS = {
     ExtentMode.SELECTED_FEATURES: "Selected features of a polygon layer",
 }
 MESSAGE_DURATION_S = 10
-
-
-def layer_file_path(layer: Any) -> str:
-    """The file behind a raster layer ("" when it is not a local GDAL file, e.g. a web service)."""
-    if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
-        return ""
-    path = layer.source().split("|")[0]
-    return path if os.path.isfile(path) else ""
 
 
 def layer_band_names(layer: QgsRasterLayer) -> list[str]:
@@ -317,29 +307,20 @@ class SegmentDialog(QDialog):
 
     # -- parameters ------------------------------------------------------------------------------------------------
 
-    def _canvas_bbox(self, layer: QgsRasterLayer) -> tuple[float, float, float, float] | None:
-        canvas = self.iface.mapCanvas()
-        transform = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), layer.crs(), QgsProject.instance())
-        view = transform.transformBoundingBox(canvas.extent())
-        overlap = view.intersect(layer.extent())
-        if overlap.isEmpty():
-            return None
-        return (overlap.xMinimum(), overlap.yMinimum(), overlap.xMaximum(), overlap.yMaximum())
-
     def _export_mask(self, polygons: QgsVectorLayer, raster: QgsRasterLayer, selected_only: bool) -> str | None:
-        """Write the polygon layer's (selected) features, in the raster's CRS, to a temporary GeoPackage."""
+        """The polygon layer's (selected) features, in the raster's CRS, in a GeoPackage kept until the run ends.
+
+        None when nothing is selected or the export failed (validation then asks for polygons).
+        """
         if selected_only and polygons.selectedFeatureCount() == 0:
             return None
         self._tmp = QTemporaryDir()
-        path = os.path.join(self._tmp.path(), "mask.gpkg")
-        options = QgsVectorFileWriter.SaveVectorOptions()
-        options.driverName = "GPKG"
-        options.onlySelectedFeatures = selected_only
-        options.ct = QgsCoordinateTransform(polygons.crs(), raster.crs(), QgsProject.instance())
-        error = QgsVectorFileWriter.writeAsVectorFormatV2(
-            polygons, path, QgsProject.instance().transformContext(), options
-        )
-        return path if error[0] == QgsVectorFileWriter.NoError else None
+        try:
+            return export_features(
+                polygons, selected_only=selected_only, crs=raster.crs(), folder=self._tmp.path(), name=MASK_FILE_NAME
+            )
+        except LayerExportError:
+            return None
 
     def gather_parameters(self) -> SegmentParameters:
         """Read the widgets into a :class:`SegmentParameters` (not validated: call ``problems()``).
@@ -354,7 +335,7 @@ class SegmentDialog(QDialog):
         mask = None
         if isinstance(layer, QgsRasterLayer):
             if mode is ExtentMode.CANVAS:
-                bbox = self._canvas_bbox(layer)
+                bbox = canvas_bbox(self.iface.mapCanvas(), layer)
             elif mode in (ExtentMode.POLYGON_LAYER, ExtentMode.SELECTED_FEATURES):
                 polygons = self.mask_combo.currentLayer()
                 if isinstance(polygons, QgsVectorLayer):
