@@ -20,7 +20,8 @@ import os
 import sys
 from pathlib import Path
 
-PLUGIN_DIR = Path(__file__).resolve().parent
+from .plugin_paths import PLUGIN_DIR
+
 ENGINE_PACKAGE = "engine"
 
 

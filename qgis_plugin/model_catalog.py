@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .engine_locator import PLUGIN_DIR, ensure_engine_importable
+from .engine_locator import ensure_engine_importable
+from .plugin_paths import bundled_models_dirs
 
 USER_MODELS_DIRNAME = "rsp_models"
 MODEL_SUFFIX = ".rspmodel"
@@ -39,10 +40,6 @@ def user_models_dir() -> Path:
     from qgis.core import QgsApplication
 
     return Path(QgsApplication.qgisSettingsDirPath()) / USER_MODELS_DIRNAME
-
-
-def bundled_models_dirs() -> list[Path]:
-    return [PLUGIN_DIR / "models", PLUGIN_DIR.parent / "resources" / "models"]
 
 
 def read_entry(path: str | os.PathLike[str], bundled: bool = False) -> ModelEntry:

@@ -6,26 +6,18 @@ Everything heavy (the dialog, the runner, Processing) is imported when first use
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
-PLUGIN_DIR = Path(__file__).resolve().parent
+from .plugin_paths import icon_path
+
 MENU_NAME = "&RSP Segmentation"
 SEGMENT_ACTION_TEXT = "Segment layer"
 SEGMENT_ACTION_OBJECT_NAME = "rspSegmentLayerAction"
 TOOLBAR_OBJECT_NAME = "rspSegmentationToolbar"
-
-
-def icon_path() -> str:
-    """The plugin icon: ``icon.png`` in the installed plugin folder, or ``resources/icons/icon.png`` in the repo."""
-    for candidate in (PLUGIN_DIR / "icon.png", PLUGIN_DIR.parent / "resources" / "icons" / "icon.png"):
-        if candidate.is_file():
-            return str(candidate)
-    return ""
 
 
 class RspSegmentationPlugin:

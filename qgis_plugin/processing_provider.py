@@ -5,6 +5,8 @@ from __future__ import annotations
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .plugin_paths import icon_path
+
 PROVIDER_ID = "rspsegmentation"
 
 
@@ -16,8 +18,6 @@ class RspProcessingProvider(QgsProcessingProvider):
         return "RSP Segmentation"
 
     def icon(self) -> QIcon:
-        from .plugin import icon_path
-
         return QIcon(icon_path())
 
     def loadAlgorithms(self) -> None:
