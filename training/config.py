@@ -25,7 +25,7 @@ SEED_TOTAL_BATCH = 8
 SEED_MAX_ITERS = 80_000
 SEED_INTERVAL = 8_000  # checkpoint and evaluation interval of the seed
 SWIN_VITAE_NO_DECAY_KEYS = ("absolute_pos_embed", "relative_position_bias_table", "norm")
-DATASETS = ("potsdam", "isaid")
+DATASETS = ("potsdam", "isaid", "custom")  # custom: an analyst's own labels (python -m training finetune)
 OPTIMIZERS = ("sgd", "adamw")
 
 

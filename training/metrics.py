@@ -100,10 +100,26 @@ def _nanmean_percent(values: np.ndarray) -> float:
     return round(float(np.nanmean(values)) * PERCENT, SUMMARY_DECIMALS)
 
 
+def kappa(counts: np.ndarray) -> float:
+    """Cohen's kappa ×100 (2 decimals) of ``counts[label, prediction]``: ``(p_o - p_e) / (1 - p_e)``.
+
+    ``p_o`` is the overall accuracy and ``p_e`` the agreement expected by chance from the label and prediction
+    marginals (over pixels). NaN without pixels; 100 when ``p_e == 1`` and every pixel agrees.
+    """
+    n = float(counts.sum())
+    if n == 0:
+        return float("nan")
+    p_o = float(np.trace(counts)) / n
+    p_e = float((counts.sum(axis=1).astype(np.float64) * counts.sum(axis=0)).sum()) / (n * n)
+    if p_e >= 1.0:
+        return PERCENT if p_o >= 1.0 else 0.0
+    return round((p_o - p_e) / (1.0 - p_e) * PERCENT, SUMMARY_DECIMALS)
+
+
 def summarize(counts: np.ndarray, class_names: typing.Sequence[str]) -> dict[str, typing.Any]:
     """All metrics in one JSON-ready dict: summaries (×100, 2 decimals) and a per-class table (×100).
 
-    Keys: ``aAcc`` (= ``OA``), ``mIoU``, ``mF1`` (= mmseg's ``mFscore``), ``mPrecision``, ``mRecall``, ``mAcc``,
+    Keys: ``aAcc`` (= ``OA``), ``kappa`` (Cohen's kappa ×100, see :func:`kappa`), ``mIoU``, ``mF1`` (= mmseg's ``mFscore``), ``mPrecision``, ``mRecall``, ``mAcc``,
     ``per_class`` (list of dicts), ``confusion_matrix`` (nested lists) and ``class_names``.
     """
     if counts.shape != (len(class_names), len(class_names)):
@@ -124,6 +140,7 @@ def summarize(counts: np.ndarray, class_names: typing.Sequence[str]) -> dict[str
     return {
         "aAcc": a_acc,
         "OA": a_acc,
+        "kappa": kappa(counts),
         "mIoU": _nanmean_percent(pc["IoU"]),
         "mF1": _nanmean_percent(pc["F1"]),
         "mPrecision": _nanmean_percent(pc["Precision"]),

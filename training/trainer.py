@@ -162,11 +162,14 @@ class Trainer:
             self.autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.cpu_bf16)
         self.model: nn.Module = self.net
         if self.info.enabled:
+            from engine.models import arch_spec
+
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(
-                self.net, device_ids=ids, find_unused_parameters=config.arch.startswith("rsp_vitaev2")
+                self.net, device_ids=ids, find_unused_parameters=arch_spec(config.arch).find_unused_parameters
             )
         self.iteration = 0
+        self.frozen: list[nn.Module] = []  # modules kept in eval mode while training (e.g. a frozen backbone)
 
     # --- state -------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -185,9 +188,7 @@ class Trainer:
         rng = self._gather_rng()
         path = None
         if self.info.is_main:
-            from training.datasets import DATASET_CLASSES
-
-            cls = DATASET_CLASSES[self.config.dataset]
+            names, palette = self.class_meta()
             payload = {
                 "state_dict": self.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
@@ -195,8 +196,8 @@ class Trainer:
                 "iter": self.iteration,
                 "config": self.config.to_dict(),
                 "meta": {
-                    "CLASSES": list(cls.CLASSES),
-                    "PALETTE": [list(c) for c in cls.PALETTE],
+                    "CLASSES": list(names),
+                    "PALETTE": [list(c) for c in palette],
                     "iter": self.iteration,
                 },
                 "rng": rng,
@@ -204,6 +205,13 @@ class Trainer:
             path = save_checkpoint(self.work_dir, payload)
         barrier(self.info)
         return path
+
+    def class_meta(self) -> tuple[typing.Sequence[str], typing.Sequence[typing.Sequence[int]]]:
+        """Class names and palette stored in checkpoints (the data set's; fine-tuning overrides it)."""
+        from training.datasets import DATASET_CLASSES
+
+        cls = DATASET_CLASSES[self.config.dataset]
+        return cls.CLASSES, cls.PALETTE
 
     def resume(self) -> bool:
         """Load ``<work_dir>/latest.pth`` if present; returns whether it did."""
@@ -258,6 +266,8 @@ class Trainer:
         lr = lr_at(self.iteration, cfg)
         set_lr(self.optimizer, lr)
         self.net.train()
+        for module in self.frozen:
+            module.eval()  # frozen parts keep their BatchNorm statistics too
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
         for micro in range(self.accum):
