@@ -1,9 +1,15 @@
-"""Run ``<interpreter> -m engine ...`` as a QProcess and turn its JSON-lines stdout into Qt signals.
+"""Run ``<interpreter> -m <module> ...`` as a QProcess and turn its JSON-lines stdout into Qt signals.
 
-The engine runs in its own process so a crash, an out-of-memory kill or a CUDA error never takes QGIS down. The
+The module is ``engine`` by default (``python -m engine predict|import ...``); any module that speaks the engine's
+contract runs the same way (``training finetune|accuracy``: JSON-lines ``start``/``status``/``progress``/``done``/
+``error``/``cancelled`` events on stdout, exit codes 0/1/130, nothing under a requested name unless finished).
+It runs in its own process so a crash, an out-of-memory kill or a CUDA error never takes QGIS down. The
 command is an argument list (never a shell string). Cancel sends SIGTERM (the engine removes its partial files),
 then kills after :data:`KILL_GRACE_MS`; afterwards any requested output that did not exist before the run is
 deleted, so a cancelled or failed run leaves nothing under the requested names.
+
+With a Qt event loop (the dialogs) the signals arrive by themselves; without one (a Processing algorithm runs in a
+worker thread) :meth:`EngineRunner.poll` drives the run, as :func:`run_blocking` does.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from .progress_stream import (
 LOG_TAG = "RSP Segmentation"
 ENGINE_MODULE = "engine"
 KILL_GRACE_MS = 5000
+START_TIMEOUT_MS = 30_000
+POLL_MS = 100
 STDERR_TAIL_CHARS = 4000
 
 
@@ -76,7 +84,7 @@ def crash_message(exit_code: int, crashed: bool, stderr_tail: str) -> tuple[str,
 
 
 class EngineRunner(QObject):
-    """One engine subprocess with its progress stream.
+    """One subprocess (``<interpreter> -m <module> <args>``) with its progress stream.
 
     Signals:
         progress(ProgressEvent): a progress line.
@@ -146,11 +154,56 @@ class EngineRunner(QObject):
         self.process.terminate()
         self._kill_timer.start(KILL_GRACE_MS)
 
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether :meth:`cancel` was called on the running process."""
+        return self._cancel_requested
+
     def wait(self, timeout_ms: int = 30000) -> bool:
         """Block until the process ended (tests, Processing); True when it ended."""
         if self.is_running():
             self.process.waitForFinished(timeout_ms)
         return not self.is_running()
+
+    def wait_for_started(self, timeout_ms: int = START_TIMEOUT_MS) -> bool:
+        """Block until the process has started, without an event loop.
+
+        Args:
+            timeout_ms: how long to wait, in milliseconds.
+
+        Returns:
+            True when it started; otherwise ``failed`` has been emitted (the interpreter could not be started).
+        """
+        if self.process.waitForStarted(timeout_ms):
+            return True
+        self._on_error(QProcess.FailedToStart)
+        return False
+
+    def poll(self, timeout_ms: int = POLL_MS) -> bool:
+        """Drive the run one step without an event loop (a Processing algorithm's worker thread).
+
+        Waits up to ``timeout_ms`` for output and handles what arrived (``progress``/``status``/``malformed`` are
+        emitted). After :meth:`cancel`, it first waits up to :data:`KILL_GRACE_MS` for the process to end and kills
+        it if it has not. Once the process has ended, the run's end is delivered (``finished_ok``, ``failed`` or
+        ``canceled``, exactly once, with the usual clean-up) if the event loop has not delivered it already.
+
+        Args:
+            timeout_ms: the longest wait for new output, in milliseconds.
+
+        Returns:
+            True while the process is still running (call again), False once the run has ended.
+        """
+        if self.is_running():
+            if self._cancel_requested and not self.process.waitForFinished(KILL_GRACE_MS):
+                self.process.kill()
+            self.process.waitForReadyRead(timeout_ms)
+            self._read_stdout()
+            self._read_stderr()
+        if self.is_running():
+            return True
+        if not self._ended:
+            self._on_finished(self.process.exitCode(), self.process.exitStatus())
+        return False
 
     # -- stream handling -------------------------------------------------------------------------------------------
 
@@ -241,10 +294,19 @@ def run_blocking(
     on_progress: Callable[[ProgressEvent], None],
     is_canceled: Callable[[], bool],
     output_paths: list[str] | None = None,
-    poll_ms: int = 100,
+    poll_ms: int = POLL_MS,
     module: str = ENGINE_MODULE,
 ) -> DoneEvent:
-    """Run the engine to the end without an event loop (Processing algorithms run in a worker thread).
+    """Run ``<interpreter> -m <module> <args>`` to the end without an event loop (Processing runs in a worker thread).
+
+    Args:
+        interpreter: the Python interpreter.
+        args: the arguments after ``-m <module>`` (e.g. ``predict --model ...``).
+        on_progress: called with each progress event.
+        is_canceled: polled every ``poll_ms``; True cancels the run (SIGTERM, then SIGKILL after the grace period).
+        output_paths: the run's requested outputs, removed when it fails or is cancelled (see :class:`EngineRunner`).
+        poll_ms: how often ``is_canceled`` is asked, in milliseconds.
+        module: the module run with ``-m`` (``engine`` by default; e.g. ``training``).
 
     Returns:
         The ``done`` event.
@@ -259,20 +321,12 @@ def run_blocking(
     runner.failed.connect(lambda message, hint: outcome.setdefault("failed", (message, hint)))
     runner.canceled.connect(lambda: outcome.setdefault("canceled", True))
     runner.start()
-    if not runner.process.waitForStarted(30000):
-        runner._on_error(QProcess.FailedToStart)
-    while runner.is_running():
-        if is_canceled() and not runner._cancel_requested:
+    runner.wait_for_started()
+    running = True
+    while running:
+        if is_canceled() and not runner.cancel_requested:
             runner.cancel()
-        # No event loop here: enforce the kill grace period by hand.
-        if runner._cancel_requested and not runner.process.waitForFinished(KILL_GRACE_MS):
-            runner.process.kill()
-        runner.process.waitForReadyRead(poll_ms)
-        runner._read_stdout()
-        runner._read_stderr()
-    runner.process.waitForFinished(1000)
-    if not runner._ended:
-        runner._on_finished(runner.process.exitCode(), runner.process.exitStatus())
+        running = runner.poll(poll_ms)
     if "done" in outcome:
         return outcome["done"]  # type: ignore[return-value]
     if "canceled" in outcome:
