@@ -8,7 +8,9 @@ Owns, for the dialogs and the Processing algorithms alike:
 - a vector layer's features, or its selected features → a temporary GeoPackage, optionally reprojected
   (:func:`export_features`; the polygon mask of a run);
 - a vector labels layer → a file OGR can read (:func:`vector_layer_source`: the layer's own file when it is one, else
-  an export).
+  an export);
+- a Processing feature-source parameter → a single-layer GeoPackage (:func:`processing_features_path`, honouring
+  "Selected features only").
 
 The engine and training never see a QGIS layer: only these paths and numbers cross the process boundary.
 """
@@ -23,6 +25,10 @@ from qgis.core import (
     QgsCoordinateTransform,
     QgsCoordinateTransformContext,
     QgsMapLayer,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameters,
     QgsProcessingUtils,
     QgsProject,
     QgsProviderRegistry,
@@ -192,3 +198,35 @@ def vector_layer_source(layer: QgsVectorLayer, selected_only: bool = False, fold
         if path:
             return path
     return export_features(layer, selected_only=selected_only, folder=folder, name=LABELS_FILE_NAME)
+
+
+def processing_features_path(
+    definition: QgsProcessingParameterDefinition,
+    parameters: dict[str, Any],
+    context: QgsProcessingContext,
+    feedback: QgsProcessingFeedback | None = None,
+) -> str:
+    """The features of a Processing feature-source parameter, exported to a single-layer GeoPackage.
+
+    Unlike ``parameterAsVectorLayer`` (None for a "Selected features only" source), this honours the source's
+    selection and feature limit; QGIS's own exporter writes the file in the Processing temporary folder.
+
+    Args:
+        definition: the parameter (a ``QgsProcessingParameterFeatureSource``), e.g. ``alg.parameterDefinition(name)``.
+        parameters: the algorithm's parameter values.
+        context: the Processing context (project, transform context).
+        feedback: where the export reports progress and problems (None: a fresh one, as QGIS 3.22's exporter crashes
+            on a null feedback).
+
+    Returns:
+        The GeoPackage's path; its first (only) layer holds the features, in the source's CRS.
+
+    Raises:
+        LayerExportError: the export failed (e.g. the source is not a vector layer).
+    """
+    path = QgsProcessingParameters.parameterAsCompatibleSourceLayerPath(
+        definition, parameters, context, [], "gpkg", feedback if feedback is not None else QgsProcessingFeedback()
+    )
+    if not path or not os.path.isfile(path):
+        raise LayerExportError(f"Cannot write the features of {definition.description()!r}.", "no file was written")
+    return path

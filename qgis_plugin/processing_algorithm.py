@@ -32,7 +32,7 @@ from qgis.core import (
 from . import plugin_settings
 from .engine_locator import ensure_engine_importable
 from .engine_runner import EngineRunError, run_blocking
-from .layer_inputs import LayerExportError, bbox_within_layer, export_features, layer_file_path
+from .layer_inputs import LayerExportError, bbox_within_layer, layer_file_path, processing_features_path
 from .layer_styling import categorized_renderer, paletted_renderer
 from .parameters import DEFAULT_BATCH_SIZE, DEVICES, MAX_BATCH_SIZE, ExtentMode, SegmentParameters, parse_band_list
 from .progress_stream import ProgressEvent
@@ -164,7 +164,7 @@ class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
                 raise QgsProcessingException("The extent does not overlap the input raster.")
             mode = ExtentMode.CANVAS
         elif parameters.get(MASK):
-            mask = self._write_mask(parameters, context)
+            mask = self._write_mask(parameters, context, feedback)
             mode = ExtentMode.POLYGON_LAYER
         try:
             bands = parse_band_list(self.parameterAsString(parameters, BANDS, context) or "")
@@ -227,12 +227,13 @@ class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
                 _POST_PROCESSORS.append(processor)
                 context.layerToLoadOnCompletionDetails(path).setPostProcessor(processor)
 
-    def _write_mask(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:
+    def _write_mask(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback | None = None
+    ) -> str:
         """Materialise the mask features (any source, selected-only honoured) as a GeoPackage for the engine."""
-        layer = self.parameterAsVectorLayer(parameters, MASK, context)
-        if layer is None:
+        if self.parameterAsSource(parameters, MASK, context) is None:
             raise QgsProcessingException("The mask must be a polygon layer.")
         try:
-            return export_features(layer, name="rsp_mask.gpkg", transform_context=context.transformContext())
+            return processing_features_path(self.parameterDefinition(MASK), parameters, context, feedback)
         except LayerExportError as exc:
             raise QgsProcessingException(f"Cannot write the mask polygons: {exc.detail}") from exc

@@ -78,3 +78,39 @@ def test_processing_cancel_leaves_no_output(provider, real_model, sample_raster,
     )
     assert feedback.isCanceled()
     assert not out.exists()
+
+
+@pytest.mark.parametrize("selected_only", [False, True])
+def test_mask_honours_selected_features_only(qgis_processing, qgis_new_project, selected_only) -> None:
+    from osgeo import ogr
+    from qgis.core import (
+        QgsFeature,
+        QgsGeometry,
+        QgsProcessingContext,
+        QgsProcessingFeatureSourceDefinition,
+        QgsVectorLayer,
+    )
+
+    from qgis_plugin.processing_algorithm import MASK, SegmentRasterAlgorithm
+
+    polygons = QgsVectorLayer("Polygon?crs=EPSG:32615&field=n:integer", "aoi", "memory")
+    features = []
+    for n in range(3):
+        feature = QgsFeature(polygons.fields())
+        feature.setGeometry(QgsGeometry.fromWkt(f"POLYGON(({n} 0,{n + 1} 0,{n + 1} 1,{n} 1,{n} 0))"))
+        feature["n"] = n
+        features.append(feature)
+    polygons.dataProvider().addFeatures(features)
+    QgsProject.instance().addMapLayer(polygons)
+    polygons.selectByExpression('"n" = 1')
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    algorithm = SegmentRasterAlgorithm()
+    algorithm.initAlgorithm()
+    # The Processing dialog passes a source definition when "Selected features only" is ticked.
+    path = algorithm._write_mask({MASK: QgsProcessingFeatureSourceDefinition(polygons.id(), selected_only)}, context)
+    dataset = ogr.Open(path)  # keep the dataset referenced while its layer is read
+    layer = dataset.GetLayer(0)
+    assert sorted(f["n"] for f in layer) == ([1] if selected_only else [0, 1, 2])
+    assert layer.GetSpatialRef().GetAuthorityCode(None) == "32615"
+    QgsProject.instance().removeAllMapLayers()
