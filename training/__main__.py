@@ -1,4 +1,4 @@
-"""Command line: ``python -m training {presets,show,train,test,export,convert-potsdam,convert-isaid} ...``.
+"""Command line: ``python -m training {presets,show,train,test,export,finetune,accuracy,convert-potsdam,convert-isaid}``.
 
 Examples::
 
@@ -8,6 +8,12 @@ Examples::
     torchrun --nproc_per_node=2 -m training train upernet_rsp_swin_t_potsdam --work-dir runs/swin
     python -m training test upernet_rsp_swin_t_potsdam runs/swin/latest.pth --eval mIoU mFscore --show-dir runs/show
     python -m training export runs/swin/latest.pth --output swin_potsdam.rspmodel --metrics runs/swin/test/metrics.json
+    python -m training finetune --raster ortho.tif --labels polygons.gpkg --class-field class --output mine.rspmodel \
+        --init resources/models/demo_lite_potsdam.rspmodel
+    python -m training accuracy --prediction classes.tif --reference polygons.gpkg --class-field class
+
+``finetune`` and ``accuracy`` speak the engine's contract (JSON lines on stdout, exit codes 0/1/130, see
+:mod:`training.finetune.cli`).
 
 Errors the user can fix are printed as one ``error: ...`` line (exit code 2), without a traceback.
 """
@@ -172,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--metrics", help="metrics.json written by `test`, stored in the model file")
     sp.add_argument("--description", help="text for the analyst (what the model is for, on what data, its limits)")
     sp.set_defaults(func=cmd_export)
+
+    from training.finetune.cli import add_parsers as add_finetune_parsers
+
+    add_finetune_parsers(sub)
 
     sp = sub.add_parser("convert-potsdam", help="ISPRS Potsdam archives → 512² patches, stride 384")
     sp.add_argument("source", help="folder with 3_Ortho_IRRG (or 2_Ortho_RGB) and 5_Labels_all, zipped or extracted")

@@ -171,17 +171,25 @@ def format_table(summary: dict[str, typing.Any], eval_metrics: typing.Sequence[s
     return "\n".join(lines)
 
 
+def json_ready(obj: typing.Any) -> typing.Any:
+    """``obj`` with NaN floats replaced by None, recursively (strict JSON has no NaN)."""
+    if isinstance(obj, float) and np.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_ready(v) for v in obj]
+    return obj
+
+
 def write_json(summary: dict[str, typing.Any], path: str | os.PathLike[str]) -> None:
-    """Write ``summary`` as JSON (NaN written as ``null``)."""
-
-    def clean(obj: typing.Any) -> typing.Any:
-        if isinstance(obj, float) and np.isnan(obj):
-            return None
-        if isinstance(obj, dict):
-            return {k: clean(v) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [clean(v) for v in obj]
-        return obj
-
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(clean(summary), f, indent=2)
+    """Write ``summary`` as JSON (NaN written as ``null``), under a temporary name first then renamed."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(json_ready(summary), f, indent=2)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

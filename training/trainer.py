@@ -89,16 +89,24 @@ class ResumableSampler(torch.utils.data.Sampler):
 
 
 def resolve_device(device: str, info: DistInfo) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; under DDP on CUDA each rank takes ``cuda:<local_rank>``."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TrainingError("--device cuda requested but torch sees no CUDA device; use --device cpu")
+    """The training device: the engine's choice (:func:`engine.inference.select_device`; ``auto`` → CUDA when
+    available, else CPU); under DDP on CUDA each rank takes ``cuda:<local_rank>``.
+
+    Raises:
+        TrainingError: CUDA asked for but not available, or an unknown device name.
+    """
+    from engine.errors import ParameterError
+    from engine.inference import select_device
+
+    try:
+        chosen = select_device(None if device == "auto" else device)
+    except ParameterError as exc:
+        raise TrainingError(str(exc)) from exc
+    if chosen.type == "cuda":
         if info.enabled:
-            device = f"cuda:{info.local_rank}"
-        torch.cuda.set_device(torch.device(device))
-    return torch.device(device)
+            chosen = torch.device(f"cuda:{info.local_rank}")
+        torch.cuda.set_device(chosen)
+    return chosen
 
 
 def build_model(config: TrainConfig, load_backbone: str | None = None) -> nn.Module:
@@ -244,9 +252,13 @@ class Trainer:
             self.stream.write(text + "\n")
             self.stream.flush()
 
+    def train_dataset(self) -> torch.utils.data.Dataset:
+        """The training samples, indexed by ``(index, augmentation seed)`` (the config's split; fine-tuning overrides)."""
+        return build_dataset(self.config, self.config.train_split, train=True)
+
     def _loader(self) -> typing.Iterator[tuple[torch.Tensor, torch.Tensor]]:
         cfg = self.config
-        dataset = build_dataset(cfg, cfg.train_split, train=True)
+        dataset = self.train_dataset()
         start = self.iteration * self.accum * cfg.samples_per_gpu
         sampler = ResumableSampler(len(dataset), self.info, cfg.seed, start=start)
         loader = torch.utils.data.DataLoader(

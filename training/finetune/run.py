@@ -1,0 +1,267 @@
+"""One fine-tuning run, from rasters and labels to a model file with honest hold-out metrics.
+
+::
+
+    from training.finetune.run import FinetuneRequest, finetune
+    result = finetune(FinetuneRequest(rasters=("ortho.tif",), labels=("labels.gpkg",), class_field="class",
+                                      output="mine.rspmodel", init="demo.rspmodel"), on_event=print)
+
+Steps, each reported as a ``status`` event: classes from the labels (:mod:`~training.finetune.classes`); label rasters,
+spatial split and chips (:mod:`~training.finetune.prepare`); the start network (:mod:`~training.finetune.start`);
+training with the training package's :class:`training.trainer.Trainer` (schedule, augmentation, checkpoints every
+:data:`CHECKPOINT_EVERY` iterations and on cancel, TensorBoard, bit-identical ``--resume``), one ``progress`` event per
+iteration; the hold-out evaluation (:mod:`~training.finetune.holdout`); the model file, written under a temporary name
+and renamed at the very end, plus ``report.json`` and ``confusion_matrix.png`` in the work folder.
+
+The work folder (default: ``<output stem>_finetune`` next to the output) keeps the label rasters and checkpoints, so
+``--resume`` continues an interrupted run; it records the run's inputs in ``finetune.json`` and refuses to resume a
+different run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import CancelledError, ParameterError
+from engine.model_file import ModelInfo
+from training.finetune.classes import IGNORE, ClassTable, build_table, read_classes_json
+from training.finetune.labels import LabelSource
+
+EventCallback = Callable[[dict[str, Any]], None]
+CHECKPOINT_EVERY = 50  # iterations between checkpoints (also written on cancel)
+STATE_FILE = "finetune.json"
+REPORT_FILE = "report.json"
+CONFUSION_FILE = "confusion_matrix.png"
+HOLDOUT_MODEL = "holdout_model.rspmodel"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Training defaults of one architecture (the CLI's ``--iters``/``--batch-size``/``--tile`` override them)."""
+
+    iters: int
+    batch_size: int
+    tile: int
+    lr: float
+    warmup_iters: int
+    weight_decay: float = 0.01
+
+
+# CPU-sized for the demo network; GPU-sized for the RSP networks (they run on a CPU too, slowly).
+RECIPES: dict[str, Recipe] = {
+    "lite_resnet": Recipe(iters=300, batch_size=4, tile=256, lr=1e-3, warmup_iters=20),
+    "rsp_resnet50": Recipe(iters=2000, batch_size=8, tile=512, lr=1e-4, warmup_iters=100),
+    "rsp_swin_t": Recipe(iters=2000, batch_size=8, tile=512, lr=6e-5, warmup_iters=100),
+    "rsp_vitaev2_s": Recipe(iters=2000, batch_size=8, tile=512, lr=6e-5, warmup_iters=100),
+}
+DEFAULT_RECIPE = Recipe(iters=1000, batch_size=4, tile=512, lr=1e-4, warmup_iters=50)
+
+
+@dataclass(frozen=True)
+class FinetuneRequest:
+    """What ``python -m training finetune`` was asked (see its ``--help``; None = the recipe's default)."""
+
+    rasters: tuple[str, ...]
+    labels: tuple[str, ...]
+    output: str
+    class_field: str | None = None
+    init: str | None = None
+    backbone: str | None = None
+    arch: str | None = None
+    iters: int | None = None
+    work_dir: str | None = None
+    resume: bool = False
+    device: str | None = None
+    batch_size: int | None = None
+    tile: int | None = None
+    gsd: float | None = None
+    freeze_backbone: bool = False
+    val_fraction: float = 0.2
+    classes: str | None = None
+    bands: tuple[int, ...] | None = None
+    seed: int = 0
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.val_fraction <= 0.5:
+            raise ParameterError(f"--val-fraction must be in (0, 0.5], got {self.val_fraction}")
+        if self.iters is not None and self.iters < 1:
+            raise ParameterError(f"--iters must be >= 1, got {self.iters}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ParameterError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.tile is not None and not (64 <= self.tile <= 2048 and self.tile % 32 == 0):
+            raise ParameterError(f"--tile must be a multiple of 32 in 64..2048, got {self.tile}")
+
+    @property
+    def work_folder(self) -> str:
+        """``--work-dir``, else ``<output stem>_finetune`` next to the output."""
+        return self.work_dir or os.path.splitext(os.path.abspath(self.output))[0] + "_finetune"
+
+
+@dataclass
+class FinetuneResult:
+    """The written model file, the hold-out summary (:func:`training.metrics.summarize`) and the report path."""
+
+    model: str
+    metrics: dict[str, Any]
+    report: str
+    seconds: float
+
+
+def _emit(on_event: EventCallback | None, event: str, **fields: Any) -> None:
+    if on_event is not None:
+        on_event({"event": event, **fields})
+
+
+def _class_table(
+    request: FinetuneRequest, sources: list[LabelSource], start: ModelInfo | None
+) -> tuple[ClassTable, list[str]]:
+    """The classes (see :mod:`training.finetune.classes`); the start model's order when the names are its own."""
+    found: dict[str, int] = {}
+    for s in sources:
+        for k, v in s.values().items():
+            found[k] = found.get(k, 0) + v
+    entries = read_classes_json(request.classes) if request.classes else None
+    if entries is None and start is not None and set(found) == set(start.class_names):
+        # the start model's classes: keep its order and colours, and so its decode head
+        entries = [{"name": n, "color": list(c)} for n, c in zip(start.class_names, start.colors, strict=True)]
+    table = build_table(found, entries)
+    notes = []
+    unused = sorted(set(found) - set(table.codes))
+    if unused:
+        notes.append(f"label values not in --classes are not trained on: {', '.join(unused[:20])}")
+    return table, notes
+
+
+def _fingerprint(request: FinetuneRequest, table: ClassTable) -> dict[str, Any]:
+    """What a resumed run must share with the interrupted one."""
+
+    def ident(path: str) -> list[Any]:
+        base = path.split("|", 1)[0]
+        st = os.stat(base)
+        return [os.path.abspath(base), st.st_size, int(st.st_mtime)]
+
+    keep = ("class_field", "init", "backbone", "arch", "iters", "batch_size", "tile", "gsd", "freeze_backbone")
+    return {
+        "rasters": [ident(p) for p in request.rasters],
+        "labels": [ident(p) for p in request.labels],
+        "classes": list(table.names),
+        "val_fraction": request.val_fraction,
+        "seed": request.seed,
+        "bands": list(request.bands) if request.bands else None,
+        **{k: getattr(request, k) for k in keep},
+    }
+
+
+def _check_resume(work_dir: str, fingerprint: dict[str, Any], resume: bool, on_event: EventCallback | None) -> None:
+    path = os.path.join(work_dir, STATE_FILE)
+    if resume and os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            before = json.load(f)
+        changed = sorted(k for k in fingerprint if before.get(k) != fingerprint[k])
+        if changed:
+            raise ParameterError(
+                f"--resume: {work_dir} holds a run with other {', '.join(changed)}",
+                "run without --resume to start again, or pass the interrupted run's options",
+            )
+    elif not resume and os.path.isfile(os.path.join(work_dir, "latest.pth")):
+        _emit(
+            on_event,
+            "status",
+            message=f"starting afresh in {work_dir} (its checkpoints are replaced; --resume continues)",
+        )
+    os.makedirs(work_dir, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(fingerprint, f, indent=1)
+
+
+def finetune(
+    request: FinetuneRequest, on_event: EventCallback | None = None, cancel: threading.Event | None = None
+) -> FinetuneResult:
+    """Run ``request`` (see the module docstring).
+
+    Raises:
+        engine.errors.ParameterError (and other ``EngineError``): bad input, with a hint; nothing is written under
+            ``request.output``. engine.errors.CancelledError: ``cancel`` was set; the work folder keeps a checkpoint.
+    """
+    from engine.outputs import check_output_path
+    from training.finetune.prepare import pair_inputs, prepare_data
+    from training.finetune.start import check_start_args, start_info
+
+    t0 = time.monotonic()
+    cancel = cancel or threading.Event()
+
+    def check_cancel() -> None:
+        if cancel.is_set():
+            raise CancelledError("cancelled")
+
+    check_output_path(request.output, request.overwrite)
+    check_start_args(request.init, request.backbone, request.arch)
+    pairs = pair_inputs(list(request.rasters), list(request.labels))
+    info = start_info(request.init)
+    arch = info.arch if info else request.arch
+    recipe = RECIPES.get(arch or "", DEFAULT_RECIPE)
+    tile = request.tile or (info.tile_size if info and info.tile_size % 32 == 0 else recipe.tile)
+    iters = request.iters or recipe.iters
+    batch = request.batch_size or recipe.batch_size
+
+    _emit(on_event, "status", message="reading the labels")
+    label_files = {p: LabelSource(p, request.class_field) for p in dict.fromkeys(request.labels)}
+    table, notes = _class_table(request, list(label_files.values()), info)
+    work_dir = request.work_folder
+    _check_resume(work_dir, _fingerprint(request, table), request.resume, on_event)
+    _emit(on_event, "status", message=f"{table.num_classes} classes: {', '.join(table.names)}; rasterising the labels")
+    band_names = info.bands if info else ("red", "green", "blue")
+    value_range = info.value_range if info else (0.0, 255.0)
+    data = prepare_data(
+        pairs, request.class_field, table, [label_files[lab] for _, lab in pairs], band_names, value_range,
+        request.bands, request.gsd, tile, tile, request.val_fraction, request.seed, work_dir, check_cancel,
+    )  # fmt: skip
+    for note in notes + data.warnings:
+        _emit(on_event, "status", message=note)
+    held = sum(len(s.holdout_blocks) for s in data.splits)
+    _emit(
+        on_event,
+        "start",
+        rasters=list(request.rasters),
+        classes=list(table.names),
+        gsd_m=data.gsd_m,
+        tile=tile,
+        iterations=iters,
+        batch_size=batch,
+        chips=len(data.chips),
+        blocks=sum(len(s.blocks) for s in data.splits),
+        holdout_blocks=held,
+        work_dir=work_dir,
+    )
+    from training.finetune.training import evaluate_and_write, train
+
+    start, trainer = train(request, data, table, arch, recipe, tile, iters, batch, work_dir, on_event, cancel)
+    metrics, report = evaluate_and_write(request, data, table, start, trainer, tile, work_dir, on_event, cancel)
+    result = FinetuneResult(os.path.abspath(request.output), metrics, report, round(time.monotonic() - t0, 1))
+    _emit(
+        on_event,
+        "done",
+        outputs={"model": result.model, "report": report},
+        model=result.model,
+        metrics={k: metrics[k] for k in ("OA", "kappa", "mIoU", "mF1")},
+        per_class=metrics["per_class"],
+        seconds=result.seconds,
+    )
+    return result
+
+
+def created_today() -> str:
+    """ISO date for provenance."""
+    return datetime.date.today().isoformat()
+
+
+__all__ = ["IGNORE", "RECIPES", "FinetuneRequest", "FinetuneResult", "Recipe", "dataclasses", "finetune"]

@@ -1,0 +1,184 @@
+"""Where fine-tuning starts: a model file, an RSP pretraining checkpoint, or a network from scratch.
+
+- ``--init MODEL.rspmodel`` (an imported RSP UperNet, the demo, an earlier fine-tune): the backbone's weights are
+  kept; the decode head is kept when the new classes are the model's (same names, same order), else re-initialised;
+  the auxiliary head (never stored in model files) starts fresh. Bands, value range, mean/std follow the model.
+- ``--backbone CKPT.pth [--arch A]``: an RSP pretraining checkpoint through ``engine.models.load_rsp_backbone``
+  (the paper's transfer setting); without ``--arch`` the architecture is found by trying each RSP network. Inputs
+  are RGB 0..255 with the ImageNet mean/std RSP pretrained with.
+- ``--arch A`` alone: random initialisation (a warning says so), RGB 0..255 and ImageNet mean/std.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.classes import RSP_MEAN, RSP_STD
+from engine.errors import ParameterError
+from engine.model_file import ModelFileError, ModelInfo, read_model_info
+
+DEFAULT_BANDS = ("red", "green", "blue")
+
+
+@dataclass
+class Start:
+    """The start network and the input facts the fine-tuned model inherits.
+
+    Attributes:
+        arch: architecture name. model: the segmentor with an auxiliary head and ``num_classes`` outputs.
+        bands / value_range / mean / std: what the network reads (as in :class:`engine.model_file.ModelInfo`).
+        tile: the start model's window size (default chip and window size), None when unknown.
+        kind: ``"model"``, ``"backbone"`` or ``"scratch"``. head_kept: the decode head came with the start model.
+        provenance: what it started from (file name and sha256).
+    """
+
+    arch: str
+    model: Any
+    bands: tuple[str, ...] = DEFAULT_BANDS
+    value_range: tuple[float, float] = (0.0, 255.0)
+    mean: tuple[float, ...] = RSP_MEAN
+    std: tuple[float, ...] = RSP_STD
+    tile: int | None = None
+    kind: str = "scratch"
+    head_kept: bool = False
+    warnings: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def start_info(init: str | None) -> ModelInfo | None:
+    """The start model's metadata (no torch), or None."""
+    if not init:
+        return None
+    try:
+        return read_model_info(init)
+    except ModelFileError as exc:
+        raise ParameterError(
+            str(exc), "check --init: a .rspmodel file from the model manager or an earlier run"
+        ) from exc
+
+
+def check_start_args(init: str | None, backbone: str | None, arch: str | None) -> None:
+    """Refuse contradictory start options before anything heavy happens."""
+    if init and backbone:
+        info = start_info(init)
+        raise ParameterError(
+            f"give --init or --backbone, not both (--init is a {info.arch if info else '?'} model file)",
+            "--init continues from a model file; --backbone starts from an RSP pretraining checkpoint",
+        )
+    if init and arch:
+        info = start_info(init)
+        if info is not None and info.arch != arch:
+            raise ParameterError(
+                f"--init {os.path.basename(init)} is a {info.arch} model but --arch says {arch}",
+                f"drop --arch, or pass --arch {info.arch}",
+            )
+    if not (init or backbone or arch):
+        raise ParameterError("say where to start: --init MODEL.rspmodel, --backbone CKPT.pth or --arch NAME")
+
+
+def build_start(
+    num_classes: int,
+    class_names: tuple[str, ...],
+    init: str | None = None,
+    backbone: str | None = None,
+    arch: str | None = None,
+) -> Start:
+    """The start network with ``num_classes`` outputs (see the module docstring)."""
+    from engine.models import ARCHS, UnknownArchError, build_segmentor
+
+    check_start_args(init, backbone, arch)
+    if arch is not None and arch not in ARCHS:
+        raise ParameterError(f"unknown --arch {arch!r}; valid: {', '.join(ARCHS)}")
+    if init:
+        return _from_model_file(init, num_classes, class_names)
+    if backbone:
+        return _from_backbone(backbone, arch, num_classes)
+    assert arch is not None
+    try:
+        model = build_segmentor(arch, num_classes, aux_head=True)
+    except UnknownArchError as exc:
+        raise ParameterError(str(exc)) from exc
+    return Start(
+        arch,
+        model,
+        warnings=[
+            f"training {arch} from scratch (random weights): expect poor results from a few polygons; start from "
+            "--init MODEL.rspmodel or --backbone an RSP checkpoint"
+        ],
+        provenance={"start": "scratch"},
+    )
+
+
+def _from_model_file(path: str, num_classes: int, class_names: tuple[str, ...]) -> Start:
+    from engine.importer import sha256_of
+    from engine.model_file import read_state_dict
+    from engine.models import build_segmentor, load_state_dict_strict
+
+    info = start_info(path)
+    assert info is not None
+    state = read_state_dict(path)
+    model = build_segmentor(info.arch, num_classes, aux_head=True)
+    head_kept = tuple(class_names) == tuple(info.class_names)
+    keep = ("backbone.", "decode_head.") if head_kept else ("backbone.",)
+    wanted = {k: v for k, v in state.items() if k.startswith(keep)}
+    fresh = ("auxiliary_head.*",) if head_kept else ("decode_head.*", "auxiliary_head.*")
+    try:
+        load_state_dict_strict(model, wanted, allowed_missing=fresh)
+    except Exception as exc:
+        raise ParameterError(f"--init {path} does not fit its own architecture {info.arch}: {exc}") from exc
+    return Start(
+        info.arch,
+        model,
+        bands=info.bands,
+        value_range=info.value_range,
+        mean=info.mean,
+        std=info.std,
+        tile=info.tile_size,
+        kind="model",
+        head_kept=head_kept,
+        provenance={"start": os.path.basename(path), "start_sha256": sha256_of(path), "start_arch": info.arch},
+    )
+
+
+def _from_backbone(path: str, arch: str | None, num_classes: int) -> Start:
+    from engine.importer import sha256_of
+    from engine.models import ARCHS, build_segmentor, load_rsp_backbone
+
+    if not os.path.isfile(path):
+        raise ParameterError(f"--backbone checkpoint not found: {path}")
+    tried = [arch] if arch else [a for a in ARCHS if a.startswith("rsp_")]
+    errors: dict[str, str] = {}
+    for a in tried:
+        try:
+            backbone = load_rsp_backbone(path, a)
+        except Exception as exc:  # the loader names missing/unexpected keys
+            errors[a] = str(exc)
+            continue
+        model = build_segmentor(a, num_classes, aux_head=True)
+        model.backbone.load_state_dict(backbone.state_dict())
+        return Start(
+            a, model, kind="backbone", provenance={"start": os.path.basename(path), "start_sha256": sha256_of(path)}
+        )
+    if arch:
+        fits = [a for a in ARCHS if a.startswith("rsp_") and a != arch and _fits(path, a)]
+        other = f"; it is a {fits[0]} checkpoint" if fits else ""
+        raise ParameterError(
+            f"--backbone {os.path.basename(path)} does not fit --arch {arch}{other} ({errors[arch][:300]})",
+            f"pass --arch {fits[0]}" if fits else "pass an RSP pretraining checkpoint (rsp-*-ckpt.pth) of that arch",
+        )
+    raise ParameterError(
+        f"--backbone {os.path.basename(path)} fits none of {', '.join(tried)}",
+        "pass an RSP pretraining checkpoint (rsp-resnet-50-ckpt.pth, rsp-swin-t-ckpt.pth, rsp-vitaev2-s-ckpt.pth)",
+    )
+
+
+def _fits(path: str, arch: str) -> bool:
+    from engine.models import load_rsp_backbone
+
+    try:
+        load_rsp_backbone(path, arch)
+    except Exception:
+        return False
+    return True

@@ -1,0 +1,268 @@
+"""The training and writing half of a fine-tuning run: the trainer on chips, hold-out metrics, the model file.
+
+Training is :class:`training.trainer.Trainer` (AdamW, poly schedule with warm-up, auxiliary loss 0.4, AMP on CUDA,
+checkpoints, TensorBoard, bit-identical resume) with the chips as its dataset. Cancel is honoured between
+micro-batches (within one forward/backward of ``samples_per_gpu`` chips); at an iteration boundary a checkpoint is
+written first, so ``--resume`` loses nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import threading
+import time
+import typing
+from typing import Any
+
+import torch
+
+from engine.errors import CancelledError
+from training.finetune.chips import ChipDataset
+from training.finetune.classes import IGNORE, ClassTable
+from training.finetune.prepare import Prepared
+from training.finetune.start import Start, build_start
+from training.trainer import Trainer
+
+if typing.TYPE_CHECKING:  # pragma: no cover
+    from training.config import TrainConfig
+    from training.finetune.run import FinetuneRequest, Recipe
+
+CPU_SAMPLES_PER_STEP = 4  # chips per forward on a CPU (larger batches accumulate gradients)
+LOG_EVERY = 10
+ADAMW_NO_DECAY = ("absolute_pos_embed", "relative_position_bias_table", "norm")
+
+
+class FinetuneTrainer(Trainer):
+    """:class:`Trainer` on a :class:`ChipDataset`, emitting ``progress`` events and honouring ``cancel``."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        work_dir: str,
+        device: str,
+        model: torch.nn.Module,
+        dataset: ChipDataset,
+        table: ClassTable,
+        on_event: Any,
+        cancel: threading.Event,
+    ) -> None:
+        self._dataset, self.table, self.on_event, self.cancel = dataset, table, on_event, cancel
+        self._t0, self._start_iter = time.monotonic(), 0
+        super().__init__(config, work_dir, device=device, model=model, stream=sys.stderr)
+
+    def train_dataset(self) -> torch.utils.data.Dataset:
+        """The chips."""
+        return self._dataset
+
+    def class_meta(self) -> tuple[typing.Sequence[str], typing.Sequence[typing.Sequence[int]]]:
+        """The analyst's classes."""
+        return self.table.names, self.table.colors
+
+    def _loader(self) -> typing.Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batches = super()._loader()
+        self._t0, self._start_iter = time.monotonic(), self.iteration
+
+        def checked() -> typing.Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for batch in batches:
+                if self.cancel.is_set():
+                    raise CancelledError("cancelled")
+                yield batch
+
+        return checked()
+
+    def train_step(self, batches: typing.Iterator[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+        """One step; a checkpoint then :class:`CancelledError` when cancelled at the step boundary."""
+        if self.cancel.is_set():
+            if self.iteration > 0:
+                self.save()
+            raise CancelledError("cancelled")
+        parts = super().train_step(batches)
+        it, total = self.iteration, self.config.max_iters
+        rate = (it - self._start_iter) / max(time.monotonic() - self._t0, 1e-9)
+        self.on_event(
+            {
+                "event": "progress",
+                "done": it,
+                "total": total,
+                "iteration": it,
+                "loss": round(parts["loss"], 5),
+                "lr": parts["lr"],
+                "eta_s": round((total - it) / rate, 1) if rate > 0 else None,
+            }
+        )
+        return parts
+
+
+def make_config(
+    start: Start, table: ClassTable, data: Prepared, recipe: Recipe, tile: int, iters: int, batch: int, cuda: bool,
+    seed: int, work_dir: str, eight_bit: bool,
+) -> TrainConfig:  # fmt: skip
+    """The training recipe of a fine-tuning run as a :class:`TrainConfig` (so checkpoints carry it)."""
+    from training.config import TrainConfig
+
+    per_step = batch if cuda else min(batch, CPU_SAMPLES_PER_STEP)
+    while batch % per_step:
+        per_step -= 1
+    return TrainConfig(
+        name="finetune",
+        arch=start.arch,
+        dataset="custom",
+        data_root=work_dir,
+        num_classes=table.num_classes,
+        ignore_index=IGNORE,
+        crop_size=tile,
+        resize_scale=tile,
+        ratio_range=(0.5, 2.0),
+        cat_max_ratio=0.75,
+        seg_pad_val=IGNORE,
+        samples_per_gpu=per_step,
+        batch_size=batch,
+        max_iters=iters,
+        optimizer="adamw",
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        no_decay_keys=ADAMW_NO_DECAY,
+        lr_power=1.0,
+        min_lr=0.0,
+        warmup_iters=min(recipe.warmup_iters, iters // 10),
+        checkpoint_interval=min(50, iters),
+        val_interval=0,
+        log_interval=min(LOG_EVERY, iters),
+        test_tile=tile,
+        test_stride=tile * 3 // 4,
+        num_workers=0,
+        seed=seed,
+        photometric=eight_bit,
+        mean=tuple(start.mean),  # type: ignore[arg-type]  # three bands (checked by the band mapping)
+        std=tuple(start.std),  # type: ignore[arg-type]
+        bands=start.bands,
+        gsd_m=data.gsd_m,
+        dataset_title="own labels",
+    )
+
+
+def train(
+    request: FinetuneRequest, data: Prepared, table: ClassTable, arch: str | None, recipe: Recipe, tile: int,
+    iters: int, batch: int, work_dir: str, on_event: Any, cancel: threading.Event,
+) -> tuple[Start, FinetuneTrainer]:  # fmt: skip
+    """Build the start network and train it on the chips; returns it with the trainer (weights in ``segmentor``)."""
+    from training.finetune.run import _emit
+    from training.transforms import TrainPipeline
+
+    _emit(on_event, "status", message="building the start network")
+    start = build_start(table.num_classes, table.names, request.init, request.backbone, arch)
+    for w in start.warnings:
+        _emit(on_event, "status", message=w)
+    if request.freeze_backbone:
+        for p in start.model.backbone.parameters():
+            p.requires_grad = False
+    device = request.device or "auto"
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    eight_bit = tuple(start.value_range) == (0.0, 255.0)
+    config = make_config(start, table, data, recipe, tile, iters, batch, cuda, request.seed, work_dir, eight_bit)
+    pipeline = TrainPipeline(
+        crop_size=tile, resize_scale=tile, ratio_range=config.ratio_range, cat_max_ratio=config.cat_max_ratio,
+        flip_prob=config.flip_prob, photometric=eight_bit, mean=config.mean, std=config.std, seg_pad_val=IGNORE,
+    )  # fmt: skip
+    dataset = ChipDataset(data.sources, data.chips, pipeline, eight_bit)
+    from training.trainer import TrainingError
+
+    try:
+        trainer = FinetuneTrainer(config, work_dir, device, start.model, dataset, table, on_event or print, cancel)
+    except TrainingError as exc:
+        from engine.errors import ParameterError
+
+        raise ParameterError(str(exc), "use --device cpu, or --device cuda on a machine with a GPU") from exc
+    if request.freeze_backbone:
+        trainer.frozen.append(start.model.backbone)
+    _emit(on_event, "status", message=f"training {start.arch} on {trainer.device} for {iters} iterations")
+    trainer.run(resume=request.resume)
+    return start, trainer
+
+
+def evaluate_and_write(
+    request: FinetuneRequest, data: Prepared, table: ClassTable, start: Start, trainer: FinetuneTrainer, tile: int,
+    work_dir: str, on_event: Any, cancel: threading.Event,
+) -> tuple[dict[str, Any], str]:  # fmt: skip
+    """Hold-out metrics through the engine, then ``report.json``, the confusion PNG and the model file."""
+    from engine.model_file import ModelInfo, load_model_file, save_model_file
+    from training.evaluate import save_confusion_png
+    from training.finetune.holdout import evaluate_holdout
+    from training.finetune.run import CONFUSION_FILE, HOLDOUT_MODEL, REPORT_FILE, _emit, created_today
+    from training.metrics import write_json
+
+    state = trainer.state_dict()
+    labels_names = ", ".join(os.path.basename(p.split("|")[0]) for p in dict.fromkeys(request.labels))
+    info = ModelInfo(
+        arch=start.arch,
+        num_classes=table.num_classes,
+        class_names=table.names,
+        colors=table.colors,
+        bands=start.bands,
+        value_range=start.value_range,
+        mean=start.mean,
+        std=start.std,
+        gsd_m=data.gsd_m,
+        tile_size=tile,
+        stride=tile * 3 // 4,
+        ignore_index=None,
+        dataset=f"own labels ({labels_names})",
+    )
+    held_model = os.path.join(work_dir, HOLDOUT_MODEL)
+    save_model_file(held_model, state, info)
+    _emit(on_event, "status", message="measuring the held-out blocks with the engine")
+    model, _ = load_model_file(held_model, device=str(trainer.device))
+    model.set_lowres_fusion(True)  # what `engine predict` runs by default
+    summary = evaluate_holdout(
+        held_model, (model, trainer.device), data, table, work_dir, trainer.config.samples_per_gpu, cancel,
+        on_block=lambda d, t: _emit(on_event, "status", message=f"held-out block {d}/{t}"),
+    )  # fmt: skip
+    os.remove(held_model)
+    train_pixels = int(sum(s.counts[~s.holdout].sum() for s in data.splits))
+    report = {
+        **summary,
+        "model": os.path.abspath(request.output),
+        "arch": start.arch,
+        "start": start.provenance,
+        "iterations": trainer.iteration,
+        "tile": tile,
+        "gsd_m": data.gsd_m,
+        "val_fraction": request.val_fraction,
+        "training_pixels": train_pixels,
+        "training_chips": len(data.chips),
+        "freeze_backbone": request.freeze_backbone,
+        "rasters": [os.path.abspath(r) for r in request.rasters],
+        "labels": [os.path.abspath(p.split("|")[0]) for p in request.labels],
+        "warnings": data.warnings,
+    }
+    report_path = os.path.join(work_dir, REPORT_FILE)
+    write_json(report, report_path)
+    save_confusion_png(summary, os.path.join(work_dir, CONFUSION_FILE))
+    headline = {k: float(summary[k]) for k in ("OA", "kappa", "mIoU", "mF1") if summary[k] == summary[k]}
+    start_text = start.provenance.get("start", start.kind)
+    holdout = {
+        k: summary[k] for k in ("per_class", "confusion_matrix", "class_names", "holdout_blocks", "holdout_pixels")
+    }
+    final = dataclasses.replace(
+        info,
+        metrics=headline,
+        description=(
+            f"UperNet {start.arch} fine-tuned from {start_text} on {train_pixels} labelled pixels of {labels_names} "
+            f"({trainer.iteration} iterations). Hold-out accuracy on {summary['holdout_pixels']} pixels of spatially "
+            f"separate blocks: OA {summary['OA']}, kappa {summary['kappa']}, mIoU {summary['mIoU']}, mF1 {summary['mF1']}."
+        ),
+        provenance={
+            **start.provenance,
+            "source": labels_names,
+            "tool": "python -m training finetune",
+            "created": created_today(),
+            "iterations": trainer.iteration,
+            "training_pixels": train_pixels,
+            "val_fraction": request.val_fraction,
+            "holdout": holdout,
+        },
+    )
+    save_model_file(request.output, state, final)  # temporary name, then rename
+    return summary, report_path
