@@ -35,16 +35,15 @@ import torch.nn.functional as F
 from osgeo import gdal, osr
 from PIL import Image
 
+from engine.classes import POTSDAM_CLASSES as CLASSES
+from engine.classes import POTSDAM_PALETTE as PALETTE
 from engine.inference import CompiledBatches
 from engine.model_file import ModelInfo, load_model_file, save_model_file
-from engine.models import build_segmentor
+from engine.models import ARCHS, build_segmentor
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "data" / "potsdam" / "2_10_0_0_512_512_rgb.png"
-ARCHS = ("lite_resnet", "rsp_resnet50", "rsp_swin_t", "rsp_vitaev2_s")
 TILE, STRIDE = 512, 384
-CLASSES = ("impervious_surface", "building", "low_vegetation", "tree", "car", "clutter")
-PALETTE = ((255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0))
 
 
 def machine_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
@@ -267,7 +266,9 @@ def table(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
+    parser.add_argument(
+        "--archs", nargs="+", default=list(ARCHS), choices=list(ARCHS), help="default: every registered arch"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--full", action="store_true", help="4096² rasters for every network and 20000² memory run")

@@ -9,13 +9,13 @@ Public API (called by checks outside this repository; keep it exactly):
   feature maps at strides 4, 8, 16, 32.
 
 ``arch`` is one of :data:`ARCHS`: the three RSP networks, plus ``lite_resnet``, a small network the project uses for
-its demonstration model (not an RSP model).
+its demonstration model (not an RSP model). Each model file (``resnet.py``, ``swin.py``, ``vitae.py``) declares its
+networks' facts as an :class:`ArchSpec` next to its code; :data:`ARCHS` names them, one line each, and
+:func:`register_arch` adds one at run time (README, "For model authors").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from engine._torch_compat import ensure_torchvision_importable, use_persistent_compile_cache
@@ -29,6 +29,7 @@ import os  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from engine.models import resnet, swin, vitae  # noqa: E402
 from engine.models.checkpoints import (  # noqa: E402
     CheckpointError,
     CheckpointMismatchError,
@@ -37,96 +38,62 @@ from engine.models.checkpoints import (  # noqa: E402
     load_state_dict_strict,
     read_checkpoint,
 )
-from engine.models.resnet import lite_resnet, rsp_resnet50  # noqa: E402
 from engine.models.segmentor import UperNet  # noqa: E402
-from engine.models.swin import SwinTransformer  # noqa: E402
-from engine.models.vitae import ViTAEInputError, ViTAEv2  # noqa: E402
+from engine.models.spec import ArchSpec, BackboneContractError, feature_channels  # noqa: E402
+from engine.models.vitae import ViTAEInputError  # noqa: E402
 
 __all__ = [
     "ARCHS",
     "ArchSpec",
+    "BackboneContractError",
     "CheckpointError",
     "CheckpointMismatchError",
     "ModelError",
     "UnknownArchError",
     "UperNet",
     "ViTAEInputError",
+    "arch_spec",
     "build_backbone",
     "build_segmentor",
     "load_mmseg_checkpoint",
     "load_rsp_backbone",
     "load_state_dict_strict",
     "read_checkpoint",
+    "register_arch",
 ]
 
 
-@dataclass(frozen=True)
-class ArchSpec:
-    """One network preset.
-
-    Attributes:
-        backbone: factory of the backbone module (returns 4 maps at strides 4..32).
-        in_channels: channels of those maps.
-        channels: UPerHead width (512 in RSP).
-        aux_channels: FCNHead width (256 in RSP).
-        square_only: backbone accepts square inputs only.
-        backbone_unused: checkpoint key patterns of RSP's pretrained backbone files that the backbone does not use.
-        backbone_uninitialised: backbone keys that RSP's pretrained files do not carry (they keep their init values).
-        backbone_dropped: checkpoint key patterns RSP's ``init_weights`` deletes before loading (the network keeps the
-            values it computed itself; they are also allowed to be absent).
-        checkpoint_keys: where RSP's ``init_weights`` looks for the weights in a backbone file, in order.
-        description: one line for humans.
-    """
-
-    backbone: Callable[[], nn.Module]
-    in_channels: tuple[int, int, int, int]
-    channels: int = 512
-    aux_channels: int = 256
-    square_only: bool = False
-    backbone_unused: tuple[str, ...] = ()
-    backbone_uninitialised: tuple[str, ...] = ()
-    backbone_dropped: tuple[str, ...] = ()
-    checkpoint_keys: tuple[str, ...] = ("state_dict", "model")
-    description: str = ""
-
-
-_STAGE_NORMS = ("norm0.*", "norm1.*", "norm2.*", "norm3.*")
-
 ARCHS: dict[str, ArchSpec] = {
-    "rsp_resnet50": ArchSpec(
-        backbone=rsp_resnet50,
-        in_channels=(256, 512, 1024, 2048),
-        backbone_unused=("fc.*",),
-        description="UperNet on RSP-ResNet-50 (torchvision-style ResNet-50)",
-    ),
-    "rsp_swin_t": ArchSpec(
-        backbone=SwinTransformer,
-        in_channels=(96, 192, 384, 768),
-        backbone_unused=("head.*", "norm.*", "*attn_mask"),
-        backbone_uninitialised=(*_STAGE_NORMS, "*relative_position_index"),
-        description="UperNet on RSP-Swin-T (RSP's pad-then-roll Swin variant)",
-    ),
-    "rsp_vitaev2_s": ArchSpec(
-        backbone=ViTAEv2,
-        in_channels=(64, 128, 256, 512),
-        square_only=True,
-        backbone_unused=("head.*",),
-        backbone_uninitialised=(*_STAGE_NORMS, "*relative_position_index"),
-        backbone_dropped=("*relative_position_index", "*relative_coords_table", "*attn_mask"),
-        checkpoint_keys=("state_dict", "state_dict_ema", "model"),
-        description="UperNet on RSP-ViTAEv2-S (ViTAE_Window_NoShift_basic); square inputs only",
-    ),
-    "lite_resnet": ArchSpec(
-        backbone=lite_resnet,
-        in_channels=(32, 64, 128, 256),
-        channels=64,
-        aux_channels=32,
-        description="small UperNet (1-block ResNet, widths 32..256, head width 64) for the demo model; not RSP",
-    ),
+    "rsp_resnet50": resnet.RSP_RESNET50,
+    "rsp_swin_t": swin.RSP_SWIN_T,
+    "rsp_vitaev2_s": vitae.RSP_VITAEV2_S,
+    "lite_resnet": resnet.LITE_RESNET,
 }
 
 
-def _spec(arch: str) -> ArchSpec:
+def register_arch(name: str, spec: ArchSpec, replace: bool = False) -> ArchSpec:
+    """Add ``name`` to :data:`ARCHS` at run time (a model author's network outside this package); returns ``spec``.
+
+    A registration lasts for the running process: a model file naming ``name`` loads only in a process that
+    registered it first (import the module that calls this before running the engine or the trainer).
+
+    Raises:
+        ModelError: ``name`` is taken (pass ``replace=True`` to redefine it) or ``spec`` is not an :class:`ArchSpec`.
+    """
+    if not isinstance(spec, ArchSpec):
+        raise ModelError(f"register_arch({name!r}, ...) needs an engine.models.ArchSpec, got {type(spec).__name__}")
+    if name in ARCHS and not replace and ARCHS[name] is not spec:
+        raise ModelError(f"arch {name!r} is already registered; choose another name or pass replace=True")
+    ARCHS[name] = spec
+    return spec
+
+
+def arch_spec(arch: str) -> ArchSpec:
+    """The :class:`ArchSpec` registered as ``arch``.
+
+    Raises:
+        UnknownArchError: ``arch`` is not registered; the message lists the valid names.
+    """
     if arch not in ARCHS:
         raise UnknownArchError(f"unknown arch {arch!r}; valid archs: {', '.join(ARCHS)}")
     return ARCHS[arch]
@@ -134,7 +101,7 @@ def _spec(arch: str) -> ArchSpec:
 
 def build_backbone(arch: str) -> nn.Module:
     """The backbone of ``arch`` alone: ``forward(x)`` returns the four feature maps (strides 4, 8, 16, 32)."""
-    return _spec(arch).backbone()
+    return arch_spec(arch).backbone()
 
 
 def build_segmentor(arch: str, num_classes: int, aux_head: bool = True) -> UperNet:
@@ -146,13 +113,14 @@ def build_segmentor(arch: str, num_classes: int, aux_head: bool = True) -> UperN
         aux_head: build the auxiliary FCNHead (needed for training and for loading full mmseg checkpoints; never
             applied in ``forward``).
     """
-    spec = _spec(arch)
+    spec = arch_spec(arch)
     if num_classes < 1:
         raise ModelError(f"num_classes must be >= 1, got {num_classes}")
+    backbone = spec.backbone()
     return UperNet(
         arch,
-        spec.backbone(),
-        spec.in_channels,
+        backbone,
+        feature_channels(backbone),
         num_classes,
         spec.channels,
         spec.aux_channels if aux_head else None,
@@ -199,7 +167,7 @@ def load_rsp_backbone(path: str | os.PathLike[str], arch: str) -> nn.Module:
     classification networks lack, keep their initial values, as do ``relative_position_index`` buffers a file lacks
     (constants computed by the network). Anything else missing or unexpected is an error.
     """
-    spec = _spec(arch)
+    spec = arch_spec(arch)
     ckpt = read_checkpoint(path)
     for key in spec.checkpoint_keys:
         if key in ckpt and isinstance(ckpt[key], dict):

@@ -5,7 +5,7 @@ Differences from timm's Swin that change numbers or keys, all reproduced here:
   the shift mask is recomputed every forward on the padded size;
 - ``PatchMerging`` sits at the END of stages 0–2 (``layers.{i}.downsample``), and the stage output is taken before it;
 - every output has its own LayerNorm ``norm{i}``; there is no final ``norm``.
-Outputs: channels (96, 192, 384, 768) at strides (4, 8, 16, 32), any input size.
+Outputs: channels (96, 192, 384, 768) at strides (4, 8, 16, 32), any input size. Registry entry: :data:`RSP_SWIN_T`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ ensure_torchvision_importable()
 
 from timm.layers import DropPath  # noqa: E402
 
+from engine.models.spec import STAGE_OUTPUT_NORMS, ArchSpec  # noqa: E402
 from engine.models.windows import Mlp, WindowAttention, window_partition, windowed_attention  # noqa: E402
 
 MASK_VALUE = -100.0
@@ -139,7 +140,7 @@ class SwinTransformer(nn.Module):
         super().__init__()
         self.patch_embed = PatchEmbed(embed_dim)
         dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]
-        self.out_channels = [embed_dim * 2**i for i in range(len(depths))]
+        self.out_channels = tuple(embed_dim * 2**i for i in range(len(depths)))
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             start = sum(depths[:i])
@@ -168,3 +169,12 @@ class SwinTransformer(nn.Module):
             outs.append(out.view(-1, h, w, self.out_channels[i]).permute(0, 3, 1, 2).contiguous())  # (B, C_i, h, w)
             h, w = nh, nw
         return outs
+
+
+RSP_SWIN_T = ArchSpec(
+    backbone=SwinTransformer,
+    # the classifier and final norm of RSP's classification network; attn_mask buffers are recomputed here
+    backbone_unused=("head.*", "norm.*", "*attn_mask"),
+    backbone_uninitialised=(*STAGE_OUTPUT_NORMS, "*relative_position_index"),
+    description="UperNet on RSP-Swin-T (RSP's pad-then-roll Swin variant)",
+)

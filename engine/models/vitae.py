@@ -10,7 +10,8 @@ followed by normal cells (NC: attention + PCM + MLP). Facts of the reference tha
 - LayerNorm eps 1e-6 in the NCs, 1e-5 in the RCs; ``norm0..norm3`` exist but are unused;
 - the drop-path slices follow the reference's (non-cumulative) ``startDpr`` bug.
 Inputs must be square with a side that is a multiple of 32 (the reference reshapes outputs with ``sqrt(N)``);
-anything else raises :class:`ViTAEInputError`. The engine always feeds square tiles.
+anything else raises :class:`ViTAEInputError`. The engine always feeds square tiles. Registry entry:
+:data:`RSP_VITAEV2_S`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ensure_torchvision_importable()
 
 from timm.layers import DropPath  # noqa: E402
 
+from engine.models.spec import STAGE_OUTPUT_NORMS, ArchSpec  # noqa: E402
 from engine.models.windows import Mlp, WindowAttention, windowed_attention  # noqa: E402
 
 WINDOW = 7
@@ -230,7 +232,7 @@ class ViTAEv2(nn.Module):
     def __init__(self, drop_path_rate: float = 0.3) -> None:
         super().__init__()
         dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(self.depths))]
-        self.out_channels = list(self.token_dims)
+        self.out_channels = self.token_dims
         stages = []
         in_chans = 3
         for i in range(4):
@@ -271,3 +273,15 @@ class ViTAEv2(nn.Module):
             x, h, w = stage(x, h, w)  # (B, h·w, C)
             outs.append(x.view(x.shape[0], h, w, -1).permute(0, 3, 1, 2))  # (B, C, h, w)
         return outs
+
+
+RSP_VITAEV2_S = ArchSpec(
+    backbone=ViTAEv2,
+    square_only=True,
+    find_unused_parameters=True,  # norm0..norm3 and the never-added relative-position tables get no gradient
+    backbone_unused=("head.*",),
+    backbone_uninitialised=(*STAGE_OUTPUT_NORMS, "*relative_position_index"),
+    backbone_dropped=("*relative_position_index", "*relative_coords_table", "*attn_mask"),  # as RSP's init_weights
+    checkpoint_keys=("state_dict", "state_dict_ema", "model"),
+    description="UperNet on RSP-ViTAEv2-S (ViTAE_Window_NoShift_basic); square inputs only",
+)

@@ -16,19 +16,25 @@ import torch
 
 from engine.model_file import ModelInfo, load_model_file, read_model_info, save_model_file
 from engine.models import (
+    ARCHS,
+    BackboneContractError,
     CheckpointMismatchError,
     UnknownArchError,
     ViTAEInputError,
+    arch_spec,
     build_backbone,
     build_segmentor,
     load_mmseg_checkpoint,
     load_rsp_backbone,
     read_checkpoint,
 )
+from engine.models.spec import feature_channels
 
 ROOT = Path(__file__).resolve().parents[3]
 RSP_ARCHS = ("rsp_resnet50", "rsp_swin_t", "rsp_vitaev2_s")
-CHANNELS = {
+# The channels RSP's networks are known to have (RSP_SPEC); every registered arch is also checked against the
+# channels its backbone states.
+KNOWN_CHANNELS = {
     "rsp_resnet50": (256, 512, 1024, 2048),
     "rsp_swin_t": (96, 192, 384, 768),
     "rsp_vitaev2_s": (64, 128, 256, 512),
@@ -52,17 +58,28 @@ def _seeded(arch: str, k: int = 5, aux: bool = True) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("arch", list(CHANNELS))
+@pytest.mark.parametrize("arch", list(ARCHS))
 def test_backbone_strides_and_channels(arch: str) -> None:
     x = torch.randn(1, 3, 64, 64)
+    backbone = build_backbone(arch).eval()
     with torch.no_grad():
-        feats = build_backbone(arch).eval()(x)
-    assert [f.shape[1] for f in feats] == list(CHANNELS[arch])
+        feats = backbone(x)
+    assert [f.shape[1] for f in feats] == list(feature_channels(backbone))
+    assert arch not in KNOWN_CHANNELS or [f.shape[1] for f in feats] == list(KNOWN_CHANNELS[arch])
     assert [64 // f.shape[2] for f in feats] == [4, 8, 16, 32]
     assert all(torch.isfinite(f).all() for f in feats)
 
 
-@pytest.mark.parametrize("arch", list(CHANNELS))
+def test_every_rsp_arch_and_the_demo_arch_is_registered() -> None:
+    assert set(KNOWN_CHANNELS) <= set(ARCHS)
+
+
+def test_a_backbone_without_out_channels_is_refused_by_name() -> None:
+    with pytest.raises(BackboneContractError, match="out_channels"):
+        feature_channels(torch.nn.Conv2d(3, 8, 3))
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
 def test_segmentor_logits_and_backward(arch: str) -> None:
     model = build_segmentor(arch, 6).train()
     size = 32 if arch == "rsp_vitaev2_s" else 64  # ViTAE's grouped convs are slow to differentiate on a CPU
@@ -84,6 +101,9 @@ def test_segmentor_logits_and_backward(arch: str) -> None:
     first = next(n for n in grads if n.startswith("backbone."))
     for name in (first, "decode_head.conv_seg.weight", "auxiliary_head.conv_seg.weight"):
         assert grads[name] is not None and grads[name].abs().sum() > 0, name
+    # DDP's find_unused_parameters, as the arch's spec states it: set exactly when some parameter gets no gradient.
+    unused = [n for n, g in grads.items() if g is None]
+    assert bool(unused) == arch_spec(arch).find_unused_parameters, unused[:5]
 
 
 @pytest.mark.parametrize("arch", ["rsp_resnet50", "rsp_swin_t"])
