@@ -19,8 +19,8 @@ from qgis.core import (
     QgsRasterLayer,
     QgsVectorLayer,
 )
-from qgis.gui import QgsFileWidget, QgsMapLayerComboBox, QgsMessageBar
-from qgis.PyQt.QtCore import QEvent, Qt, QTemporaryDir, QTimer
+from qgis.gui import QgsMapLayerComboBox, QgsMessageBar
+from qgis.PyQt.QtCore import QTemporaryDir
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -38,8 +38,8 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import plugin_settings
+from .dialog_widgets import FittedLabel, apply_cuda_availability, output_file_widget, show_environment_report
 from .engine_runner import EngineRunner
-from .environment_check import check_environment
 from .layer_inputs import MASK_FILE_NAME, LayerExportError, canvas_bbox, export_features, layer_file_path
 from .layer_styling import add_results_to_project
 from .model_catalog import ModelEntry, format_info_html, list_models
@@ -110,14 +110,8 @@ class SegmentDialog(QDialog):
         model_row.addWidget(self.model_combo, 1)
         model_row.addWidget(self.manager_button)
         form.addRow("Model", model_row)
-        self.model_info = QLabel(self)
+        self.model_info = FittedLabel(self)  # its height follows its text: a long description is never clipped
         self.model_info.setObjectName("modelInfo")
-        self.model_info.setWordWrap(True)
-        self.model_info.setTextFormat(1)  # Qt.RichText
-        # A word-wrapped label in a form keeps the height of its first layout and clipped its last lines: its minimum
-        # height follows its text at its current width (see _fit_model_info).
-        self.model_info.setAlignment(Qt.AlignLeft | Qt.AlignTop)
-        self.model_info.installEventFilter(self)
         form.addRow("", self.model_info)
         self.extent_combo = QComboBox(self)
         for mode, label in EXTENT_LABELS.items():
@@ -141,13 +135,13 @@ class SegmentDialog(QDialog):
 
         outputs = QGroupBox("Outputs", self)
         out_form = QFormLayout(outputs)
-        self.raster_out = self._file_widget("GeoTIFF (*.tif *.tiff)")
+        self.raster_out = output_file_widget(self, "GeoTIFF (*.tif *.tiff)")
         out_form.addRow("Classified raster", self.raster_out)
         self.vector_check = QCheckBox("Polygons (GeoPackage)", self)
-        self.vector_out = self._file_widget("GeoPackage (*.gpkg)")
+        self.vector_out = output_file_widget(self, "GeoPackage (*.gpkg)")
         out_form.addRow(self.vector_check, self.vector_out)
         self.confidence_check = QCheckBox("Confidence raster", self)
-        self.confidence_out = self._file_widget("GeoTIFF (*.tif *.tiff)")
+        self.confidence_out = output_file_widget(self, "GeoTIFF (*.tif *.tiff)")
         out_form.addRow(self.confidence_check, self.confidence_out)
         self.min_area_spin = QDoubleSpinBox(self)
         self.min_area_spin.setRange(0.0, 1e9)
@@ -195,13 +189,6 @@ class SegmentDialog(QDialog):
         self.check_button.clicked.connect(self.show_environment_check)
         self.manager_button.clicked.connect(self._open_manager)
 
-    def _file_widget(self, file_filter: str) -> QgsFileWidget:
-        widget = QgsFileWidget(self)
-        widget.setStorageMode(QgsFileWidget.SaveFile)
-        widget.setFilter(file_filter)
-        widget.setConfirmOverwrite(False)  # the Overwrite checkbox decides
-        return widget
-
     # -- state -----------------------------------------------------------------------------------------------------
 
     def refresh(self) -> None:
@@ -218,21 +205,6 @@ class SegmentDialog(QDialog):
         self.model_combo.blockSignals(False)
         self._on_inputs_changed()
 
-    def _fit_model_info(self) -> None:
-        """Give the word-wrapped model box the height its text needs at its current width."""
-        label = self.model_info
-        if label.isVisible():  # hidden labels are laid out at a provisional, narrow width
-            label.setMinimumHeight(label.heightForWidth(label.width()))
-
-    def showEvent(self, event: Any) -> None:
-        super().showEvent(event)
-        QTimer.singleShot(0, self._fit_model_info)  # once the layout has given the label its width
-
-    def eventFilter(self, watched: Any, event: Any) -> bool:
-        if watched is self.model_info and event.type() == QEvent.Resize:
-            self._fit_model_info()
-        return super().eventFilter(watched, event)
-
     def current_model(self) -> ModelEntry | None:
         index = self.model_combo.currentIndex()
         return self.models[index] if 0 <= index < len(self.models) else None
@@ -243,7 +215,6 @@ class SegmentDialog(QDialog):
             format_info_html(entry, brief=True) if entry else "No model installed: open <b>Models…</b> to import one."
         )
         self.model_info.setToolTip(format_info_html(entry) if entry else "")
-        self._fit_model_info()
         layer = self.layer_combo.currentLayer()
         if entry is not None and entry.info is not None and isinstance(layer, QgsRasterLayer):
             mapping = default_band_mapping(entry.info.bands, layer_band_names(layer))
@@ -449,28 +420,12 @@ class SegmentDialog(QDialog):
     # -- helpers ---------------------------------------------------------------------------------------------------
 
     def show_environment_check(self) -> None:
-        from qgis.PyQt.QtWidgets import QApplication, QMessageBox
-
-        QApplication.setOverrideCursor(3)  # Qt.WaitCursor
-        try:
-            report = check_environment(plugin_settings.interpreter())
-        finally:
-            QApplication.restoreOverrideCursor()
-        if "cuda_available" in report.versions:
-            plugin_settings.set_value("cuda_available", bool(report.versions["cuda_available"]))
-            self._apply_cuda_availability(bool(report.versions["cuda_available"]))
-        QMessageBox.information(self, "Check environment", report.as_html())
+        """Run Check environment, show its report, and offer CUDA only when the engine interpreter has a GPU."""
+        show_environment_report(self, self.device_combo)
 
     def _apply_cuda_availability(self, available: Any) -> None:
         """Disable the CUDA choice once Check environment has found no GPU (unknown before the first check)."""
-        if available is None:
-            return
-        available = str(available).lower() in ("true", "1")
-        item = self.device_combo.model().item(DEVICES.index("cuda"))
-        item.setEnabled(available)
-        item.setToolTip("" if available else "Check environment found no CUDA GPU for the engine interpreter")
-        if not available and self.device_combo.currentText() == "cuda":
-            self.device_combo.setCurrentText("cpu")
+        apply_cuda_availability(self.device_combo, available)
 
     def _open_manager(self) -> None:
         from .model_manager_dialog import ModelManagerDialog

@@ -1,0 +1,112 @@
+"""Widgets and small widget behaviours the plugin's dialogs share.
+
+Owns: the save-file widget for an output (:func:`output_file_widget`), the word-wrapped label whose height follows
+its text (:class:`FittedLabel`, the model box), the device choice that follows the environment check
+(:func:`apply_cuda_availability`) and the *Check environment* message box (:func:`show_environment_report`).
+Nothing here knows about a particular run; the dialogs build their forms from these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qgis.gui import QgsFileWidget
+from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtWidgets import QApplication, QComboBox, QLabel, QMessageBox, QWidget
+
+from . import plugin_settings
+from .environment_check import check_environment
+
+CUDA_DEVICE = "cuda"
+CPU_DEVICE = "cpu"
+CUDA_SETTING = "cuda_available"
+
+
+def output_file_widget(parent: QWidget, file_filter: str) -> QgsFileWidget:
+    """A file widget for an output the run will write.
+
+    Args:
+        parent: the owning widget.
+        file_filter: the file dialog's filter, e.g. ``"GeoTIFF (*.tif *.tiff)"``.
+
+    Returns:
+        A save-file widget that does not ask to confirm overwriting (the dialog's Overwrite checkbox decides).
+    """
+    widget = QgsFileWidget(parent)
+    widget.setStorageMode(QgsFileWidget.SaveFile)
+    widget.setFilter(file_filter)
+    widget.setConfirmOverwrite(False)
+    return widget
+
+
+class FittedLabel(QLabel):
+    """A word-wrapped rich-text label whose minimum height is what its text needs at its real width.
+
+    A word-wrapped label in a form keeps the height of its first layout and clipped its last lines; this one refits
+    its minimum height when its text changes, when it is resized, and once after it is shown (when the layout has
+    given it its width).
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWordWrap(True)
+        self.setTextFormat(Qt.RichText)
+        self.setAlignment(Qt.AlignLeft | Qt.AlignTop)
+
+    def fit(self) -> None:
+        """Set the minimum height to the text's height at the current width (only when visible)."""
+        if self.isVisible():  # hidden labels are laid out at a provisional, narrow width
+            self.setMinimumHeight(self.heightForWidth(self.width()))
+
+    def setText(self, text: str) -> None:
+        super().setText(text)
+        self.fit()
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        QTimer.singleShot(0, self.fit)  # once the layout has given the label its width
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self.fit()
+
+
+def apply_cuda_availability(device_combo: QComboBox, available: Any) -> None:
+    """Disable the CUDA choice of a device combo once *Check environment* has found no GPU.
+
+    Args:
+        device_combo: a combo box listing ``"cpu"`` and ``"cuda"``.
+        available: the check's finding: a bool, or the string QgsSettings may hand back (``"true"``/``"false"``);
+            None (no check yet) leaves the combo as it is.
+    """
+    if available is None:
+        return
+    available = str(available).lower() in ("true", "1")
+    item = device_combo.model().item(device_combo.findText(CUDA_DEVICE))
+    item.setEnabled(available)
+    item.setToolTip("" if available else "Check environment found no CUDA GPU for the engine interpreter")
+    if not available and device_combo.currentText() == CUDA_DEVICE:
+        device_combo.setCurrentText(CPU_DEVICE)
+
+
+def show_environment_report(parent: QWidget, device_combo: QComboBox | None = None) -> None:
+    """Run *Check environment* on the configured interpreter (wait cursor) and show its report in a message box.
+
+    Whether CUDA is available is remembered in the plugin settings (``cuda_available``) and applied to
+    ``device_combo`` (see :func:`apply_cuda_availability`) before the report is shown.
+
+    Args:
+        parent: the message box's parent.
+        device_combo: the dialog's device choice, if it has one.
+    """
+    QApplication.setOverrideCursor(Qt.WaitCursor)
+    try:
+        report = check_environment(plugin_settings.interpreter())
+    finally:
+        QApplication.restoreOverrideCursor()
+    if CUDA_SETTING in report.versions:
+        cuda = bool(report.versions[CUDA_SETTING])
+        plugin_settings.set_value(CUDA_SETTING, cuda)
+        if device_combo is not None:
+            apply_cuda_availability(device_combo, cuda)
+    QMessageBox.information(parent, "Check environment", report.as_html())
