@@ -38,6 +38,8 @@ def test_zip_contents_and_metadata(tmp_path) -> None:
         "engine/selfcheck.py",
     ):
         assert f"{PLUGIN}/{required}" in names, required
+    for module in sorted((ROOT / "qgis_plugin").glob("*.py")):  # every plugin module, new ones included
+        assert f"{PLUGIN}/{module.name}" in names, module.name
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert all(n.startswith(f"{PLUGIN}/") for n in names)
     meta = configparser.ConfigParser(interpolation=None)
