@@ -152,6 +152,7 @@ def train(
     from training.transforms import TrainPipeline
 
     _emit(on_event, "status", message="building the start network")
+    torch.manual_seed(request.seed)  # fresh heads start the same in every run with this seed
     start = build_start(table.num_classes, table.names, request.init, request.backbone, arch)
     for w in start.warnings:
         _emit(on_event, "status", message=w)
@@ -236,6 +237,11 @@ def evaluate_and_write(
         "rasters": [os.path.abspath(r) for r in request.rasters],
         "labels": [os.path.abspath(p.split("|")[0]) for p in request.labels],
         "warnings": data.warnings,
+        "holdout_windows": [  # on each raster's work grid (its own pixels unless resampled to another GSD)
+            {"raster": i, "xoff": b.col, "yoff": b.row, "xsize": b.width, "ysize": b.height}
+            for i, s in enumerate(data.splits)
+            for b in s.holdout_blocks
+        ],
     }
     report_path = os.path.join(work_dir, REPORT_FILE)
     write_json(report, report_path)
