@@ -257,7 +257,8 @@ def evaluate_and_write(
         description=(
             f"UperNet {start.arch} fine-tuned from {start_text} on {train_pixels} labelled pixels of {labels_names} "
             f"({trainer.iteration} iterations). Hold-out accuracy on {summary['holdout_pixels']} pixels of spatially "
-            f"separate blocks: OA {summary['OA']}, kappa {summary['kappa']}, mIoU {summary['mIoU']}, mF1 {summary['mF1']}."
+            f"separate blocks: OA {summary['OA']}, kappa {summary['kappa']}, mIoU {summary['mIoU']}, "
+            f"mF1 {summary['mF1']}."
         ),
         provenance={
             **start.provenance,

@@ -91,7 +91,7 @@ def test_class_raster_labels_on_another_grid(tmp_path):
 
 
 def test_missing_class_field_lists_the_fields(potsdam_polygons):
-    with pytest.raises(LabelError, match="no field 'kind'.*class"):
+    with pytest.raises(LabelError, match=r"no field 'kind'.*class"):
         LabelSource(potsdam_polygons, "kind")
 
 
