@@ -54,42 +54,52 @@ def base(tmp_path, labels, *extra):
             "--batch-size", "2", "--device", "cpu", "--work-dir", str(tmp_path / "work"), *extra]  # fmt: skip
 
 
+def replaced(args, flag, value):
+    """``args`` with ``flag``'s value replaced."""
+    out = list(args)
+    out[out.index(flag) + 1] = value
+    return out
+
+
 def bad_inputs(tmp_path, potsdam_polygons):
-    far = polygons(tmp_path / "far.gpkg", [(box(X0 + 1e4, Y1 - 20, X0 + 1e4 + 20, Y1), "building"),
-                                           (box(X0 + 1e4 + 20, Y1 - 20, X0 + 1e4 + 40, Y1), "tree")])  # fmt: skip
-    ring = (
-        f"POLYGON(({X0 - 5} {Y1 - 30.6},{X0 + 30.6} {Y1 - 30.6},{X0 + 30.6} {Y1 + 5},{X0 - 5} {Y1 + 5},{X0 - 5} {Y1 - 30.6}),"
-        f"({X0} {Y1 - 25.6},{X0} {Y1},{X0 + 25.6} {Y1},{X0 + 25.6} {Y1 - 25.6},{X0} {Y1 - 25.6}))"
+    far = polygons(
+        tmp_path / "far.gpkg",
+        [
+            (box(X0 + 1e4, Y1 - 20, X0 + 1e4 + 20, Y1), "building"),
+            (box(X0 + 1e4 + 20, Y1 - 20, X0 + 1e4 + 40, Y1), "tree"),
+        ],
     )
-    outside = polygons(tmp_path / "ring.gpkg", [(ring, "building"), (ring, "tree")])
-    one = polygons(tmp_path / "one.gpkg", [(box(X0, Y1 - 10, X0 + 10, Y1), "building"),
-                                           (box(X0 + 12, Y1 - 10, X0 + 22, Y1), "building")])  # fmt: skip
-    tiny = polygons(tmp_path / "tiny.gpkg", [(box(X0 + 1, Y1 - 2, X0 + 2, Y1 - 1), "building"),
-                                             (box(X0 + 20, Y1 - 22, X0 + 21, Y1 - 21), "tree")])  # fmt: skip
+    # a frame around the raster: its bounding box covers the raster, no pixel centre is inside it
+    frame = box(X0 - 5, Y1 - 30.6, X0 + 30.6, Y1 + 5)[:-1] + ",(" + box(X0, Y1 - 25.6, X0 + 25.6, Y1)[9:]
+    outside = polygons(tmp_path / "frame.gpkg", [(frame, "building"), (frame, "tree")])
+    one = polygons(
+        tmp_path / "one.gpkg",
+        [(box(X0, Y1 - 10, X0 + 10, Y1), "building"), (box(X0 + 12, Y1 - 10, X0 + 22, Y1), "building")],
+    )
+    tiny = polygons(
+        tmp_path / "tiny.gpkg",
+        [(box(X0 + 1, Y1 - 2, X0 + 2, Y1 - 1), "building"), (box(X0 + 20, Y1 - 22, X0 + 21, Y1 - 21), "tree")],
+    )
+    good = base(tmp_path, potsdam_polygons)
     return {
         "labels and raster do not overlap": (base(tmp_path, far), "do not overlap"),
         "no labels inside the raster": (base(tmp_path, outside), "no labelled pixels"),
-        "missing class field": (
-            base(tmp_path, potsdam_polygons)[:4] + ["--class-field", "kind"] + base(tmp_path, potsdam_polygons)[6:],
-            "no field 'kind'",
-        ),  # fmt: skip
+        "missing class field": (replaced(good, "--class-field", "kind"), "no field 'kind'"),
         "one class only": (base(tmp_path, one), "at least two"),
         "too few labelled pixels": (base(tmp_path, tiny), "too few labelled pixels"),
         "bands do not fit the start model": (
-            ["--raster", LABELS_TIF] + base(tmp_path, potsdam_polygons)[2:],
+            replaced(good, "--raster", LABELS_TIF),
             "data bands but the model needs 3",
         ),
-        "start model and backbone": (base(tmp_path, potsdam_polygons, "--backbone", DEMO_MODEL), "not both"),
+        "start model and backbone": ([*good, "--backbone", DEMO_MODEL], "not both"),
         "start model and another arch": (
-            base(tmp_path, potsdam_polygons, "--arch", "rsp_swin_t"),
+            [*good, "--arch", "rsp_swin_t"],
             "is a lite_resnet model but --arch says rsp_swin_t",
-        ),  # fmt: skip
+        ),
         "unwritable output": (
-            base(tmp_path, potsdam_polygons)[:6]
-            + ["--output", "/nonexistent/dir/m.rspmodel"]
-            + base(tmp_path, potsdam_polygons)[8:],
+            replaced(good, "--output", "/nonexistent/dir/m.rspmodel"),
             "output folder does not exist",
-        ),  # fmt: skip
+        ),
     }
 
 
