@@ -26,7 +26,7 @@ from engine import raster_io
 from engine.errors import CancelledError, ParameterError
 from engine.tiling import Window
 from training.finetune.classes import ClassTable, value_key
-from training.finetune.labels import LabelSource
+from training.finetune.labels import LabelSource, category_names
 from training.metrics import ConfusionMatrix, format_table, summarize, write_json
 
 CHUNK_ROWS = 512
@@ -34,10 +34,8 @@ CHUNK_ROWS = 512
 
 def prediction_classes(ds: gdal.Dataset) -> list[str]:
     """Class names by pixel value of a class raster (category names, ``CLASS_NAMES``, or the values 0..max)."""
+    names = category_names(ds)
     band = ds.GetRasterBand(1)
-    names = [n for n in (band.GetCategoryNames() or [])]
-    if not names and band.GetMetadataItem("CLASS_NAMES"):
-        names = band.GetMetadataItem("CLASS_NAMES").split(",")
     if names:
         return [value_key(n) for n in names]
     top = int(band.ComputeRasterMinMax(False)[1])

@@ -101,7 +101,7 @@ class LabelSource:
         return [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
 
     def _category_names(self) -> list[str]:
-        return list(self._raster.GetRasterBand(1).GetCategoryNames() or [])
+        return category_names(self._raster)
 
     def values(self) -> dict[str, int]:
         """Label value → polygon count (vector) or pixel count (raster), over the whole file."""
@@ -207,6 +207,16 @@ class LabelSource:
             if cid is not None:
                 out[raw == v] = cid
         return out
+
+
+def category_names(ds: gdal.Dataset) -> list[str]:
+    """Band 1's category names (from the file or its ``.aux.xml``), or its ``CLASS_NAMES`` item; [] without."""
+    ds.GetGeoTransform()  # GDAL 3.6's GTiff loads the .aux.xml lazily: without this call the names read as None
+    band = ds.GetRasterBand(1)
+    names = list(band.GetCategoryNames() or [])
+    if not names and band.GetMetadataItem("CLASS_NAMES"):
+        names = band.GetMetadataItem("CLASS_NAMES").split(",")
+    return names
 
 
 def _reproject_box(

@@ -82,7 +82,7 @@ def write_label_raster(labels: LabelSource, grid: gdal.Dataset, extent: Window, 
         block = labels.burn(grid, Window(extent.row + y, extent.col, h, extent.width), table)
         band.WriteArray(block, 0, y)
         labelled += int((block != IGNORE).sum())
-    out = None
+    band = out = None  # band first: closing the dataset flushes it
     return labelled
 
 
