@@ -1,4 +1,6 @@
-"""Class names, palettes and model-file metadata presets of the RSP data sets (RSP_SPEC §2, §3, §5).
+"""Class names, palettes, ignore indices, titles and model-file metadata presets of the RSP data sets (RSP_SPEC §2, §3,
+§5): the one place these facts are stated. The engine's importer and the training package (``training.config``'s
+presets, ``training.datasets``' classes) read them from here.
 
 The names and colours are those RSP's dataset classes store in checkpoint ``meta`` (so a released checkpoint and a
 model made here agree). Note RSP's iSAID palette swaps the colours of ``storage_tank`` (2) and ``roundabout`` (12)

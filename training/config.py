@@ -1,7 +1,9 @@
 """Training configurations: one frozen dataclass, the six RSP seed presets and small CPU presets.
 
-The seed values (RSP_SPEC §2) are written out in full in each preset instead of being inherited from base files, so a
-preset reads as the complete recipe. ``python -m training show NAME`` prints one; ``--set key=value`` overrides fields.
+The seed values (RSP_SPEC §2) are written out in each preset instead of being inherited from base files, so a preset
+reads as the recipe: the data set's facts (classes, ignore index, bands, GSD, title) from ``engine.classes``, the
+optimiser as ``_SGD_R50`` or ``_ADAMW`` (CPU presets change only their lr and warm-up), and the rest in the preset.
+``python -m training show NAME`` prints one in full; ``--set key=value`` overrides fields.
 
 Batch size: ``batch_size`` is the *total* batch per optimiser step (8 in the paper). ``samples_per_gpu`` is what one
 process holds in memory at once; the trainer accumulates ``batch_size / (world_size * samples_per_gpu)`` micro-batches
@@ -15,12 +17,8 @@ import json
 import typing
 from dataclasses import dataclass, field
 
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
-POTSDAM_NUM_CLASSES = 5  # the head predicts 5 classes; label 5 (clutter) is ignored
-POTSDAM_IGNORE_INDEX = 5
-ISAID_NUM_CLASSES = 16  # background included
-ISAID_IGNORE_INDEX = 255
+from engine.classes import RSP_MEAN, RSP_STD, dataset_preset
+
 SEED_TOTAL_BATCH = 8
 SEED_MAX_ITERS = 80_000
 SEED_INTERVAL = 8_000  # checkpoint and evaluation interval of the seed
@@ -89,8 +87,8 @@ class TrainConfig:
     test_split: str = "val"
     flip_prob: float = 0.5
     photometric: bool = True
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, float, float] = RSP_MEAN
+    std: tuple[float, float, float] = RSP_STD
     batch_size: int = SEED_TOTAL_BATCH
     max_iters: int = SEED_MAX_ITERS
     momentum: float = 0.9
@@ -161,22 +159,36 @@ class TrainConfig:
         return cls(**clean)
 
 
+def _dataset_fields(dataset: str) -> dict[str, typing.Any]:
+    """The fields a data set fixes, as ``engine.classes`` states them (the one place engine and training read).
+
+    The head's classes, the ignored label (also the label of padded pixels), input bands, GSD, the seed's
+    sliding window and the data set's title, which exported model files carry.
+    """
+    preset = dataset_preset(dataset)
+    return dict(
+        dataset=dataset,
+        num_classes=len(preset.class_names),
+        ignore_index=preset.ignore_index,
+        seg_pad_val=preset.ignore_index,
+        bands=preset.bands,
+        gsd_m=preset.gsd_m,
+        test_tile=preset.tile_size,
+        test_stride=preset.stride,
+        dataset_title=preset.dataset,
+    )
+
+
 def _potsdam(name: str, arch: str, **kw: typing.Any) -> TrainConfig:
     base: dict[str, typing.Any] = dict(
         name=name,
         arch=arch,
-        dataset="potsdam",
+        **_dataset_fields("potsdam"),
         data_root="data/potsdam",
-        num_classes=POTSDAM_NUM_CLASSES,
-        ignore_index=POTSDAM_IGNORE_INDEX,
         crop_size=512,
         resize_scale=512,
         ratio_range=(0.5, 2.0),
         cat_max_ratio=0.75,
-        seg_pad_val=POTSDAM_IGNORE_INDEX,
-        bands=("nir", "red", "green"),
-        gsd_m=0.05,
-        dataset_title="ISPRS Potsdam (IRRG, 5_Labels_all, clutter ignored)",
         num_workers=8,
     )
     base.update(kw)
@@ -187,19 +199,14 @@ def _isaid(name: str, arch: str, **kw: typing.Any) -> TrainConfig:
     base: dict[str, typing.Any] = dict(
         name=name,
         arch=arch,
-        dataset="isaid",
+        **_dataset_fields("isaid"),
         data_root="data/isaid",
-        num_classes=ISAID_NUM_CLASSES,
-        ignore_index=ISAID_IGNORE_INDEX,
         crop_size=896,
         resize_scale=896,
         ratio_range=None,
         cat_max_ratio=1.0,
-        seg_pad_val=ISAID_IGNORE_INDEX,
         flip_test=True,
         test_keep_ratio_scale=896,
-        gsd_m=None,
-        dataset_title="iSAID (DOTA-v1.0 images, val set as test)",
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -236,13 +243,7 @@ PRESETS: dict[str, TrainConfig] = {
         samples_per_gpu=2,
         batch_size=2,
         max_iters=100,
-        optimizer="adamw",
-        lr=5e-3,
-        weight_decay=0.01,
-        no_decay_keys=SWIN_VITAE_NO_DECAY_KEYS,
-        lr_power=1.0,
-        min_lr=0.0,
-        warmup_iters=5,
+        **{**_ADAMW, "lr": 5e-3, "warmup_iters": 5},
         checkpoint_interval=50,
         val_interval=0,
         log_interval=10,
@@ -263,13 +264,7 @@ PRESETS: dict[str, TrainConfig] = {
         samples_per_gpu=4,
         batch_size=4,
         max_iters=400,
-        optimizer="adamw",
-        lr=1e-3,
-        weight_decay=0.01,
-        no_decay_keys=SWIN_VITAE_NO_DECAY_KEYS,
-        lr_power=1.0,
-        min_lr=0.0,
-        warmup_iters=20,
+        **{**_ADAMW, "lr": 1e-3, "warmup_iters": 20},
         checkpoint_interval=100,
         val_interval=100,
         log_interval=10,

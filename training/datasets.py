@@ -29,17 +29,6 @@ class DatasetLayoutError(FileNotFoundError):
     """A converted dataset folder is missing or incomplete; run the converter (``python -m training convert ...``)."""
 
 
-_SPEC_CLASSES = {
-    "potsdam": (classes.POTSDAM_CLASSES, classes.POTSDAM_PALETTE),
-    "isaid": (classes.ISAID_CLASSES, classes.ISAID_PALETTE),
-}
-
-
-def _class_meta(dataset: str) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
-    """Class names and RGB palette of ``dataset`` (as stored in the seed's checkpoints)."""
-    return _SPEC_CLASSES[dataset]  # type: ignore[return-value]
-
-
 def read_image(path: str) -> np.ndarray:
     """(H, W, 3) uint8 image in file channel order."""
     with Image.open(path) as im:
@@ -127,8 +116,8 @@ class SegmentationFolder(torch.utils.data.Dataset):
 class PotsdamDataset(SegmentationFolder):
     """ISPRS Potsdam patches: 0 impervious, 1 building, 2 low vegetation, 3 tree, 4 car, 5 clutter (ignored)."""
 
-    CLASSES, PALETTE = _class_meta("potsdam")
-    IGNORE_INDEX = 5
+    CLASSES, PALETTE = classes.POTSDAM_CLASSES, classes.POTSDAM_PALETTE
+    IGNORE_INDEX = classes.POTSDAM_IGNORE_INDEX
 
     @classmethod
     def from_root(cls, root: str, split: str, **kw: typing.Any) -> PotsdamDataset:
@@ -138,8 +127,8 @@ class PotsdamDataset(SegmentationFolder):
 class ISAIDDataset(SegmentationFolder):
     """iSAID patches: 16 classes, 0 background; 255 ignored (unknown colours and padding)."""
 
-    CLASSES, PALETTE = _class_meta("isaid")
-    IGNORE_INDEX = 255
+    CLASSES, PALETTE = classes.ISAID_CLASSES, classes.ISAID_PALETTE
+    IGNORE_INDEX = classes.ISAID_IGNORE_INDEX
     label_suffix = "_instance_color_RGB.png"
 
     @classmethod
