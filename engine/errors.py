@@ -1,18 +1,28 @@
 """Failure families of the engine: one exception type each, with a message that says what to do.
 
-:func:`error_event` turns any of them into the one-line ``error`` event of the CLI stream, with a hint.
-Exit codes of ``python -m engine``: 0 success, 1 error, 130 cancelled (SIGINT/SIGTERM or the cancel event).
+:func:`error_event` turns any of them into the one-line ``error`` event of the CLI stream, with a hint. The exit
+codes of ``python -m engine`` are stated in :mod:`engine.events` (re-exported here). Standard library only.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from engine.events import ERROR, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, event
 from engine.model_file import ModelFileError
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_CANCELLED = 130
+__all__ = [
+    "EXIT_CANCELLED",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "BandMismatchError",
+    "CancelledError",
+    "EngineError",
+    "OutputPathError",
+    "ParameterError",
+    "RasterReadError",
+    "error_event",
+]
 
 
 class EngineError(Exception):
@@ -66,4 +76,4 @@ def error_event(exc: BaseException) -> dict[str, Any]:
         hint = "lower --batch-size or --tile"
     else:
         hint = "this is a bug or an unexpected environment problem; run again with --debug and report the traceback"
-    return {"event": "error", "kind": type(exc).__name__, "message": str(exc) or type(exc).__name__, "hint": hint}
+    return event(ERROR, kind=type(exc).__name__, message=str(exc) or type(exc).__name__, hint=hint)
