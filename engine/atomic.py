@@ -1,9 +1,10 @@
-"""Names of the hidden files an engine run writes before renaming them onto the requested outputs.
+"""Names of the hidden files an engine run writes before renaming them onto the requested outputs, their sidecars,
+and the rename itself.
 
 Standard library only: the QGIS plugin imports this in QGIS's own Python to remove what a killed engine process
 (SIGKILL, the out-of-memory killer) could not clean up itself. The rule is the contract between the two: a file is
 written as ``.<stem>.tmp-<pid><ext>`` in the output's folder (same folder, so the final rename is atomic), then
-renamed onto ``<stem><ext>``.
+renamed onto ``<stem><ext>``. Every writer of the engine (rasters, polygons, model files) follows it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 
 # GDAL and SQLite companions a partial output may have next to it.
 SIDECARS = (".aux.xml", ".ovr", "-journal", "-wal", "-shm")
+# Sidecars that belong to a finished output and move with it (GDAL's category names and statistics).
+KEPT_SIDECARS = (".aux.xml",)
 
 
 def temporary_path(path: str, pid: int | None = None) -> str:
@@ -30,3 +33,13 @@ def remove_with_sidecars(paths: list[str]) -> list[str]:
                 os.remove(candidate)
                 removed.append(candidate)
     return removed
+
+
+def commit(tmp: str, final: str) -> None:
+    """Rename ``tmp`` (and its :data:`KEPT_SIDECARS`) onto ``final``, replacing ``final`` and its sidecars."""
+    if os.path.exists(final):
+        remove_with_sidecars([final])
+    for sidecar in KEPT_SIDECARS:
+        if os.path.exists(tmp + sidecar):
+            os.replace(tmp + sidecar, final + sidecar)
+    os.replace(tmp, final)

@@ -1,12 +1,11 @@
 """``python -m engine``: ``predict`` (this module) and ``import``/``info`` (``engine.importer``).
 
-Output protocol of ``predict``: one JSON object per line on stdout (``start``, ``progress``, ``done``, ``error``,
-``cancelled``);
-logs on stderr. When stdout is a terminal, a progress bar on stderr replaces the ``progress`` lines. No traceback
-unless ``--debug``. SIGINT/SIGTERM set the cancel event: the run stops at the next batch, removes its temporary
-files and exits with 130.
+Output protocol of ``predict``: one JSON object per line on stdout (the events of :mod:`engine.events`); logs on
+stderr. When stdout is a terminal, a progress bar on stderr replaces the ``progress`` lines. No traceback unless
+``--debug``. SIGINT/SIGTERM set the cancel event: the run stops at the next batch, removes its temporary files and
+exits with 130. Printing, signals and exit codes are :mod:`engine.console`'s, shared with ``training finetune``.
 
-Exit codes: 0 success, 1 error (an ``error`` event was printed), 130 cancelled.
+Exit codes (:mod:`engine.events`): 0 success, 1 error (an ``error`` event was printed), 130 cancelled.
 """
 
 from __future__ import annotations
@@ -15,13 +14,14 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 import typing
 from typing import Any
 
-from engine.errors import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, CancelledError, ParameterError, error_event
+from engine import events
+from engine.errors import ParameterError
+from engine.events import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK
 
 log = logging.getLogger("engine")
 
@@ -51,7 +51,7 @@ def add_predict_parser(sub: Any) -> None:
         "predict",
         help="segment a raster with a model file",
         description="Segment a GDAL raster; JSON events on stdout, logs on stderr. "
-        "Exit codes: 0 ok, 1 error, 130 cancelled.",
+        f"Exit codes: {EXIT_OK} ok, {EXIT_ERROR} error, {EXIT_CANCELLED} cancelled.",
     )
     p.add_argument("--model", required=True, help="model file (.rspmodel)")
     p.add_argument("--input", required=True, help="GDAL-readable raster")
@@ -113,7 +113,7 @@ class _Parser(argparse.ArgumentParser):
         hint = "see python -m engine predict --help"
         if "expected one argument" in message:
             hint += "; a value starting with '-' needs '=', e.g. --bbox=-10,40,-9,41"
-        print(json.dumps({"event": "error", "message": message, "hint": hint, "kind": "UsageError"}), flush=True)
+        print(json.dumps(events.event(events.ERROR, message=message, hint=hint, kind="UsageError")), flush=True)
         self.exit(EXIT_ERROR)
 
 
@@ -138,34 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         register_cli(sub)
     return parser
-
-
-class _EventPrinter:
-    """Prints events as JSON lines; on a terminal, draws a progress bar on stderr instead of progress lines."""
-
-    def __init__(self, rank: int = 0) -> None:
-        self.tty = sys.stdout.isatty()
-        self.rank = rank
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        if self.rank != 0 and event.get("event") != "error":
-            return
-        if self.tty and event.get("event") == "progress":
-            done, total = event["done"], max(event["total"], 1)
-            width = 40
-            fill = int(width * done / total)
-            eta = event.get("eta_s")
-            sys.stderr.write(
-                f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total}"
-                + (f" eta {eta:.0f}s" if eta is not None else "")
-                + " "
-            )
-            sys.stderr.flush()
-            return
-        if self.tty and event.get("event") in ("done", "error"):
-            sys.stderr.write("\n")
-        sys.stdout.write(json.dumps(event) + "\n")
-        sys.stdout.flush()
 
 
 def _request(args: argparse.Namespace) -> Any:
@@ -205,20 +177,14 @@ def _request(args: argparse.Namespace) -> Any:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    rank = int(os.environ.get("RANK", "0")) if args.distributed else 0
-    emit = _EventPrinter(rank)
-    cancel = threading.Event()
+    """Run ``predict`` under the event-stream contract (:func:`engine.console.run_cancellable`); the exit code."""
+    from engine.console import EventPrinter, run_cancellable
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.warning("received %s: cancelling", signal.Signals(signum).name)
-        cancel.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    def work(emit: events.EventCallback, cancel: threading.Event) -> int:
         request = _request(args)
         if args.distributed:
             from engine.distributed import predict_distributed
-            from engine.predict import bounded_gdal_cache
+            from engine.raster_io import bounded_gdal_cache
 
             with bounded_gdal_cache():
                 predict_distributed(request, on_event=emit, cancel=cancel)
@@ -227,17 +193,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
             predict(request, on_event=emit, cancel=cancel)
         return EXIT_OK
-    except CancelledError as exc:
-        emit({"event": "cancelled", "message": "cancelled; partial outputs removed", "hint": exc.hint})
-        return EXIT_CANCELLED
-    except Exception as exc:
-        if args.debug:
-            log.exception("predict failed")
-        emit(error_event(exc))
-        return EXIT_ERROR
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+
+    rank = int(os.environ.get("RANK", "0")) if args.distributed else 0
+    return run_cancellable(work, debug=args.debug, emit=EventPrinter(rank))
 
 
 def main(argv: list[str] | None = None) -> int:

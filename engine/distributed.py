@@ -17,22 +17,22 @@ from typing import Any
 
 from osgeo import gdal
 
-from engine import raster_io
-from engine.errors import CancelledError, EngineError, ParameterError
+from engine import events
+from engine.atomic import remove_with_sidecars, temporary_path
+from engine.errors import CancelledError, EngineError
+from engine.events import EventCallback, ProgressEvents
+from engine.outputs import remove_temporaries
 from engine.predict import (
-    EventCallback,
     PredictRequest,
     PredictResult,
-    _Progress,
-    cleanup,
     complete,
-    load_network,
-    output_paths,
+    load_run_network,
     prepare,
+    region_windows,
     run_region,
     start_event,
 )
-from engine.tiling import split_rows, windows_for_region
+from engine.tiling import split_rows
 
 PART_SUFFIX = ".part{rank}.tif"
 
@@ -67,59 +67,51 @@ def predict_distributed(
     ctx = None
     parts: list[str] = []
     tmps: dict[str, str] = {}
+    strips = []
     failure: BaseException | None = None
     ran = 0
     try:
         ctx = prepare(request, emit, cancel)
-        tmps = {k: _shared_tmp(p, token[0]) for k, p in output_paths(request).items()}
+        tmps = {role: temporary_path(path, token[0]) for role, path in request.output_paths().items()}
         strips = split_rows(ctx.region_work, world, ctx.stride)
-        model, device = load_network(ctx)
+        model, device = load_run_network(ctx)
         if rank == 0:
-            total = len(
-                windows_for_region(ctx.work.RasterYSize, ctx.work.RasterXSize, ctx.tile, ctx.stride, ctx.region_work)
-            )
-            start_event(ctx, total, device)
+            start_event(ctx, len(region_windows(ctx, ctx.region_work)), device)
         if rank < len(strips):
-            labels_part = tmps["labels"] + PART_SUFFIX.format(rank=rank)
-            conf_part = tmps["confidence"] + PART_SUFFIX.format(rank=rank) if request.confidence else None
-            parts = [p for p in (labels_part, conf_part) if p]
-            ran = run_region(ctx, model, device, strips[rank], labels_part, conf_part, _Progress(ctx))
+            mine = {role: path + PART_SUFFIX.format(rank=rank) for role, path in _rasters(tmps).items()}
+            parts = list(mine.values())
+            windows = region_windows(ctx, strips[rank])
+            ran = run_region(ctx, model, device, strips[rank], windows, mine, ProgressEvents(ctx.on_event))
     except BaseException as exc:
         failure = exc
     status = torch.tensor([1 if failure else 0, ran], dtype=torch.int64)
     dist.all_reduce(status)
     if status[0] > 0 or ctx is None:
-        cleanup(parts)
+        remove_temporaries(parts)
         dist.barrier()
         if failure is not None:
             raise failure
         raise CancelledError("cancelled: another rank failed or was cancelled")
     result = None
     if rank == 0:
-        n = min(world, len(split_rows(ctx.region_work, world, ctx.stride)))
+        n = min(world, len(strips))
         vrts: dict[str, str] = {}
         try:
-            for key in ("labels", "confidence") if request.confidence else ("labels",):
-                files = [tmps[key] + PART_SUFFIX.format(rank=r) for r in range(n)]
-                vrts[key] = tmps[key] + ".vrt"
-                gdal.BuildVRT(vrts[key], files).FlushCache()
-            result = complete(ctx, vrts["labels"], vrts.get("confidence"), tmps, int(status[1]), t0)
+            for role, tmp in _rasters(tmps).items():
+                vrts[role] = tmp + ".vrt"
+                gdal.BuildVRT(vrts[role], [tmp + PART_SUFFIX.format(rank=r) for r in range(n)]).FlushCache()
+            result = complete(ctx, vrts, tmps, int(status[1]), t0)
         except BaseException:
-            cleanup(list(tmps.values()))
+            remove_temporaries(list(tmps.values()))
             raise
         finally:
-            for key in vrts:
-                for r in range(n):
-                    raster_io.remove_dataset_files(tmps[key] + PART_SUFFIX.format(rank=r))
-                raster_io.remove_dataset_files(vrts[key])
+            for role, vrt in vrts.items():
+                remove_with_sidecars([tmps[role] + PART_SUFFIX.format(rank=r) for r in range(n)] + [vrt])
     dist.barrier()
     dist.destroy_process_group()
     return result
 
 
-def _shared_tmp(path: str, stem: int) -> str:
-    folder, name = os.path.split(os.path.abspath(path))
-    base, ext = os.path.splitext(name)
-    if not os.path.isdir(folder):
-        raise ParameterError(f"output folder does not exist: {folder}")
-    return os.path.join(folder, f".{base}.tmp-{stem}{ext}")
+def _rasters(tmps: dict[str, str]) -> dict[str, str]:
+    """The raster roles (labels, confidence) of ``{role: path}``: what the ranks write in parts."""
+    return {role: path for role, path in tmps.items() if role in (events.LABELS, events.CONFIDENCE)}

@@ -20,10 +20,10 @@ import os
 import sys
 from typing import Any
 
+from engine.events import EXIT_ERROR, EXIT_OK
 from engine.model_file import MODEL_FILE_SUFFIX, ModelFileError, ModelInfo, read_model_info
 
 HASH_CHUNK = 1 << 20
-EXIT_OK, EXIT_ERROR = 0, 1
 
 
 class ImportCheckpointError(Exception):
@@ -59,13 +59,15 @@ def import_checkpoint(
         ImportCheckpointError, engine.models.ModelError: unreadable or mismatching checkpoint, bad arguments.
     """
     from engine.classes import dataset_preset
+    from engine.errors import OutputPathError
     from engine.model_file import save_model_file
     from engine.models import load_mmseg_checkpoint, read_checkpoint
+    from engine.outputs import check_output_path
 
-    if os.path.exists(dst) and not overwrite:
-        raise ImportCheckpointError(f"{dst} exists; pass --overwrite to replace it")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(dst))):
-        raise ImportCheckpointError(f"output folder {os.path.dirname(os.path.abspath(dst))} does not exist")
+    try:
+        check_output_path(dst, overwrite)
+    except OutputPathError as exc:
+        raise ImportCheckpointError(str(exc)) from exc
     try:
         preset = dataset_preset(dataset)
     except KeyError as exc:

@@ -1,4 +1,5 @@
-"""Running a segmentor on windows (torch side of the engine), and in-memory sliding-window inference.
+"""The torch side of the engine: choosing the device, loading a model file's network for a run, compiling it,
+running it on windows, and in-memory sliding-window inference.
 
 :func:`slide_inference` is what training evaluation calls on whole images held in memory; the raster engine
 (:mod:`engine.predict`) streams windows from GDAL instead, but both take their windows from :mod:`engine.tiling` and
@@ -17,6 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from engine.blending import check_blend, window_weight
+from engine.errors import ParameterError
+from engine.model_file import ModelInfo, load_model_file
 from engine.tiling import axis_spans
 
 log = logging.getLogger(__name__)
@@ -153,3 +156,54 @@ def compile_for_run(
         return model
     log.info("compiling the network for batches of %d (first time per network: 1-2 min)", batch_size)
     return CompiledBatches(model, batch_size)
+
+
+def select_device(name: str | None = None) -> torch.device:
+    """The torch device for ``name``: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; None = CUDA when available, else CPU.
+
+    Raises:
+        ParameterError: CUDA asked for but not available, or an unknown device name.
+    """
+    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ParameterError("--device cuda asked but CUDA is not available; use --device cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ParameterError(f"unknown --device {name!r}; use cpu or cuda")
+    return torch.device(name)
+
+
+def load_network(
+    path: str,
+    device: str | None = None,
+    *,
+    threads: int | None = None,
+    exact: bool = False,
+    compile_mode: str = "auto",
+    info: ModelInfo | None = None,
+) -> tuple[torch.nn.Module, torch.device]:
+    """The network of model file ``path`` in eval mode on the chosen device, ready for a run.
+
+    Args:
+        path: model file.
+        device: see :func:`select_device`.
+        threads: ``torch.set_num_threads`` (None: torch's default).
+        exact: keep the reference float order in the decode head (else its low-resolution fusion).
+        compile_mode: ``--compile`` value, checked here so that a bad one fails before any work.
+        info: the file's metadata when already read (read from ``path`` otherwise).
+
+    Returns:
+        ``(model, device)``.
+
+    Raises:
+        ParameterError: bad device or compile mode. engine.model_file.ModelFileError: bad model file.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    chosen = select_device(device)
+    model, _ = load_model_file(path, device=str(chosen), info=info)
+    model.set_lowres_fusion(not exact)
+    try:
+        check_compile_mode(compile_mode, chosen.type == "cpu")
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from exc
+    return model, chosen

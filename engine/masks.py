@@ -13,20 +13,16 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from engine.errors import ParameterError
+from engine.georef import get_srs, window_geotransform
 from engine.tiling import Window
 
 gdal.UseExceptions()
 ogr.UseExceptions()
 
 
-def raster_srs(raster: gdal.Dataset) -> osr.SpatialReference | None:
-    """The raster's CRS in GIS axis order (x = easting/longitude), None without one."""
-    wkt = raster.GetProjection()
-    if not wkt:
-        return None
-    srs = osr.SpatialReference(wkt=wkt)
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return srs
+# The raster's CRS in GIS axis order, None without one (the name training.finetune.labels imports; one rule:
+# engine.georef.get_srs).
+raster_srs = get_srs
 
 
 def polygon_features(
@@ -56,18 +52,8 @@ def polygon_features(
 
 def window_grid(raster: gdal.Dataset, win: Window, dtype: int, fill: float) -> gdal.Dataset:
     """An in-memory one-band raster on ``raster``'s grid covering ``win``, filled with ``fill``."""
-    gt = raster.GetGeoTransform()
     mem = gdal.GetDriverByName("MEM").Create("", win.width, win.height, 1, dtype)
-    mem.SetGeoTransform(
-        (
-            gt[0] + win.col * gt[1] + win.row * gt[2],
-            gt[1],
-            gt[2],
-            gt[3] + win.col * gt[4] + win.row * gt[5],
-            gt[4],
-            gt[5],
-        )
-    )
+    mem.SetGeoTransform(window_geotransform(raster, win))
     if raster.GetProjection():
         mem.SetProjection(raster.GetProjection())
     band = mem.GetRasterBand(1)

@@ -17,6 +17,8 @@ import struct
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from engine.atomic import temporary_path
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -186,7 +188,7 @@ def save_model_file(path: str | os.PathLike[str], state_dict: dict[str, torch.Te
     tensors = {
         k: v.detach().to("cpu").contiguous() for k, v in state_dict.items() if not k.startswith("auxiliary_head.")
     }
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = temporary_path(path)  # the engine's hidden temporary name, which the plugin removes after a kill
     try:
         save_file(tensors, tmp, metadata={METADATA_KEY: info.to_json()})
         umask = os.umask(0)
@@ -210,14 +212,25 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise ModelFileError(f"model file {path} is corrupt or truncated ({exc}); copy or export it again") from exc
 
 
-def load_model_file(path: str | os.PathLike[str], device: str = "cpu") -> tuple[UperNet, ModelInfo]:
+def load_model_file(
+    path: str | os.PathLike[str], device: str = "cpu", info: ModelInfo | None = None
+) -> tuple[UperNet, ModelInfo]:
     """Build the network a model file describes, load its weights strictly, and return it in eval mode.
+
+    Args:
+        path: model file.
+        device: torch device name to move the network to.
+        info: the file's metadata when the caller has read it already (:func:`read_model_info`); read otherwise.
+
+    Returns:
+        ``(network, info)``.
 
     Raises:
         ModelFileError: unreadable file, or weights that do not match the described network (the message names the
             missing, unexpected and mis-shaped keys).
     """
-    info = read_model_info(path)
+    if info is None:
+        info = read_model_info(path)
     state = read_state_dict(path)
     from engine.models import ARCHS, build_segmentor, load_state_dict_strict
 

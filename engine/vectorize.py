@@ -19,8 +19,9 @@ import os
 
 from osgeo import gdal, ogr, osr
 
+from engine.atomic import remove_with_sidecars
+from engine.georef import center_latitude, get_srs
 from engine.model_file import ModelInfo
-from engine.raster_io import center_latitude, get_srs, remove_dataset_files
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -83,7 +84,7 @@ def polygonize(
         gdal.SieveFilter(sband, sband.GetMaskBand(), sband, threshold, 4)
         sieved.FlushCache()
         band = sband
-    remove_dataset_files(gpkg_path)
+    remove_with_sidecars([gpkg_path])
     out = ogr.GetDriverByName("GPKG").CreateDataSource(gpkg_path)
     srs = get_srs(raster)
     layer = out.CreateLayer(LAYER_NAME, srs=srs, geom_type=ogr.wkbPolygon)
@@ -134,7 +135,7 @@ def polygonize(
     out = None
     band = sband = sieved = src = None
     if sieved_path and os.path.exists(sieved_path):
-        remove_dataset_files(sieved_path)
+        remove_with_sidecars([sieved_path])
     return count
 
 

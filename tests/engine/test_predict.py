@@ -260,7 +260,7 @@ def test_default_fast_head_and_exact_agree_on_a_wide_head(make_raster, tmp_path)
 
 def test_gdal_cache_is_bounded_during_a_run_and_restored(model_path, make_raster, tmp_path, monkeypatch) -> None:
     """GDAL's default cache (5 % of RAM) would let memory grow with the raster's area; runs cap it, then restore."""
-    from engine.predict import GDAL_CACHE_BYTES
+    from engine.raster_io import GDAL_CACHE_BYTES
 
     monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
     before = gdal.GetCacheMax()

@@ -1,0 +1,230 @@
+"""Where pixels are on the ground: CRS, pixel sizes and areas in metres, extents → pixel windows, window
+geotransforms, and the work grid (the raster resampled to the model's GSD).
+
+Decisions (where the issue is silent):
+
+- **No CRS**: allowed with a warning; the GSD is unknown, so no resampling, and areas are reported as ``null``.
+- **Geographic CRS** (degrees): the pixel size in metres is computed on the WGS84 ellipsoid at the raster's centre
+  latitude (separately east-west and north-south), so resampling makes pixels square on the ground; pixel areas use
+  each row's own latitude.
+- **GSD resampling**: when the raster's GSD differs from the model's ``gsd_m`` by more than
+  :data:`GSD_TOLERANCE`, the raster is read through a GDAL warped VRT at the model's GSD with the same origin
+  (pixel (0,0) corner), so the tiling grid stays anchored to the raster; the labels are warped back to the source
+  grid (nearest neighbour) at the end (:mod:`engine.outputs`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+from osgeo import gdal, osr
+
+from engine.errors import ParameterError
+from engine.tiling import Window
+
+gdal.UseExceptions()
+osr.UseExceptions()
+
+log = logging.getLogger("engine")
+
+GSD_TOLERANCE = 0.05  # relative GSD difference below which the raster is used at its own resolution
+WGS84_A = 6378137.0  # semi-major axis, m
+WGS84_E2 = 6.69437999014e-3  # first eccentricity squared
+BBOX_EDGE_POINTS = 20  # segments per edge when transforming a --bbox, so curved edges stay inside the box
+
+
+def get_srs(ds: gdal.Dataset) -> osr.SpatialReference | None:
+    """The raster's CRS in x/y (GIS) axis order, or None when it has none."""
+    wkt = ds.GetProjection()
+    if not wkt:
+        return None
+    srs = osr.SpatialReference(wkt=wkt)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def ellipsoid_radii(lat_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Radii of curvature of WGS84 at latitudes ``lat_deg`` (degrees, any shape).
+
+    Returns:
+        ``(M, N)``: meridional and prime-vertical radii in metres, each of ``lat_deg``'s shape.
+    """
+    s = np.sin(np.radians(lat_deg))
+    w = 1 - WGS84_E2 * s * s
+    return WGS84_A * (1 - WGS84_E2) / w**1.5, WGS84_A / np.sqrt(w)
+
+
+def center_latitude(ds: gdal.Dataset) -> float:
+    """Latitude (degrees) of the raster's centre, for geographic CRSs."""
+    gt = ds.GetGeoTransform()
+    cx = gt[0] + gt[1] * ds.RasterXSize / 2 + gt[2] * ds.RasterYSize / 2
+    cy = gt[3] + gt[4] * ds.RasterXSize / 2 + gt[5] * ds.RasterYSize / 2
+    srs = get_srs(ds)
+    assert srs is not None
+    geo = srs.CloneGeogCS()
+    geo.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    _, lat, _ = osr.CoordinateTransformation(srs, geo).TransformPoint(cx, cy)
+    return float(lat)
+
+
+def pixel_size_m(ds: gdal.Dataset) -> tuple[float, float] | None:
+    """(east-west, north-south) pixel size in metres at the raster centre; None without CRS."""
+    srs = get_srs(ds)
+    if srs is None:
+        return None
+    gt = ds.GetGeoTransform()
+    sx, sy = math.hypot(gt[1], gt[4]), math.hypot(gt[2], gt[5])
+    if srs.IsGeographic():
+        lat = center_latitude(ds)
+        m, n = (float(r) for r in ellipsoid_radii(np.asarray(lat)))
+        unit = srs.GetAngularUnits()  # radians per unit
+        return sx * unit * n * math.cos(math.radians(lat)), sy * unit * m
+    unit = srs.GetLinearUnits()
+    return sx * unit, sy * unit
+
+
+def row_pixel_areas_m2(ds: gdal.Dataset, rows: np.ndarray) -> np.ndarray | None:
+    """Ground area (m²) of one pixel in each of ``rows`` (absolute raster rows); None without CRS."""
+    srs = get_srs(ds)
+    if srs is None:
+        return None
+    gt = ds.GetGeoTransform()
+    if not srs.IsGeographic():
+        unit = srs.GetLinearUnits()
+        return np.full(rows.shape, abs(gt[1] * gt[5] - gt[2] * gt[4]) * unit * unit)
+    unit = srs.GetAngularUnits()
+    lats = gt[3] + gt[5] * (rows + 0.5)  # north-up rasters; rotation terms are ignored for areas
+    m, n = ellipsoid_radii(lats)
+    return np.abs(gt[1] * unit * n * np.cos(np.radians(lats)) * gt[5] * unit * m)
+
+
+def window_geotransform(ds: gdal.Dataset, win: Window) -> tuple[float, ...]:
+    """GDAL geotransform of the pixel window ``win`` of ``ds`` (same pixel size, origin at the window's corner)."""
+    gt = ds.GetGeoTransform()
+    return (
+        gt[0] + win.col * gt[1] + win.row * gt[2],
+        gt[1],
+        gt[2],
+        gt[3] + win.col * gt[4] + win.row * gt[5],
+        gt[4],
+        gt[5],
+    )
+
+
+def requested_window(
+    ds: gdal.Dataset,
+    window: tuple[int, int, int, int] | None,
+    bbox: tuple[float, float, float, float] | None,
+    bbox_crs: str | None,
+) -> Window:
+    """The pixel window of ``ds`` to process: ``window`` (``xoff, yoff, xsize, ysize``, GDAL order) or ``bbox``
+    (see :func:`bbox_to_window`), clipped to the raster; the whole raster when neither is given.
+
+    Raises:
+        ParameterError: the window or box does not overlap the raster.
+    """
+    full = Window(0, 0, ds.RasterYSize, ds.RasterXSize)
+    if window is not None:
+        xoff, yoff, xsize, ysize = window
+        region = Window(yoff, xoff, ysize, xsize).intersection(full)
+        if region is None or xsize < 1 or ysize < 1:
+            raise ParameterError(f"--window {window} is not inside the {full.width}×{full.height} raster")
+        return region
+    if bbox is not None:
+        return bbox_to_window(ds, bbox, bbox_crs)
+    return full
+
+
+def bbox_to_window(ds: gdal.Dataset, bbox: tuple[float, float, float, float], bbox_crs: str | None) -> Window:
+    """Pixel window (clipped to the raster) covering ``bbox = (xmin, ymin, xmax, ymax)`` given in ``bbox_crs``.
+
+    Raises:
+        ParameterError: an empty box, an unknown ``bbox_crs``, a CRS for a raster without one, or no overlap.
+    """
+    xmin, ymin, xmax, ymax = bbox
+    if not (xmax > xmin and ymax > ymin):
+        raise ParameterError(f"--bbox must be xmin,ymin,xmax,ymax with max > min, got {bbox}")
+    pts = [(xmin, ymin), (xmin, ymax), (xmax, ymin), (xmax, ymax)]
+    srs = get_srs(ds)
+    if bbox_crs:
+        if srs is None:
+            raise ParameterError(
+                "--bbox-crs given but the raster has no CRS; give the box in pixel units with --window"
+            )
+        src = osr.SpatialReference()
+        try:
+            src.SetFromUserInput(bbox_crs)
+        except RuntimeError as exc:
+            raise ParameterError(f"unknown --bbox-crs {bbox_crs!r} (use e.g. EPSG:4326)") from exc
+        src.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        ct = osr.CoordinateTransformation(src, srs)
+        k = BBOX_EDGE_POINTS
+        dense = [(xmin + (xmax - xmin) * t / k, y) for t in range(k + 1) for y in (ymin, ymax)]
+        dense += [(x, ymin + (ymax - ymin) * t / k) for t in range(k + 1) for x in (xmin, xmax)]
+        pts = [ct.TransformPoint(x, y)[:2] for x, y in dense]
+    inv = gdal.InvGeoTransform(ds.GetGeoTransform())
+    cols, rows = zip(*(gdal.ApplyGeoTransform(inv, x, y) for x, y in pts), strict=True)
+    c0, c1 = max(math.floor(min(cols)), 0), min(math.ceil(max(cols)), ds.RasterXSize)
+    r0, r1 = max(math.floor(min(rows)), 0), min(math.ceil(max(rows)), ds.RasterYSize)
+    if c1 <= c0 or r1 <= r0:
+        raise ParameterError(f"--bbox {bbox} does not overlap the raster")
+    return Window(r0, c0, r1 - r0, c1 - c0)
+
+
+def work_dataset(ds: gdal.Dataset, model_gsd: float | None) -> gdal.Dataset:
+    """The dataset the network reads: ``ds`` itself, or a warped VRT at the model's GSD with the same origin.
+
+    The VRT has the source bands plus an alpha band carrying the source masks; its pixel (0, 0) corner is the
+    source's, so the tiling grid stays anchored to the raster.
+
+    Raises:
+        ParameterError: a rotated raster that would need resampling.
+    """
+    size = pixel_size_m(ds)
+    if model_gsd is None or size is None:
+        if model_gsd is not None:
+            log.warning("the raster has no CRS: its GSD is unknown, so it is processed at its own resolution")
+        return ds
+    gx, gy = size
+    if abs(gx / model_gsd - 1) <= GSD_TOLERANCE and abs(gy / model_gsd - 1) <= GSD_TOLERANCE:
+        return ds
+    gt = ds.GetGeoTransform()
+    if gt[2] != 0 or gt[4] != 0:
+        raise ParameterError("rotated rasters cannot be resampled to the model GSD; warp the raster north-up first")
+    width = max(1, round(ds.RasterXSize * gx / model_gsd))
+    height = max(1, round(ds.RasterYSize * gy / model_gsd))
+    bounds = (gt[0], gt[3] + gt[5] * ds.RasterYSize, gt[0] + gt[1] * ds.RasterXSize, gt[3])
+    log.info(
+        "resampling %dx%d px at %.3gx%.3g m to %dx%d px at the model GSD %.3g m",
+        ds.RasterXSize,
+        ds.RasterYSize,
+        gx,
+        gy,
+        width,
+        height,
+        model_gsd,
+    )
+    return gdal.Warp(
+        "",
+        ds,
+        format="VRT",
+        outputBounds=bounds,
+        width=width,
+        height=height,
+        resampleAlg="average" if gx < model_gsd else "bilinear",  # downsampling averages
+        dstAlpha=True,
+        multithread=False,
+    )
+
+
+def to_work_window(region: Window, source: gdal.Dataset, work: gdal.Dataset) -> Window:
+    """The work-grid pixels covering a source-grid ``region`` (identity when not resampled)."""
+    if work is source:
+        return region
+    fy, fx = work.RasterYSize / source.RasterYSize, work.RasterXSize / source.RasterXSize
+    r0, c0 = math.floor(region.row * fy), math.floor(region.col * fx)
+    r1 = min(max(math.ceil(region.row_end * fy), r0 + 1), work.RasterYSize)
+    c1 = min(max(math.ceil(region.col_end * fx), c0 + 1), work.RasterXSize)
+    return Window(r0, c0, r1 - r0, c1 - c0)
