@@ -7,6 +7,7 @@ without it). The QGIS plugin's "Check environment" button runs this in the confi
 
 from __future__ import annotations
 
+import importlib
 import json
 import platform
 import sys
@@ -16,48 +17,36 @@ REQUIRED = ("numpy", "gdal", "torch", "timm")
 FIX_COMMAND = "make setup  (or: python3 -m pip install --find-links /opt/wheels -r requirements.txt -c constraints.txt)"
 
 
+def _version(module: str, attribute: str = "__version__") -> str | None:
+    """``module``'s version (``attribute`` may be dotted), or None when it cannot be imported."""
+    try:
+        value: Any = importlib.import_module(module)
+    except ImportError:
+        return None
+    for name in attribute.split("."):
+        value = getattr(value, name)
+    return str(value)
+
+
 def collect() -> dict[str, Any]:
     """Return a dict of component name → version string (or None when missing) plus CUDA facts."""
     report: dict[str, Any] = {"python": platform.python_version(), "executable": sys.executable}
-    try:
-        import numpy
-
-        report["numpy"] = numpy.__version__
-    except ImportError:
-        report["numpy"] = None
-    try:
-        from osgeo import gdal
-
-        report["gdal"] = gdal.__version__
-    except ImportError:
-        report["gdal"] = None
-    try:
-        from qgis.core import Qgis
-
-        report["qgis"] = Qgis.QGIS_VERSION
-    except ImportError:
-        report["qgis"] = None
-    try:
+    report["numpy"] = _version("numpy")
+    report["gdal"] = _version("osgeo.gdal")
+    report["qgis"] = _version("qgis.core", "Qgis.QGIS_VERSION")
+    report["torch"] = _version("torch")
+    report["cuda_available"] = False
+    report["cuda_device"] = None
+    if report["torch"] is not None:
         import torch
 
-        report["torch"] = torch.__version__
         report["cuda_available"] = bool(torch.cuda.is_available())
         report["cuda_device"] = torch.cuda.get_device_name(0) if report["cuda_available"] else None
         report["torch_threads"] = torch.get_num_threads()
-    except ImportError:
-        report["torch"] = None
-        report["cuda_available"] = False
-        report["cuda_device"] = None
-    try:
         from engine._torch_compat import ensure_torchvision_importable
 
-        if report["torch"] is not None:
-            report["torchvision_ops"] = ensure_torchvision_importable()
-        import timm
-
-        report["timm"] = timm.__version__
-    except ImportError:
-        report["timm"] = None
+        report["torchvision_ops"] = ensure_torchvision_importable()
+    report["timm"] = _version("timm")
     report["missing"] = [name for name in REQUIRED if report.get(name) is None]
     report["fix"] = FIX_COMMAND if report["missing"] else None
     return report
