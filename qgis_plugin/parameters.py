@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from .engine_locator import ensure_engine_importable
+
 DEVICES = ("cpu", "cuda")
 DEFAULT_BATCH_SIZE = 4
 MAX_BATCH_SIZE = 256
@@ -32,8 +34,10 @@ class ExtentMode(StrEnum):
     SELECTED_FEATURES = "selected"
 
 
-class ParameterError(Exception):
-    """The run's parameters are incomplete or inconsistent; the message lists what to fix in the dialog."""
+class InvalidParametersError(Exception):
+    """The run's parameters, as entered in the dialog or Processing, are incomplete or inconsistent; the message
+    lists what to fix there. Not the engine's ``ParameterError``: that one reaches the plugin only as an ``error``
+    event of the engine's stream, never as an exception."""
 
 
 @dataclass(frozen=True)
@@ -119,10 +123,10 @@ class SegmentParameters:
         return out
 
     def validate(self) -> None:
-        """Raise :class:`ParameterError` listing every problem, if any."""
+        """Raise :class:`InvalidParametersError` listing every problem, if any."""
         problems = self.problems()
         if problems:
-            raise ParameterError("\n".join(problems))
+            raise InvalidParametersError("\n".join(problems))
 
     def engine_args(self) -> list[str]:
         """Arguments after ``<python> -m engine``: an argument list for QProcess, never a shell string."""
@@ -176,7 +180,7 @@ def parse_band_list(text: str) -> tuple[int, ...] | None:
     """``"3, 2, 1"`` → ``(3, 2, 1)``; empty text → None (engine default).
 
     Raises:
-        ParameterError: anything other than comma-separated positive integers.
+        InvalidParametersError: anything other than comma-separated positive integers.
     """
     text = text.strip()
     if not text:
@@ -184,32 +188,32 @@ def parse_band_list(text: str) -> tuple[int, ...] | None:
     try:
         bands = tuple(int(part) for part in text.replace(" ", "").split(","))
     except ValueError as exc:
-        raise ParameterError(f"Bands must be comma-separated numbers like 1,2,3, got {text!r}") from exc
+        raise InvalidParametersError(f"Bands must be comma-separated numbers like 1,2,3, got {text!r}") from exc
     if any(b < 1 for b in bands):
-        raise ParameterError("Band numbers start at 1.")
+        raise InvalidParametersError("Band numbers start at 1.")
     return bands
 
 
-def default_band_mapping(model_bands: tuple[str, ...], raster_band_names: list[str]) -> tuple[int, ...]:
-    """Pick a raster band (1-based) for each model input band by colour interpretation, else in order.
+def default_band_mapping(model_bands: tuple[str, ...], raster_band_names: list[str]) -> tuple[int, ...] | None:
+    """The raster band (1-based) the engine picks for each model input band, by the engine's own rule.
+
+    Calls :func:`engine.bands.map_bands` (standard library only), so the dialog shows what
+    ``python -m engine predict`` does without ``--bands``: names matched by colour interpretation (with aliases such
+    as ``nir``/``infrared``), else bands ``1..n`` in order when the raster has exactly as many non-alpha bands as the
+    model needs.
 
     Args:
         model_bands: the model file's band names, e.g. ``("red", "green", "blue")`` or ``("nir", "red", "green")``.
-        raster_band_names: each raster band's colour interpretation or description (``"Red"``, ``"Gray"``, ...).
+        raster_band_names: each raster band's colour interpretation name (``"Red"``, ``"Gray"``, ``"Alpha"``, ...).
 
     Returns:
-        One 1-based band number per model band. A model band without a matching name takes the next unused band,
-        so a 3-band RGB raster maps 1,2,3 to an RGB model even when its bands are labelled ``Undefined``.
+        One 1-based band number per model band, or None when the rule finds no mapping (the analyst must give one).
     """
-    names = [n.strip().lower() for n in raster_band_names]
-    chosen: list[int | None] = []
-    for wanted in model_bands:
-        matches = [i + 1 for i, n in enumerate(names) if n == wanted.lower()]
-        chosen.append(matches[0] if matches else None)
-    unused = [i for i in range(1, len(names) + 1) if i not in chosen]
-    mapping = []
-    for band in chosen:
-        if band is None:
-            band = unused.pop(0) if unused else 1
-        mapping.append(band)
-    return tuple(mapping)
+    ensure_engine_importable()
+    from engine.bands import RasterBand, map_bands
+    from engine.errors import BandMismatchError
+
+    try:
+        return tuple(map_bands(model_bands, [RasterBand(colour=name) for name in raster_band_names]))
+    except BandMismatchError:
+        return None

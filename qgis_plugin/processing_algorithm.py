@@ -34,7 +34,15 @@ from .engine_locator import ensure_engine_importable
 from .engine_runner import EngineRunError, run_blocking
 from .layer_inputs import LayerExportError, bbox_within_layer, layer_file_path, processing_features_path
 from .layer_styling import categorized_renderer, paletted_renderer
-from .parameters import DEFAULT_BATCH_SIZE, DEVICES, MAX_BATCH_SIZE, ExtentMode, SegmentParameters, parse_band_list
+from .parameters import (
+    DEFAULT_BATCH_SIZE,
+    DEVICES,
+    MAX_BATCH_SIZE,
+    ExtentMode,
+    InvalidParametersError,
+    SegmentParameters,
+    parse_band_list,
+)
 from .progress_stream import ProgressEvent
 
 INPUT = "INPUT"
@@ -168,7 +176,7 @@ class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
             mode = ExtentMode.POLYGON_LAYER
         try:
             bands = parse_band_list(self.parameterAsString(parameters, BANDS, context) or "")
-        except Exception as exc:
+        except InvalidParametersError as exc:
             raise QgsProcessingException(str(exc)) from exc
         params = SegmentParameters(
             input_path=input_path,
@@ -208,11 +216,11 @@ class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
                 return {}
             raise QgsProcessingException(f"{exc.message} {exc.hint}".strip()) from exc
         self._style_outputs(params.model_path, context, {OUTPUT: ("raster", output), OUTPUT_VECTOR: ("vector", vector)})
-        results: dict[str, Any] = {OUTPUT: done.outputs.get("labels") or done.outputs.get("raster") or output}
+        results: dict[str, Any] = {OUTPUT: done.labels or output}
         if vector:
-            results[OUTPUT_VECTOR] = done.outputs.get("vector") or vector
+            results[OUTPUT_VECTOR] = done.vector or vector
         if confidence:
-            results[OUTPUT_CONFIDENCE] = done.outputs.get("confidence") or confidence
+            results[OUTPUT_CONFIDENCE] = done.confidence or confidence
         return results
 
     @staticmethod

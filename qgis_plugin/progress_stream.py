@@ -2,9 +2,10 @@
 
 One JSON object per line: ``{"event": "progress", "done": k, "total": n, "eta_s": s}``,
 ``{"event": "done", "outputs": {...}, "classes": [...]}``, ``{"event": "error", "message": ..., "hint": ...}``.
-A well-formed event of another name becomes :class:`OtherEvent`; a line that is not a JSON object, or an event
-missing its fields, becomes :class:`MalformedLine` and is ignored by the runner (with a log entry), so a stray print
-in the engine never breaks a run. Standard library only.
+Event names and output roles are the engine's (:mod:`engine.events`, standard library only, imported here in
+QGIS's own Python). A well-formed event of another name becomes :class:`OtherEvent`; a line that is not a JSON
+object, or an event missing its fields, becomes :class:`MalformedLine` and is ignored by the runner (with a log
+entry), so a stray print in the engine never breaks a run. Standard library only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from .engine_locator import ensure_engine_importable
+
+ensure_engine_importable()
+
+from engine import events  # noqa: E402  (found by ensure_engine_importable)
 
 
 @dataclass(frozen=True)
@@ -30,11 +37,27 @@ class ProgressEvent:
 
 @dataclass(frozen=True)
 class DoneEvent:
-    """The run finished: ``outputs`` maps a role (``"raster"``, ``"vector"``, ``"confidence"``) to a path."""
+    """The run finished: ``outputs`` maps an output role of :mod:`engine.events` (``"labels"``, ``"confidence"``,
+    ``"vector"``) to a path."""
 
     outputs: dict[str, str]
     classes: list[Any] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> str | None:
+        """Path of the class raster, None when the engine reported none."""
+        return self.outputs.get(events.LABELS)
+
+    @property
+    def confidence(self) -> str | None:
+        """Path of the confidence raster, None when not requested."""
+        return self.outputs.get(events.CONFIDENCE)
+
+    @property
+    def vector(self) -> str | None:
+        """Path of the polygon GeoPackage, None when not requested."""
+        return self.outputs.get(events.VECTOR)
 
 
 @dataclass(frozen=True)
@@ -77,15 +100,15 @@ def parse_line(line: str) -> EngineEvent | None:
         return MalformedLine(text, "not a JSON object with an 'event' field")
     name = data["event"]
     try:
-        if name == "progress":
+        if name == events.PROGRESS:
             eta = data.get("eta_s")
             return ProgressEvent(int(data["done"]), int(data["total"]), None if eta is None else float(eta))
-        if name == "done":
+        if name == events.DONE:
             outputs = data.get("outputs") or {}
             if not isinstance(outputs, dict):
                 return MalformedLine(text, "'outputs' is not an object")
             return DoneEvent({str(k): str(v) for k, v in outputs.items() if v}, list(data.get("classes") or []), data)
-        if name == "error":
+        if name == events.ERROR:
             return ErrorEvent(str(data.get("message") or "the engine reported an error"), str(data.get("hint") or ""))
     except (KeyError, TypeError, ValueError) as exc:
         return MalformedLine(text, f"bad {name!r} event: {exc!r}")

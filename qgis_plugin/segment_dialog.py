@@ -48,7 +48,7 @@ from .parameters import (
     DEVICES,
     MAX_BATCH_SIZE,
     ExtentMode,
-    ParameterError,
+    InvalidParametersError,
     SegmentParameters,
     default_band_mapping,
     default_output_paths,
@@ -86,6 +86,7 @@ class SegmentDialog(QDialog):
         self._run_entry: ModelEntry | None = None
         self._tmp: QTemporaryDir | None = None
         self._auto_outputs: dict[str, str] = {}
+        self._default_bands: tuple[int, ...] | None = None  # the mapping the engine chooses by itself
         self.models: list[ModelEntry] = []
         self._build()
         self._restore_settings()
@@ -217,8 +218,12 @@ class SegmentDialog(QDialog):
         self.model_info.setToolTip(format_info_html(entry) if entry else "")
         layer = self.layer_combo.currentLayer()
         if entry is not None and entry.info is not None and isinstance(layer, QgsRasterLayer):
-            mapping = default_band_mapping(entry.info.bands, layer_band_names(layer))
-            self.bands_edit.setText(",".join(str(b) for b in mapping))
+            # The engine's rule; sent as --bands only when the analyst changes it (see gather_parameters).
+            self._default_bands = default_band_mapping(entry.info.bands, layer_band_names(layer))
+            self.bands_edit.setText(",".join(str(b) for b in self._default_bands or ()))
+            self.bands_edit.setPlaceholderText(
+                f"{len(entry.info.bands)} band numbers for {', '.join(entry.info.bands)}"
+            )
         self._set_default_outputs()
         self._update_enabled()
 
@@ -297,11 +302,12 @@ class SegmentDialog(QDialog):
         """Read the widgets into a :class:`SegmentParameters` (not validated: call ``problems()``).
 
         Raises:
-            ParameterError: the band list is not a list of numbers.
+            InvalidParametersError: the band list is not a list of numbers.
         """
         layer = self.layer_combo.currentLayer()
         entry = self.current_model()
         mode = ExtentMode(self.extent_combo.currentData())
+        bands = parse_band_list(self.bands_edit.text())
         bbox = None
         mask = None
         if isinstance(layer, QgsRasterLayer):
@@ -320,7 +326,7 @@ class SegmentDialog(QDialog):
             extent_mode=mode,
             bbox=bbox,
             mask_path=mask,
-            bands=parse_band_list(self.bands_edit.text()),
+            bands=None if bands == self._default_bands else bands,
             device=self.device_combo.currentText(),
             batch_size=self.batch_spin.value(),
             min_area_m2=self.min_area_spin.value(),
@@ -337,7 +343,7 @@ class SegmentDialog(QDialog):
         try:
             params = self.gather_parameters()
             params.validate()
-        except ParameterError as exc:
+        except InvalidParametersError as exc:
             self.message_bar.pushWarning("Cannot run", str(exc).replace("\n", " "))
             self.status_label.setText(str(exc))
             return False
@@ -386,9 +392,9 @@ class SegmentDialog(QDialog):
         self.progress.setValue(100)
         assert params is not None and entry is not None and entry.info is not None
         outputs = {
-            "raster": event.outputs.get("labels") or event.outputs.get("raster") or params.output_raster,
-            "vector": event.outputs.get("vector") or "",
-            "confidence": event.outputs.get("confidence") or "",
+            "raster": event.labels or params.output_raster,
+            "vector": event.vector or "",
+            "confidence": event.confidence or "",
         }
         layer = self.layer_combo.currentLayer()
         input_name = layer.name() if layer is not None else Path(params.input_path).stem

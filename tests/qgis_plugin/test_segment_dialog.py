@@ -10,7 +10,7 @@ from plugin_test_support import ROOT
 from qgis.core import QgsProject, QgsRasterLayer
 
 import qgis_plugin.model_catalog as model_catalog
-from qgis_plugin.parameters import ExtentMode, ParameterError
+from qgis_plugin.parameters import ExtentMode, InvalidParametersError
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_validation_messages(dialog, sample_raster) -> None:
     dialog.raster_out.setFilePath(str(sample_raster.parent / "no_such_dir" / "x.tif"))
     assert any("does not exist" in p for p in dialog.gather_parameters().problems())
     dialog.bands_edit.setText("red")
-    with pytest.raises(ParameterError):
+    with pytest.raises(InvalidParametersError):
         dialog.gather_parameters()
     assert dialog.run() is False
     assert dialog.runner is None
