@@ -1,4 +1,7 @@
-"""Reading checkpoints without executing pickled code, and strict key matching with explicit exceptions.
+"""Reading checkpoints without executing pickled code, strict key matching, and the model errors (``ModelError``).
+
+Shared by ``engine.models`` (which re-exports these names) and ``training``; it needs torch but not timm, so the
+training CLI imports it cheaply. ``CheckpointError`` is the one checkpoint error of both packages.
 
 ``torch.load(weights_only=True)`` reads mmseg checkpoints and plain state dicts. RSP's pretrained backbone files also
 pickle the training config (a yacs ``CfgNode``) under ``"config"``, which ``weights_only`` refuses. For those,
@@ -29,8 +32,12 @@ class UnknownArchError(ModelError, ValueError):
     """An architecture name that is not one of ``engine.models.ARCHS``."""
 
 
-class CheckpointError(ModelError):
-    """A checkpoint file is missing or unreadable."""
+class CheckpointError(ModelError, RuntimeError):
+    """A checkpoint is missing, unreadable or does not fit the model; the message says which file and what to do.
+
+    Raised by the engine's loaders and by ``training.checkpoint`` (which re-exports it); a ``ModelError`` for the
+    engine's callers and a ``RuntimeError`` for the training CLI's.
+    """
 
 
 class CheckpointMismatchError(ModelError):

@@ -22,11 +22,9 @@ import typing
 
 import torch
 
+from engine.checkpoints import CheckpointError  # the one checkpoint error of engine and training; re-exported
+
 LATEST = "latest.pth"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable or does not fit the model; the message says which file and what to do."""
 
 
 def checkpoint_path(work_dir: str, iteration: int) -> str:

@@ -29,8 +29,7 @@ import os  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from engine.models import resnet, swin, vitae  # noqa: E402
-from engine.models.checkpoints import (  # noqa: E402
+from engine.checkpoints import (  # noqa: E402
     CheckpointError,
     CheckpointMismatchError,
     ModelError,
@@ -38,6 +37,7 @@ from engine.models.checkpoints import (  # noqa: E402
     load_state_dict_strict,
     read_checkpoint,
 )
+from engine.models import resnet, swin, vitae  # noqa: E402
 from engine.models.segmentor import UperNet  # noqa: E402
 from engine.models.spec import ArchSpec, BackboneContractError, feature_channels  # noqa: E402
 from engine.models.vitae import ViTAEInputError  # noqa: E402

@@ -23,17 +23,9 @@ from engine.models.spec import ArchSpec  # noqa: E402
 FEATURE_INDICES = (1, 2, 3, 4)  # timm's feature levels of layer1..layer4 (strides 4..32)
 
 
-def _with_channels(features: FeatureListNet) -> FeatureListNet:
-    """State the channels of timm's feature maps as ``out_channels`` (the backbone contract of ``engine.models``)."""
-    features.out_channels = tuple(features.feature_info.channels())
-    return features
-
-
 def rsp_resnet50() -> nn.Module:
-    """RSP-ResNet-50 features: channels (256, 512, 1024, 2048) at strides (4, 8, 16, 32)."""
-    return _with_channels(
-        timm.create_model("resnet50", pretrained=False, features_only=True, out_indices=FEATURE_INDICES)
-    )
+    """RSP-ResNet-50 features: channels (256, 512, 1024, 2048) at strides (4, 8, 16, 32), in ``feature_info``."""
+    return timm.create_model("resnet50", pretrained=False, features_only=True, out_indices=FEATURE_INDICES)
 
 
 def lite_resnet() -> nn.Module:
@@ -45,7 +37,7 @@ def lite_resnet() -> nn.Module:
         stem_width=32,
         num_classes=0,
     )
-    return _with_channels(FeatureListNet(net, out_indices=FEATURE_INDICES))
+    return FeatureListNet(net, out_indices=FEATURE_INDICES)
 
 
 RSP_RESNET50 = ArchSpec(

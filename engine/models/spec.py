@@ -1,9 +1,10 @@
 """What the registry knows about one network: :class:`ArchSpec`, declared by each model file next to its backbone.
 
 A backbone is an ``nn.Module`` whose ``forward(x)`` on (B, 3, H, W) returns four maps at strides 4, 8, 16, 32 and
-whose ``out_channels`` attribute states their channels. Everything else the engine and the trainer need to know about
-it (checkpoint-key rules, square inputs only, DDP's unused parameters, head widths) is an :class:`ArchSpec` field, so
-a model file states each fact once and ``engine.models.ARCHS`` maps names to these specs, one line each.
+whose ``out_channels`` attribute states their channels (timm's ``features_only`` networks: their ``feature_info``).
+Everything else the engine and the trainer need to know about it (checkpoint-key rules, square inputs only, DDP's
+unused parameters, head widths) is an :class:`ArchSpec` field, so a model file states each fact once and
+``engine.models.ARCHS`` maps names to these specs, one line each.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from engine.models.checkpoints import ModelError
+from engine.checkpoints import ModelError
 
 NUM_FEATURE_MAPS = 4  # strides 4, 8, 16, 32: what UPerHead takes
 # Per-stage output norms that segmentation backbones add and RSP's classification files lack (Swin, ViTAE).
@@ -59,10 +60,16 @@ class ArchSpec:
 def feature_channels(backbone: nn.Module) -> tuple[int, ...]:
     """The channels of ``backbone``'s four feature maps, as its ``out_channels`` attribute states them.
 
+    timm's ``features_only`` networks state them in ``feature_info`` instead; that is read when ``out_channels`` is
+    absent.
+
     Raises:
-        BackboneContractError: the attribute is missing or is not four positive integers.
+        BackboneContractError: neither is there, or they are not four positive integers.
     """
     channels: Any = getattr(backbone, "out_channels", None)
+    timm_info: Any = getattr(backbone, "feature_info", None)
+    if channels is None and timm_info is not None and hasattr(timm_info, "channels"):
+        channels = timm_info.channels()
     try:
         values = tuple(int(c) for c in channels)
     except (TypeError, ValueError):

@@ -45,3 +45,19 @@ def test_train_test_show_dir_and_export(potsdam_root, tmp_path) -> None:
         and info.metrics["mIoU"] == metrics["mIoU"]
     )
     assert info.provenance["sha256"] and info.tile_size == 128 and os.path.getsize(model_path) > 1000
+
+
+def test_one_checkpoint_error_for_engine_and_training(tmp_path) -> None:
+    """training.checkpoint re-exports the engine's CheckpointError: engine callers catch it as a ModelError, the
+    training CLI as a RuntimeError, whichever package raised it."""
+    from engine.models import CheckpointError, ModelError, read_checkpoint
+    from training.checkpoint import CheckpointError as TrainingCheckpointError
+    from training.checkpoint import load_checkpoint
+
+    assert TrainingCheckpointError is CheckpointError
+    missing = str(tmp_path / "missing.pth")
+    for load in (load_checkpoint, read_checkpoint):
+        with pytest.raises(ModelError, match="not found"):
+            load(missing)
+        with pytest.raises(RuntimeError, match="not found"):
+            load(missing)
