@@ -1,5 +1,4 @@
-"""Names of the hidden files an engine run writes before renaming them onto the requested outputs, their sidecars,
-and the rename itself.
+"""Hidden temporary names of the engine's outputs, their sidecar files, and the final rename.
 
 Standard library only: the QGIS plugin imports this in QGIS's own Python to remove what a killed engine process
 (SIGKILL, the out-of-memory killer) could not clean up itself. The rule is the contract between the two: a file is

@@ -47,6 +47,7 @@ def _float_list(n: int):  # type: ignore[no-untyped-def]
 
 
 def add_predict_parser(sub: Any) -> None:
+    """Add the ``predict`` subcommand and its options to the argparse subparsers ``sub``."""
     p = sub.add_parser(
         "predict",
         help="segment a raster with a model file",
@@ -118,6 +119,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m engine`` parser: ``predict``, and ``import``/``info`` when :mod:`engine.importer` is present."""
     parser = _Parser(prog="python -m engine", description="RSP segmentation engine")
     sub = parser.add_subparsers(dest="command", required=True)
     add_predict_parser(sub)
@@ -199,6 +201,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m engine`` with ``argv`` (default: ``sys.argv[1:]``); the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     logging.basicConfig(

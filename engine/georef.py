@@ -1,5 +1,7 @@
-"""Where pixels are on the ground: CRS, pixel sizes and areas in metres, extents → pixel windows, window
-geotransforms, and the work grid (the raster resampled to the model's GSD).
+"""Where pixels are on the ground: CRS, metric pixel sizes and areas, extents, window geotransforms, the work grid.
+
+Extents (``--window``, ``--bbox``) become pixel windows here; the work grid is the raster resampled to the model's
+GSD.
 
 Decisions (where the issue is silent):
 
@@ -119,8 +121,13 @@ def requested_window(
     bbox: tuple[float, float, float, float] | None,
     bbox_crs: str | None,
 ) -> Window:
-    """The pixel window of ``ds`` to process: ``window`` (``xoff, yoff, xsize, ysize``, GDAL order) or ``bbox``
-    (see :func:`bbox_to_window`), clipped to the raster; the whole raster when neither is given.
+    """The pixel window of ``ds`` to process, clipped to the raster; the whole raster when neither box is given.
+
+    Args:
+        ds: the source raster.
+        window: ``(xoff, yoff, xsize, ysize)`` pixels, GDAL order (``--window``).
+        bbox: ``(xmin, ymin, xmax, ymax)`` in ``bbox_crs`` (``--bbox``, see :func:`bbox_to_window`).
+        bbox_crs: CRS of ``bbox``; None = the raster's.
 
     Raises:
         ParameterError: the window or box does not overlap the raster.

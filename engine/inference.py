@@ -1,5 +1,7 @@
-"""The torch side of the engine: choosing the device, loading a model file's network for a run, compiling it,
-running it on windows, and in-memory sliding-window inference.
+"""The torch side of the engine: device, network loading, compilation, window batches, in-memory sliding windows.
+
+:func:`select_device` and :func:`load_network` prepare a model file's network for a run (also used by training for
+the device); :func:`compile_for_run` optionally compiles it; :func:`run_windows` runs batches of windows.
 
 :func:`slide_inference` is what training evaluation calls on whole images held in memory; the raster engine
 (:mod:`engine.predict`) streams windows from GDAL instead, but both take their windows from :mod:`engine.tiling` and
@@ -110,9 +112,10 @@ def cpp_compiler() -> str | None:
 
 
 class CompiledBatches:
-    """``model`` compiled with ``torch.compile`` for full batches of one shape; other shapes (the last, partial batch;
-    batches thinned by nodata) and everything after a compilation failure run the eager module, so the run never
-    recompiles and never fails because of the compiler.
+    """``model`` compiled with ``torch.compile`` for full batches of one shape, eager for everything else.
+
+    Other shapes (the last, partial batch; batches thinned by nodata) and everything after a compilation failure run
+    the eager module, so the run never recompiles and never fails because of the compiler.
     """
 
     def __init__(self, model: torch.nn.Module, batch_size: int) -> None:
@@ -121,6 +124,7 @@ class CompiledBatches:
         self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = torch.compile(model, dynamic=False)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the ``(B, C, h, w)`` batch ``x`` (compiled when ``B`` is the full batch size)."""
         if self.compiled is not None and x.shape[0] == self.batch_size:
             try:
                 return self.compiled(x)
@@ -141,8 +145,10 @@ def check_compile_mode(mode: str, on_cpu: bool) -> None:
 def compile_for_run(
     model: torch.nn.Module, mode: str, n_windows: int, batch_size: int
 ) -> torch.nn.Module | CompiledBatches:
-    """The model to run ``n_windows`` windows with: compiled per ``mode`` (``auto``: on CPU with a C++ compiler and at
-    least :data:`COMPILE_AUTO_MIN_WINDOWS` windows; ``on``: always; ``off``: never).
+    """The model to run ``n_windows`` windows with, compiled or not per ``mode``.
+
+    ``auto`` compiles on CPU with a C++ compiler and at least :data:`COMPILE_AUTO_MIN_WINDOWS` windows; ``on`` always;
+    ``off`` never.
 
     Compiled and eager outputs differ only in float rounding (max |Δlogit| ≈ 2e-7 measured); a run with ``auto`` may
     compile a whole raster and not a small sub-extent, so their labels are then equal up to that rounding.

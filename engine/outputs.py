@@ -1,5 +1,6 @@
-"""The run's outputs: path checks, GeoTIFF creation, finishing (warp back to the source grid, colour table and class
-names, overviews or COG), per-class statistics, and the final renames.
+"""The run's outputs: path checks, GeoTIFF creation, finishing, per-class statistics, and the final renames.
+
+Finishing is the warp back to the source grid (resampled runs), colour table and class names, overviews or COG.
 
 Outputs are written under the hidden temporary names of :mod:`engine.atomic` and renamed onto the requested paths
 only when everything succeeded (:func:`commit_outputs`); :func:`remove_temporaries` removes them otherwise. Output
@@ -71,9 +72,13 @@ def output_paths(labels: str, confidence: str | None = None, vector: str | None 
 
 
 def work_paths(tmps: dict[str, str], direct: bool) -> dict[str, str]:
-    """``{role: path}`` a single-process run writes its rasters to: the temporary outputs themselves when ``direct``
-    (source grid, plain GeoTIFF), else scratch files next to them (:data:`WORK_SUFFIX`) that :func:`finish_rasters`
-    turns into the outputs."""
+    """``{role: path}`` a single-process run writes its rasters to.
+
+    Args:
+        tmps: ``{role: path}`` of the temporary outputs.
+        direct: the rasters are written on the source grid as plain GeoTIFFs, so straight to ``tmps``; else to
+            scratch files next to them (:data:`WORK_SUFFIX`) that :func:`finish_rasters` turns into the outputs.
+    """
     roles = [r for r in (events.LABELS, events.CONFIDENCE) if r in tmps]
     return {role: tmps[role] if direct else tmps[role] + WORK_SUFFIX for role in roles}
 
@@ -153,7 +158,8 @@ def finish_rasters(
         work: ``{role: path}`` of the rasters the run wrote (``labels``, optionally ``confidence``), on the work grid
             (or a VRT joining the parts of a distributed run).
         tmps: ``{role: path}`` of the temporary outputs to finish; a work raster may already be its temporary output.
-        source: the input raster; ``region``: the processed window of its grid, which the outputs cover.
+        source: the input raster.
+        region: the processed window of ``source``'s grid, which the outputs cover.
         info: class names and colours.
         resampled: the work grid is not the source grid (warp back, nearest neighbour).
         cog: write Cloud-Optimized GeoTIFFs.

@@ -109,6 +109,7 @@ class PredictRequest:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        """Check the options that need no file; :class:`ParameterError` says which one is wrong."""
         if sum(x is not None for x in (self.window, self.bbox)) > 1:
             raise ParameterError("give at most one of --window and --bbox")
         if self.compile not in ("auto", "on", "off"):
@@ -328,8 +329,10 @@ def run_region(
 
     Args:
         ctx: the prepared run.
-        model, device: the network and its torch device.
-        region: the work-grid window to write; ``windows``: :func:`region_windows` of it, in grid order.
+        model: the network.
+        device: its torch device.
+        region: the work-grid window to write.
+        windows: :func:`region_windows` of ``region``, in grid order.
         paths: ``{role: path}`` of the GeoTIFFs to create covering ``region`` (``labels``, optionally
             ``confidence``).
         progress: called with ``(done, total)`` windows after each batch.
@@ -386,7 +389,8 @@ def complete(ctx: RunContext, work: dict[str, str], tmps: dict[str, str], ran: i
         ctx: the prepared run.
         work: ``{role: path}`` of the rasters :func:`run_region` wrote (or a VRT joining parts).
         tmps: ``{role: path}`` of the temporary outputs, renamed onto the requested paths at the end.
-        ran: windows run through the network; ``t0``: ``time.monotonic()`` at the start of the run.
+        ran: windows run through the network.
+        t0: ``time.monotonic()`` at the start of the run.
     """
     from engine.vectorize import polygonize
 

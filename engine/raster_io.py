@@ -112,6 +112,7 @@ class Normalizer:
 
     @classmethod
     def create(cls, info: ModelInfo, raster_range: tuple[float, float]) -> Normalizer:
+        """The normaliser for ``info``'s value range, mean and std, from raster values in ``raster_range``."""
         (rlo, rhi), (mlo, mhi) = raster_range, info.value_range
         k = (mhi - mlo) / (rhi - rlo)
         mean, std = np.asarray(info.mean, np.float64), np.asarray(info.std, np.float64)
@@ -159,7 +160,8 @@ def bounded_gdal_cache() -> Iterator[None]:
     GDAL's default is 5 % of the machine's RAM, and it fills it with the decompressed input blocks and the output's
     dirty blocks, so a run's memory would grow with the raster's area up to that cap (measured here: 2048² 743 MiB,
     8192² 1209 MiB peak RSS). The engine reads each input block about twice (window overlap) and writes rows once, so
-    a small cache costs nothing."""
+    a small cache costs nothing.
+    """
     if os.environ.get("GDAL_CACHEMAX"):
         yield
         return

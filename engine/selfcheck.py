@@ -53,6 +53,7 @@ def collect() -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the report (``--json``: one JSON object); exit code 1 when a required package is missing."""
     argv = sys.argv[1:] if argv is None else argv
     report = collect()
     if "--json" in argv:

@@ -117,8 +117,10 @@ def prefetch(source: Iterator[WindowItem], size: int, cancel: threading.Event) -
 
 
 def batches(items: Iterator[WindowItem], size: int) -> Iterator[list[WindowItem]]:
-    """Group ``items`` in order into batches of ``size`` windows to run; skipped windows ride along (the last
-    batch may be smaller)."""
+    """Group ``items`` in order into batches holding ``size`` windows to run (the last batch may hold fewer).
+
+    Skipped (fully masked) windows ride along in the batch they fall in, so rows are finished in grid order.
+    """
     batch: list[WindowItem] = []
     for item in items:
         batch.append(item)
