@@ -107,3 +107,49 @@ def test_freeze_backbone_keeps_backbone_weights(tmp_path, potsdam_polygons):
     backbone = [k for k in before if k.startswith("backbone.")]
     assert backbone and all(bool((before[k] == after[k]).all()) for k in backbone)
     assert any(not bool((before[k] == after[k]).all()) for k in before if k.startswith("decode_head."))
+
+
+def test_gsd_option_trains_and_records_a_coarser_grid(tmp_path, potsdam_polygons):
+    events: list[dict] = []
+    result = finetune(_request(tmp_path, potsdam_polygons, "gsd", iters=2, gsd=0.1, tile=64), on_event=events.append)
+    info = read_model_info(result.model)
+    assert info.gsd_m == pytest.approx(0.1)
+    assert (tmp_path / "gsd_work" / "raster0.vrt").is_file()  # read through a warped VRT, like the engine
+    assert gdal.Open(str(tmp_path / "gsd_work" / "labels0.tif")).RasterXSize <= 257  # labels on the 10 cm grid
+    start = next(e for e in events if e["event"] == "start")
+    assert start["gsd_m"] == pytest.approx(0.1) and start["holdout_blocks"] >= 1
+    started = []
+    predict(PredictRequest(model=result.model, input=RASTER, output=str(tmp_path / "p.tif"), compile="off"),
+            on_event=started.append)  # fmt: skip
+    assert started[0]["resampled"] is True  # the engine reads at the model's GSD too
+
+
+def test_several_rasters_share_one_labels_file(tmp_path, potsdam_polygons):
+    left, right = str(tmp_path / "left.tif"), str(tmp_path / "right.tif")
+    gdal.Translate(left, RASTER, srcWin=[0, 0, 256, 512])
+    gdal.Translate(right, RASTER, srcWin=[256, 0, 256, 512])
+    events: list[dict] = []
+    request = FinetuneRequest(
+        **{**_request(tmp_path, potsdam_polygons, "two", iters=2).__dict__, "rasters": (left, right)}
+    )
+    result = finetune(request, on_event=events.append)
+    report = json.loads((tmp_path / "two_work" / "report.json").read_text())
+    assert {w["raster"] for w in report["holdout_windows"]} <= {0, 1}
+    assert (tmp_path / "two_work" / "labels1.tif").is_file() and os.path.isfile(result.model)
+    assert report["holdout_pixels"] > 0
+
+
+def test_backbone_checkpoint_start_and_a_mismatched_arch(tmp_path, potsdam_polygons):
+    import torch
+
+    from engine.errors import ParameterError
+    from engine.models import build_backbone
+
+    ckpt = str(tmp_path / "lite-ckpt.pth")
+    torch.save({"model": build_backbone("lite_resnet").state_dict()}, ckpt)
+    base = {**_request(tmp_path, potsdam_polygons, "bb", iters=1).__dict__, "init": None, "backbone": ckpt}
+    result = finetune(FinetuneRequest(**{**base, "arch": "lite_resnet"}))
+    info = read_model_info(result.model)
+    assert info.arch == "lite_resnet" and info.provenance["start"] == "lite-ckpt.pth"
+    with pytest.raises(ParameterError, match="does not fit --arch rsp_swin_t"):
+        finetune(FinetuneRequest(**{**base, "arch": "rsp_swin_t", "output": str(tmp_path / "x.rspmodel")}))
