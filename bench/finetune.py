@@ -113,8 +113,13 @@ def whole_run(tmp: str, iters: int) -> dict[str, object]:
     done = json.loads(proc.stdout.splitlines()[-1])
     start = next(json.loads(x) for x in proc.stdout.splitlines() if '"event": "start"' in x)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"seconds": round(seconds, 1), "peak_rss_mb": round(peak_mb), "iterations": iters, "metrics": done["metrics"],
-            "classes": start["classes"], "chips": start["chips"], "holdout_blocks": start["holdout_blocks"]}  # fmt: skip
+    return {
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": round(peak_mb),
+        "iterations": iters,
+        "metrics": done["metrics"],
+        **{k: start[k] for k in ("classes", "chips", "holdout_blocks")},
+    }
 
 
 def seconds_per_iteration(arch: str, tile: int, freeze: bool, tmp: str, steps: int = 3) -> float:
