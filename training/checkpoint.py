@@ -28,6 +28,7 @@ LATEST = "latest.pth"
 
 
 def checkpoint_path(work_dir: str, iteration: int) -> str:
+    """``<work_dir>/iter_<iteration>.pth``."""
     return os.path.join(work_dir, f"iter_{iteration}.pth")
 
 
@@ -40,6 +41,7 @@ def rng_state() -> dict[str, typing.Any]:
 
 
 def set_rng_state(state: dict[str, typing.Any]) -> None:
+    """Restore the RNG states :func:`rng_state` returned (the CUDA one only where CUDA is available)."""
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])

@@ -144,13 +144,20 @@ class TrainConfig:
             raise ConfigError(f"invalid config {self.name!r}: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, typing.Any]:
+        """Every field by name (tuples stay tuples; JSON turns them into lists)."""
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
+        """The config as indented JSON, readable by :func:`load_config`."""
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
     def from_dict(cls, data: dict[str, typing.Any]) -> TrainConfig:
+        """The config :meth:`to_dict` described (lists become tuples).
+
+        Raises:
+            ConfigError: unknown fields (the valid ones are listed) or invalid values.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

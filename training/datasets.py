@@ -95,6 +95,11 @@ class SegmentationFolder(torch.utils.data.Dataset):
         return len(self.names)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """Raw sample ``index``: image (H, W, 3) uint8, label (H, W) uint8, name.
+
+        Raises:
+            DatasetLayoutError: image and label differ in size.
+        """
         name = self.names[index]
         image = read_image(os.path.join(self.image_dir, name + self.image_suffix))
         label = read_label(os.path.join(self.label_dir, name + self.label_suffix))
@@ -121,6 +126,7 @@ class PotsdamDataset(SegmentationFolder):
 
     @classmethod
     def from_root(cls, root: str, split: str, **kw: typing.Any) -> PotsdamDataset:
+        """``split`` of a converted Potsdam folder (``img_dir/<split>``, ``ann_dir/<split>``)."""
         return cls(os.path.join(root, "img_dir", split), os.path.join(root, "ann_dir", split), **kw)
 
 
@@ -133,6 +139,7 @@ class ISAIDDataset(SegmentationFolder):
 
     @classmethod
     def from_root(cls, root: str, split: str, **kw: typing.Any) -> ISAIDDataset:
+        """``split`` of a converted iSAID folder (``<split>/images``, ``<split>/labels``)."""
         return cls(os.path.join(root, split, "images"), os.path.join(root, split, "labels"), **kw)
 
 
@@ -140,6 +147,7 @@ DATASET_CLASSES: dict[str, type[SegmentationFolder]] = {"potsdam": PotsdamDatase
 
 
 def train_pipeline(config: TrainConfig) -> TrainPipeline:
+    """The training augmentation ``config`` describes."""
     return TrainPipeline(
         crop_size=config.crop_size,
         resize_scale=config.resize_scale,

@@ -27,6 +27,7 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """Rank 0: the process that logs, saves and validates."""
         return self.rank == 0
 
 
@@ -44,7 +45,8 @@ def init_distributed(device_type: str) -> DistInfo:
 class GlooSyncBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are computed over all ranks (any backend, CPU included)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) normalised in training with the batch statistics of all ranks; as BatchNorm2d otherwise."""
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce  # differentiable
@@ -90,6 +92,7 @@ def convert_sync_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait for every rank (nothing to do outside DDP)."""
     if info.enabled:
         dist.barrier()
 

@@ -70,8 +70,13 @@ def evaluate(
     """Predict every image of ``dataset``, accumulate one confusion matrix, return :func:`summarize`'s dict.
 
     Args:
+        model: the segmentor (put in eval mode for the run, restored afterwards).
+        config: tile, stride, normalisation, ignore index and flip default.
+        dataset: the split to evaluate, without a training pipeline.
+        device: where the network runs.
         flip: flip TTA; ``None`` = the config's ``flip_test``.
         show_dir: when given, writes ``<name>.png`` = image | prediction | ground truth overlays there.
+        stream: where the progress bar goes (stderr by default).
     """
     flip = config.flip_test if flip is None else flip
     was_training = model.training
@@ -97,6 +102,7 @@ def evaluate(
 
 
 def save_confusion_png(summary: dict[str, typing.Any], path: str) -> None:
+    """Draw the summary's confusion matrix with its class names into the PNG ``path``."""
     from training.visualize import confusion_matrix_image
 
     confusion_matrix_image(np.asarray(summary["confusion_matrix"]), summary["class_names"]).save(path)

@@ -95,5 +95,6 @@ def export_model(
 def export_from_cli(
     checkpoint: str, output: str, config_name: str | None, metrics_json: str | None, description: str = ""
 ) -> typing.Any:
+    """:func:`export_model` with the config given by preset name or JSON path (``None``: the checkpoint's own)."""
     config = load_config(config_name) if config_name else None
     return export_model(checkpoint, output, config, metrics_json, description)

@@ -17,7 +17,8 @@ def seg_cross_entropy(logits: torch.Tensor, label: torch.Tensor, ignore_index: i
 
     Args:
         logits: (B, K, h, w) raw scores at any resolution.
-        label: (B, H, W) int64 class ids; ``ignore_index`` pixels contribute 0.
+        label: (B, H, W) int64 class ids.
+        ignore_index: label value whose pixels contribute 0 (and still count in the mean, as mmseg 0.21's).
 
     Returns:
         Scalar loss (float32 even under autocast).

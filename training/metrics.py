@@ -59,6 +59,7 @@ class ConfusionMatrix:
         self.counts += np.bincount(lab * n + pred, minlength=n * n).reshape(n, n)
 
     def merge(self, other: ConfusionMatrix) -> None:
+        """Add ``other``'s counts (another rank's or another split's) to these."""
         self.counts += other.counts
 
 
@@ -119,8 +120,9 @@ def kappa(counts: np.ndarray) -> float:
 def summarize(counts: np.ndarray, class_names: typing.Sequence[str]) -> dict[str, typing.Any]:
     """All metrics in one JSON-ready dict: summaries (×100, 2 decimals) and a per-class table (×100).
 
-    Keys: ``aAcc`` (= ``OA``), ``kappa`` (Cohen's kappa ×100, see :func:`kappa`), ``mIoU``, ``mF1`` (= mmseg's ``mFscore``), ``mPrecision``, ``mRecall``, ``mAcc``,
-    ``per_class`` (list of dicts), ``confusion_matrix`` (nested lists) and ``class_names``.
+    Keys: ``aAcc`` (= ``OA``), ``kappa`` (Cohen's kappa ×100, see :func:`kappa`), ``mIoU``, ``mF1`` (= mmseg's
+    ``mFscore``), ``mPrecision``, ``mRecall``, ``mAcc``, ``per_class`` (list of dicts), ``confusion_matrix`` (nested
+    lists) and ``class_names``.
     """
     if counts.shape != (len(class_names), len(class_names)):
         raise MetricsError(f"confusion matrix {counts.shape} does not match {len(class_names)} class names")

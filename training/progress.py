@@ -39,6 +39,7 @@ class Progress:
         self.start, self.start_done = time.monotonic(), done
 
     def update(self, done: int, force: bool = False, **fields: typing.Any) -> None:
+        """Record ``done`` steps; redraw with ``fields`` (e.g. loss, lr) when due, at the end, or when ``force``."""
         if not self.enabled:
             return
         now = time.monotonic()

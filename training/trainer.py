@@ -54,6 +54,7 @@ class TrainingSegmentor(nn.Module):
         self.segmentor = segmentor
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Decode logits (B, K, H/4, W/4) and auxiliary logits (B, K, H/16, W/16) or None, of (B, 3, H, W)."""
         seg: typing.Any = self.segmentor
         feats = seg.backbone(images)  # 4 maps, strides 4, 8, 16, 32
         decode = seg.decode_head(feats)  # (B, K, H/4, W/4)
@@ -193,6 +194,7 @@ class Trainer:
         return out
 
     def save(self) -> str | None:
+        """Write a checkpoint of this iteration (rank 0; every rank's RNG state gathered); returns its path there."""
         rng = self._gather_rng()
         path = None
         if self.info.is_main:
@@ -253,7 +255,8 @@ class Trainer:
             self.stream.flush()
 
     def train_dataset(self) -> torch.utils.data.Dataset:
-        """The training samples, indexed by ``(index, augmentation seed)`` (the config's split; fine-tuning overrides)."""
+        """The training samples, indexed by ``(index, augmentation seed)``: the config's split (fine-tuning
+        overrides this)."""
         return build_dataset(self.config, self.config.train_split, train=True)
 
     def _loader(self) -> typing.Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -29,6 +29,7 @@ class ConvModule(nn.Module):
         self.activate = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) → (B, C_out, H', W') (same size for ``padding = kernel_size // 2``)."""
         return self.activate(self.bn(self.conv(x)))
 
 
@@ -73,6 +74,7 @@ class UPerHead(nn.Module):
         self.lowres_fusion = False
 
     def psp_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The pyramid pooling module on the coarsest map: (B, C4, H/32, W/32) → (B, channels, H/32, W/32)."""
         # x: (B, C4, H/32, W/32)
         outs = [x] + [resize(ppm(x), x.shape[2:]) for ppm in self.psp_modules]
         return self.bottleneck(torch.cat(outs, dim=1))  # (B, channels, H/32, W/32)

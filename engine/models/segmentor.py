@@ -53,6 +53,7 @@ class UperNet(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, K, H, W) of images (N, 3, H, W)."""
         features = self.backbone(x)  # 4 × (N, C_i, H/2^(i+2), W/2^(i+2))
         logits = self.decode_head(features)  # (N, K, H/4, W/4)
         return resize(logits, x.shape[2:])  # (N, K, H, W)

@@ -29,6 +29,8 @@ MASK_VALUE = -100.0
 
 
 class SwinBlock(nn.Module):
+    """LayerNorm → (shifted) window attention → residual, LayerNorm → MLP → residual; pads before it rolls."""
+
     def __init__(self, dim: int, num_heads: int, window: int, shift: int, mlp_ratio: float, drop_path: float) -> None:
         super().__init__()
         self.window, self.shift = window, shift
@@ -39,6 +41,7 @@ class SwinBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, h: int, w: int, mask: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, h·w, C) of an h×w map → the same shape; ``mask`` is used by shifted blocks only."""
         # x: (B, H·W, C)
         y = windowed_attention(
             self.norm1(x), h, w, self.attn, self.window, self.shift, mask if self.shift > 0 else None
@@ -56,6 +59,7 @@ class PatchMerging(nn.Module):
         self.norm = nn.LayerNorm(4 * dim)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Tokens (B, h·w, C) of an h×w map → (B, ⌈h/2⌉·⌈w/2⌉, 2C)."""
         b, _, c = x.shape
         x = x.view(b, h, w, c)
         if h % 2 or w % 2:
@@ -80,6 +84,8 @@ def shift_mask(h: int, w: int, window: int, shift: int, device: torch.device) ->
 
 
 class SwinStage(nn.Module):
+    """``depth`` blocks alternating plain and shifted windows, then (stages 0–2) patch merging."""
+
     def __init__(
         self, dim: int, depth: int, num_heads: int, window: int, mlp_ratio: float, dpr: list[float], downsample: bool
     ) -> None:
@@ -111,6 +117,7 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) → (B, C, ⌈H/4⌉, ⌈W/4⌉)."""
         _, _, h, w = x.shape
         if w % self.patch:
             x = F.pad(x, (0, self.patch - w % self.patch))
@@ -159,6 +166,7 @@ class SwinTransformer(nn.Module):
             self.add_module(f"norm{i}", nn.LayerNorm(c))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) → four maps (B, C_i, ⌈H/2^(i+2)⌉, ⌈W/2^(i+2)⌉), C_i = :attr:`out_channels`."""
         x = self.patch_embed(x)  # (B, C, H/4, W/4)
         h, w = x.shape[2], x.shape[3]
         x = x.flatten(2).transpose(1, 2)  # (B, H/4·W/4, C)

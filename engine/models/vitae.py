@@ -61,6 +61,7 @@ class PRM(nn.Module):
         self.out_chans = embed_dim * len(dilations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) → tokens (B, H/ds·W/ds, n_dil·embed)."""
         y = torch.stack([conv(x) for conv in self.convs], dim=-1)  # (B, E, h, w, n_dil)
         b, c, h, w, n = y.shape
         return y.permute(0, 4, 1, 2, 3).flatten(3).reshape(b, n * c, h * w).permute(0, 2, 1).contiguous()
@@ -91,6 +92,7 @@ class T2TAttention(nn.Module):
         self.proj = nn.Linear(in_dim, in_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, N, dim) → (B, N, in_dim)."""
         b, n, _ = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.in_dim // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B, heads, N, hd)
@@ -115,6 +117,8 @@ class RCAttention(nn.Module):
 
 
 class ReductionCell(nn.Module):
+    """RC: dilated-conv tokens (PRM) → attention (windowed or T2T), plus the conv branch (PCM); downsamples."""
+
     def __init__(
         self,
         in_chans: int,
@@ -140,6 +144,7 @@ class ReductionCell(nn.Module):
         self.attn = RCAttention(self.PRM.out_chans, token_dim, num_heads, self.windowed)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, int, int]:
+        """Image (B, C, h, w) or tokens (B, h·w, C) → (tokens (B, h'·w', token_dim), h', w'), h' = h / downsample."""
         if x.dim() < 4:  # tokens (B, N, C) → (B, C, H, W)
             b, _, c = x.shape
             x = x.view(b, h, w, c).permute(0, 3, 1, 2)
@@ -156,6 +161,8 @@ class ReductionCell(nn.Module):
 
 
 class NormalCell(nn.Module):
+    """NC: attention (windowed or global) + the conv branch (PCM) in parallel, then an MLP; keeps the shape."""
+
     def __init__(self, dim: int, num_heads: int, group: int, windowed: bool, drop_path: float) -> None:
         super().__init__()
         self.windowed = windowed
@@ -171,6 +178,7 @@ class NormalCell(nn.Module):
         self.PCM = pcm((dim, 4 * dim, dim, dim), (1, 1, 1), group)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Tokens (B, h·w, C) of an h×w map → the same shape."""
         b, n, c = x.shape
         shortcut = x
         if self.windowed:
@@ -194,6 +202,7 @@ class GlobalAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, N, C) → (B, N, C)."""
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
@@ -202,12 +211,15 @@ class GlobalAttention(nn.Module):
 
 
 class ViTAEStage(nn.Module):
+    """One reduction cell ``RC`` followed by the normal cells ``NC``."""
+
     def __init__(self, rc: ReductionCell, ncs: list[NormalCell]) -> None:
         super().__init__()
         self.RC = rc
         self.NC = nn.ModuleList(ncs)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, int, int]:
+        """As :meth:`ReductionCell.forward`: (tokens (B, h'·w', C), h', w')."""
         x, h, w = self.RC(x, h, w)
         for nc in self.NC:
             x = nc(x, h, w)
@@ -262,6 +274,7 @@ class ViTAEv2(nn.Module):
             self.add_module(f"norm{i}", nn.LayerNorm(c, eps=1e-6))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, S, S), S a multiple of 32 → four maps (B, C_i, S/2^(i+2), S/2^(i+2)), C_i = :attr:`out_channels`."""
         h, w = x.shape[2], x.shape[3]
         if h != w or h % INPUT_MULTIPLE:
             raise ViTAEInputError(

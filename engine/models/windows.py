@@ -41,6 +41,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, out_features or in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., in_features) → (..., out_features)."""
         return self.fc2(self.act(self.fc1(x)))
 
 
