@@ -11,6 +11,7 @@ Exit codes (:mod:`engine.events`): 0 success, 1 error (an ``error`` event was pr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -143,39 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _request(args: argparse.Namespace) -> Any:
+    """The :class:`engine.predict.PredictRequest` of the parsed options (each field is the option of its name)."""
     from engine.predict import PredictRequest
 
-    window: tuple[int, int, int, int] | None = None
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(PredictRequest)}
     if args.window is not None:
         if any(v != int(v) for v in args.window):
             raise ParameterError("--window takes whole pixels: XOFF,YOFF,XSIZE,YSIZE")
-        xoff, yoff, xsize, ysize = (int(v) for v in args.window)
-        window = (xoff, yoff, xsize, ysize)
-    return PredictRequest(
-        model=args.model,
-        input=args.input,
-        output=args.output,
-        vector=args.vector,
-        confidence=args.confidence,
-        window=window,
-        bbox=args.bbox,
-        bbox_crs=args.bbox_crs,
-        mask=args.mask,
-        bands=args.bands,
-        device=args.device,
-        batch_size=args.batch_size,
-        threads=args.threads,
-        tile=args.tile,
-        stride=args.stride,
-        blend=args.blend,
-        exact=args.exact,
-        compile=args.compile,
-        value_max=args.value_max,
-        min_area=args.min_area,
-        simplify=args.simplify,
-        cog=args.cog,
-        overwrite=args.overwrite,
-    )
+        values["window"] = tuple(int(v) for v in args.window)
+    return PredictRequest(**values)
 
 
 def run_predict(args: argparse.Namespace) -> int:

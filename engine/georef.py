@@ -226,12 +226,16 @@ def work_dataset(ds: gdal.Dataset, model_gsd: float | None) -> gdal.Dataset:
     )
 
 
-def to_work_window(region: Window, source: gdal.Dataset, work: gdal.Dataset) -> Window:
-    """The work-grid pixels covering a source-grid ``region`` (identity when not resampled)."""
-    if work is source:
-        return region
-    fy, fx = work.RasterYSize / source.RasterYSize, work.RasterXSize / source.RasterXSize
-    r0, c0 = math.floor(region.row * fy), math.floor(region.col * fx)
-    r1 = min(max(math.ceil(region.row_end * fy), r0 + 1), work.RasterYSize)
-    c1 = min(max(math.ceil(region.col_end * fx), c0 + 1), work.RasterXSize)
+def covering_window(win: Window, grid: gdal.Dataset, other: gdal.Dataset) -> Window:
+    """The pixels of ``other`` covering the window ``win`` of ``grid``, two grids over the same extent.
+
+    Used between the source grid and the work grid (:func:`work_dataset`), either way; identity when both have the
+    same size. The result covers at least one pixel and stays inside ``other``.
+    """
+    if (other.RasterXSize, other.RasterYSize) == (grid.RasterXSize, grid.RasterYSize):
+        return win
+    fy, fx = other.RasterYSize / grid.RasterYSize, other.RasterXSize / grid.RasterXSize
+    r0, c0 = math.floor(win.row * fy), math.floor(win.col * fx)
+    r1 = min(max(math.ceil(win.row_end * fy), r0 + 1), other.RasterYSize)
+    c1 = min(max(math.ceil(win.col_end * fx), c0 + 1), other.RasterXSize)
     return Window(r0, c0, r1 - r0, c1 - c0)

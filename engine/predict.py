@@ -269,7 +269,7 @@ def prepare(
         if box is None:
             raise ParameterError(f"the polygons of {request.mask} do not overlap the raster (or the chosen extent)")
         region = box
-    region_work = georef.to_work_window(region, source, work)
+    region_work = georef.covering_window(region, source, work)
     emit, stop = on_event or (lambda e: None), cancel or threading.Event()
     return RunContext(
         request, info, tile, stride, source, work, bands, normalizer, region, region_work, polygons, emit, stop

@@ -34,15 +34,7 @@ from .engine_locator import ensure_engine_importable
 from .engine_runner import EngineRunError, run_blocking
 from .layer_inputs import LayerExportError, bbox_within_layer, layer_file_path, processing_features_path
 from .layer_styling import categorized_renderer, paletted_renderer
-from .parameters import (
-    DEFAULT_BATCH_SIZE,
-    DEVICES,
-    MAX_BATCH_SIZE,
-    ExtentMode,
-    InvalidParametersError,
-    SegmentParameters,
-    parse_band_list,
-)
+from .parameters import DEFAULT_BATCH_SIZE, DEVICES, MAX_BATCH_SIZE, ExtentMode, SegmentParameters, parse_band_list
 from .progress_stream import ProgressEvent
 
 INPUT = "INPUT"
@@ -176,7 +168,7 @@ class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
             mode = ExtentMode.POLYGON_LAYER
         try:
             bands = parse_band_list(self.parameterAsString(parameters, BANDS, context) or "")
-        except InvalidParametersError as exc:
+        except Exception as exc:
             raise QgsProcessingException(str(exc)) from exc
         params = SegmentParameters(
             input_path=input_path,
