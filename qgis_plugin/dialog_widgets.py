@@ -59,14 +59,17 @@ class FittedLabel(QLabel):
             self.setMinimumHeight(self.heightForWidth(self.width()))
 
     def setText(self, text: str) -> None:
+        """Set the text and refit the height."""
         super().setText(text)
         self.fit()
 
     def showEvent(self, event: Any) -> None:
+        """Refit once the layout has given the shown label its width."""
         super().showEvent(event)
         QTimer.singleShot(0, self.fit)  # once the layout has given the label its width
 
     def resizeEvent(self, event: Any) -> None:
+        """Refit to the new width."""
         super().resizeEvent(event)
         self.fit()
 

@@ -31,6 +31,7 @@ class EnvironmentReport:
     problem: str = ""
 
     def as_html(self) -> str:
+        """The report as HTML: a ready/missing headline, a version table and the fix command."""
         rows = "".join(
             f"<tr><td>{k}</td><td>{self.versions.get(k) if self.versions.get(k) is not None else '<b>missing</b>'}"
             "</td></tr>"

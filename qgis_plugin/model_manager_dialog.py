@@ -65,6 +65,7 @@ class ModelManagerDialog(QDialog):
         self.reload()
 
     def reload(self) -> None:
+        """Re-read the installed and bundled models into the list (the first one selected)."""
         self.entries = list_models()
         self.list.clear()
         for entry in self.entries:
@@ -82,6 +83,7 @@ class ModelManagerDialog(QDialog):
         self.remove_button.setEnabled(entry is not None and not entry.bundled)
 
     def choose_import(self) -> None:
+        """Ask for a checkpoint or model file and import it (:meth:`start_import`)."""
         path, _ = QFileDialog.getOpenFileName(self, "Import a model", "", IMPORT_FILTER)
         if path:
             self.start_import(path)
@@ -118,6 +120,7 @@ class ModelManagerDialog(QDialog):
             QMessageBox.warning(self, "Import failed", detail)
 
     def remove_current(self) -> None:
+        """Delete the selected installed model after confirmation (bundled ones cannot be removed)."""
         row = self.list.currentRow()
         if not 0 <= row < len(self.entries):
             return

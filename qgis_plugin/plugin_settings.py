@@ -16,6 +16,7 @@ def _key(name: str) -> str:
 
 
 def get_value(name: str, default: Any = None, value_type: type | None = None) -> Any:
+    """The setting ``rsp_segmentation/<name>``, or ``default``; converted to ``value_type`` when given."""
     settings = QgsSettings()
     if value_type is None:
         return settings.value(_key(name), default)
@@ -23,6 +24,7 @@ def get_value(name: str, default: Any = None, value_type: type | None = None) ->
 
 
 def set_value(name: str, value: Any) -> None:
+    """Remember ``value`` as the setting ``rsp_segmentation/<name>``."""
     QgsSettings().setValue(_key(name), value)
 
 
@@ -33,4 +35,5 @@ def interpreter() -> str:
 
 
 def set_interpreter(path: str) -> None:
+    """Save the engine's Python interpreter (an empty path restores the default)."""
     set_value("interpreter", path.strip())

@@ -65,6 +65,7 @@ class StyleFromModel(QgsProcessingLayerPostProcessorInterface):
         self.colors = colors
 
     def postProcessLayer(self, layer: Any, context: Any, feedback: Any) -> None:
+        """Give the loaded layer the model's paletted (raster) or categorised (polygons) style."""
         if self.kind == "raster":
             layer.setRenderer(paletted_renderer(layer, self.class_names, self.colors))
         else:
@@ -73,19 +74,26 @@ class StyleFromModel(QgsProcessingLayerPostProcessorInterface):
 
 
 class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
+    """Segment raster with RSP model: the dialog's options as Processing parameters, the same engine subprocess."""
+
     def name(self) -> str:
+        """The algorithm's id within the provider."""
         return "segmentraster"
 
     def displayName(self) -> str:
+        """The name shown in the Processing toolbox."""
         return "Segment raster with RSP model"
 
     def group(self) -> str:
+        """The toolbox group's name."""
         return "Segmentation"
 
     def groupId(self) -> str:
+        """The toolbox group's id."""
         return "segmentation"
 
     def shortHelpString(self) -> str:
+        """The help text shown next to the parameters."""
         return (
             "Segments a raster with an RSP model file (.rspmodel) in a separate Python process (the interpreter "
             "set in the plugin settings). Writes a classified GeoTIFF (class ids with the model's colours and "
@@ -94,9 +102,11 @@ class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
         )
 
     def createInstance(self) -> SegmentRasterAlgorithm:
+        """A fresh instance (Processing copies algorithms per run)."""
         return SegmentRasterAlgorithm()
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
+        """Declare the parameters and outputs (the model defaults to the one last used in the dialog)."""
         self.addParameter(QgsProcessingParameterRasterLayer(INPUT, "Input raster"))
         self.addParameter(
             QgsProcessingParameterFile(MODEL, "Model file", extension="rspmodel", defaultValue=self._default_model())
@@ -150,6 +160,7 @@ class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
     def processAlgorithm(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
+        """Run the engine on the input and return the written outputs (``{}`` when cancelled)."""
         layer = self.parameterAsRasterLayer(parameters, INPUT, context)
         input_path = layer_file_path(layer)
         if not input_path:

@@ -207,6 +207,7 @@ class SegmentDialog(QDialog):
         self._on_inputs_changed()
 
     def current_model(self) -> ModelEntry | None:
+        """The model chosen in the combo box, or None when none is installed."""
         index = self.model_combo.currentIndex()
         return self.models[index] if 0 <= index < len(self.models) else None
 
@@ -365,6 +366,7 @@ class SegmentDialog(QDialog):
         return True
 
     def cancel(self) -> None:
+        """Cancel the running engine (its partial outputs are removed)."""
         if self.runner is not None:
             self.status_label.setText("Cancelling…")
             self.runner.cancel()

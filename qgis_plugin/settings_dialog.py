@@ -13,6 +13,8 @@ from .environment_check import check_environment
 
 
 class SettingsDialog(QDialog):
+    """Settings: choose the engine's Python interpreter and check its environment."""
+
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("RSP Segmentation settings")
@@ -37,6 +39,7 @@ class SettingsDialog(QDialog):
         layout.addWidget(buttons)
 
     def run_check(self) -> None:
+        """Run Check environment on the interpreter in the field and show the report."""
         QApplication.setOverrideCursor(3)  # Qt.WaitCursor
         try:
             self.report.setText(
@@ -46,5 +49,6 @@ class SettingsDialog(QDialog):
             QApplication.restoreOverrideCursor()
 
     def save(self) -> None:
+        """Save the interpreter and close."""
         plugin_settings.set_interpreter(self.interpreter.filePath())
         self.accept()
