@@ -41,6 +41,7 @@ STDERR_TAIL_CHARS = 4000
 
 
 def log(message: str, level: Qgis.MessageLevel = Qgis.Info) -> None:
+    """Write ``message`` to QGIS's Log Messages panel under the plugin's tab."""
     QgsMessageLog.logMessage(message, LOG_TAG, level)
 
 
@@ -140,10 +141,12 @@ class EngineRunner(QObject):
         self._kill_timer.timeout.connect(self.process.kill)
 
     def start(self) -> None:
+        """Start the subprocess (returns at once; the signals report what follows)."""
         log(f"starting: {self.interpreter} -m {self.module} {' '.join(self.args)}")
         self.process.start()
 
     def is_running(self) -> bool:
+        """Whether the subprocess is starting or running."""
         return self.process.state() != QProcess.NotRunning
 
     def cancel(self) -> None:

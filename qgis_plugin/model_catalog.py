@@ -32,6 +32,7 @@ class ModelEntry:
 
     @property
     def name(self) -> str:
+        """The file name without its suffix (what the dialogs list)."""
         return Path(self.path).stem
 
 
@@ -43,6 +44,7 @@ def user_models_dir() -> Path:
 
 
 def read_entry(path: str | os.PathLike[str], bundled: bool = False) -> ModelEntry:
+    """The entry for one model file: its metadata, or the reason it cannot be read."""
     ensure_engine_importable()
     from engine.model_file import ModelFileError, read_model_info
 

@@ -45,6 +45,7 @@ class RspSegmentationPlugin:
         QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self) -> None:
+        """Add the toolbar, the Raster-menu entries and the Processing provider."""
         icon = QIcon(icon_path())
         main_window = self.iface.mainWindow()
         self.segment_action = QAction(icon, SEGMENT_ACTION_TEXT, main_window)
@@ -67,6 +68,7 @@ class RspSegmentationPlugin:
         self.initProcessing()
 
     def unload(self) -> None:
+        """Remove what initGui added; running engines are cancelled first."""
         for action in self.actions:
             self.iface.removePluginRasterMenu(MENU_NAME, action)
         if self.toolbar is not None:
@@ -96,6 +98,7 @@ class RspSegmentationPlugin:
         self.dialog.activateWindow()
 
     def show_model_manager(self) -> None:
+        """Open the model manager (modal), then refresh the open dialog's model list."""
         from .model_manager_dialog import ModelManagerDialog
 
         ModelManagerDialog(parent=self.iface.mainWindow()).exec_()
@@ -103,6 +106,7 @@ class RspSegmentationPlugin:
             self.dialog.refresh()
 
     def show_settings(self) -> None:
+        """Open the settings (engine interpreter, Check environment)."""
         from .settings_dialog import SettingsDialog
 
         SettingsDialog(parent=self.iface.mainWindow()).exec_()

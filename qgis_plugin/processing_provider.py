@@ -11,16 +11,22 @@ PROVIDER_ID = "rspsegmentation"
 
 
 class RspProcessingProvider(QgsProcessingProvider):
+    """The plugin's Processing provider (``rspsegmentation``)."""
+
     def id(self) -> str:
+        """The provider id that prefixes algorithm ids."""
         return PROVIDER_ID
 
     def name(self) -> str:
+        """The name shown in the Processing toolbox."""
         return "RSP Segmentation"
 
     def icon(self) -> QIcon:
+        """The plugin icon."""
         return QIcon(icon_path())
 
     def loadAlgorithms(self) -> None:
+        """Add the provider's algorithms."""
         from .processing_algorithm import SegmentRasterAlgorithm
 
         self.addAlgorithm(SegmentRasterAlgorithm())
