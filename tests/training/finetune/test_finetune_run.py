@@ -153,3 +153,25 @@ def test_backbone_checkpoint_start_and_a_mismatched_arch(tmp_path, potsdam_polyg
     assert info.arch == "lite_resnet" and info.provenance["start"] == "lite-ckpt.pth"
     with pytest.raises(ParameterError, match="does not fit --arch rsp_swin_t"):
         finetune(FinetuneRequest(**{**base, "arch": "rsp_swin_t", "output": str(tmp_path / "x.rspmodel")}))
+
+
+@pytest.mark.slow  # ≈ 20-60 s each on 2 cores: run by `make reliability`
+@pytest.mark.parametrize("arch", ["rsp_resnet50", "rsp_swin_t", "rsp_vitaev2_s"])
+def test_rsp_networks_finetune_on_cpu(tmp_path, potsdam_polygons, arch):
+    events: list[dict] = []
+    request = FinetuneRequest(
+        **{**_request(tmp_path, potsdam_polygons, arch, iters=1, tile=64).__dict__, "init": None, "arch": arch}
+    )
+    result = finetune(request, on_event=events.append)
+    assert read_model_info(result.model).arch == arch
+    assert any("from scratch" in e.get("message", "") for e in events if e["event"] == "status")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()")
+def test_finetune_on_cuda_with_amp(tmp_path, potsdam_polygons):
+    events: list[dict] = []
+    request = _request(tmp_path, potsdam_polygons, "cuda", iters=3, device="cuda")
+    result = finetune(request, on_event=events.append)
+    assert any("on cuda" in e.get("message", "") for e in events if e["event"] == "status")
+    assert read_model_info(result.model).metrics
