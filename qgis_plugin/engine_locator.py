@@ -6,6 +6,9 @@ folder (``rsp_segmentation/engine/``); in the source repository the repository r
 ``<interpreter> -m engine ...`` with ``PYTHONPATH=<engine_parent_dir>`` prepended, so the interpreter never needs the
 engine installed. In-process, the plugin only reads model metadata (``engine.model_file``, standard library only);
 :func:`ensure_engine_importable` puts the same folder on ``sys.path`` when ``engine`` is not importable already.
+The ``training`` package (``python -m training finetune|accuracy``, run by the Train model dialog and the training
+Processing algorithms) travels the same way: the zip carries it next to ``engine/`` in the plugin folder, the
+repository holds it next to ``engine/``, so the same ``PYTHONPATH`` finds both (:func:`training_available`).
 
 Decision (interpreter): QGIS's embedded Python usually lacks torch, and heavy inference inside QGIS risks taking it
 down, so inference runs in a separate interpreter, chosen in this order: the path saved in the plugin settings; the
@@ -23,6 +26,7 @@ from pathlib import Path
 from .plugin_paths import PLUGIN_DIR
 
 ENGINE_PACKAGE = "engine"
+TRAINING_PACKAGE = "training"
 
 
 class EngineNotFoundError(Exception):
@@ -67,6 +71,14 @@ def ensure_engine_importable() -> None:
     for name in [m for m in sys.modules if m == ENGINE_PACKAGE or m.startswith(ENGINE_PACKAGE + ".")]:
         del sys.modules[name]
     importlib.invalidate_caches()
+
+
+def training_available() -> bool:
+    """Whether the ``training`` package sits next to the engine package (bundled or in the repository)."""
+    try:
+        return (engine_parent_dir() / TRAINING_PACKAGE / "__main__.py").is_file()
+    except EngineNotFoundError:
+        return False
 
 
 def engine_pythonpath(existing: str | None = None) -> str:

@@ -95,6 +95,8 @@ class EngineRunner(QObject):
         canceled(): the run was cancelled and its outputs removed.
         malformed(str): a stdout line that is not an event (also logged).
         status(str): a ``status`` event's message (a long step with no progress yet, such as compiling).
+        other(OtherEvent): any event other than progress/done/error, ``status`` included (e.g. training's
+            ``start`` with its classes and chip counts).
     """
 
     progress = pyqtSignal(object)
@@ -103,6 +105,7 @@ class EngineRunner(QObject):
     canceled = pyqtSignal()
     malformed = pyqtSignal(str)
     status = pyqtSignal(str)
+    other = pyqtSignal(object)
 
     def __init__(
         self,
@@ -222,6 +225,8 @@ class EngineRunner(QObject):
         elif isinstance(event, OtherEvent) and event.name == "status":
             log(f"engine: {event.raw.get('message', '')}")
             self.status.emit(str(event.raw.get("message", "")))
+        if isinstance(event, OtherEvent):
+            self.other.emit(event)
         elif isinstance(event, MalformedLine):
             log(f"ignored engine output line ({event.reason}): {event.text[:300]}", Qgis.Warning)
             self.malformed.emit(event.text)
@@ -299,6 +304,7 @@ def run_blocking(
     output_paths: list[str] | None = None,
     poll_ms: int = POLL_MS,
     module: str = ENGINE_MODULE,
+    on_status: Callable[[str], None] | None = None,
 ) -> DoneEvent:
     """Run ``<interpreter> -m <module> <args>`` to the end without an event loop (Processing runs in a worker thread).
 
@@ -310,6 +316,7 @@ def run_blocking(
         output_paths: the run's requested outputs, removed when it fails or is cancelled (see :class:`EngineRunner`).
         poll_ms: how often ``is_canceled`` is asked, in milliseconds.
         module: the module run with ``-m`` (``engine`` by default; e.g. ``training``).
+        on_status: called with each ``status`` event's message (e.g. a Processing feedback's ``pushInfo``).
 
     Returns:
         The ``done`` event.
@@ -320,6 +327,8 @@ def run_blocking(
     runner = EngineRunner(interpreter, args, output_paths, module=module)
     outcome: dict[str, object] = {}
     runner.progress.connect(on_progress)
+    if on_status is not None:
+        runner.status.connect(on_status)
     runner.finished_ok.connect(lambda event: outcome.setdefault("done", event))
     runner.failed.connect(lambda message, hint: outcome.setdefault("failed", (message, hint)))
     runner.canceled.connect(lambda: outcome.setdefault("canceled", True))

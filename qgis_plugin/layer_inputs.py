@@ -10,7 +10,9 @@ Owns, for the dialogs and the Processing algorithms alike:
 - a vector labels layer → a file OGR can read (:func:`vector_layer_source`: the layer's own file when it is one, else
   an export);
 - a Processing feature-source parameter → a single-layer GeoPackage (:func:`processing_features_path`, honouring
-  "Selected features only").
+  "Selected features only");
+- a labels layer's categorised style → class names, colours and the field values they stand for
+  (:func:`categorized_classes`; the classes of a fine-tuning run).
 
 The engine and training never see a QGIS layer: only these paths and numbers cross the process boundary.
 """
@@ -21,6 +23,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from qgis.core import (
+    QgsCategorizedSymbolRenderer,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCoordinateTransformContext,
@@ -37,6 +40,7 @@ from qgis.core import (
     QgsVectorFileWriter,
     QgsVectorLayer,
 )
+from qgis.PyQt.QtCore import QVariant
 
 if TYPE_CHECKING:
     from qgis.gui import QgsMapCanvas
@@ -230,3 +234,37 @@ def processing_features_path(
     if not path or not os.path.isfile(path):
         raise LayerExportError(f"Cannot write the features of {definition.description()!r}.", "no file was written")
     return path
+
+
+LayerClass = tuple[str, tuple[int, int, int], Any]
+"""``(name, (r, g, b), value)``: a class name, its colour, and the field value that means it."""
+
+
+def categorized_classes(layer: Any, field: str) -> list[LayerClass] | None:
+    """The classes a vector layer's categorised style defines on ``field``, in the style's order.
+
+    Each category gives one class: its legend label (the value when the label is empty), its symbol's colour and its
+    value. The "all other values" category and categories of several values are left out.
+
+    Args:
+        layer: any map layer (or None).
+        field: the class field.
+
+    Returns:
+        The classes, or None when ``layer`` is not a vector layer styled by categories of ``field`` (the caller then
+        uses the field's values).
+    """
+    if not isinstance(layer, QgsVectorLayer):
+        return None
+    renderer = layer.renderer()
+    if not isinstance(renderer, QgsCategorizedSymbolRenderer) or renderer.classAttribute() != field:
+        return None
+    classes: list[LayerClass] = []
+    for category in renderer.categories():
+        value = category.value()
+        if value is None or value == "" or isinstance(value, list | tuple | QVariant):  # a QVariant here is NULL
+            continue
+        color = category.symbol().color() if category.symbol() is not None else None
+        rgb = (color.red(), color.green(), color.blue()) if color is not None else (128, 128, 128)
+        classes.append((category.label().strip() or str(value), rgb, value))
+    return classes or None

@@ -93,8 +93,24 @@ def import_command(source: str, user_dir: Path | None = None) -> tuple[list[str]
     return ["import", source, "--output", str(dest)], str(dest)
 
 
+def holdout_of(info: Any) -> dict[str, Any] | None:
+    """The hold-out evaluation a fine-tuned model file carries (``provenance["holdout"]``: ``per_class``,
+    ``holdout_pixels``, ...), or None for a model without one (an imported or bundled model)."""
+    provenance = getattr(info, "provenance", None)
+    holdout = provenance.get("holdout") if isinstance(provenance, dict) else None
+    return holdout if isinstance(holdout, dict) else None
+
+
+def format_metric(value: Any) -> str:
+    """A percentage metric as the dialogs show it (``84.5``); ``n/a`` for a missing (NaN/None) value."""
+    return "n/a" if value is None or value != value else f"{float(value):.1f}"
+
+
 def format_info_html(entry: ModelEntry, brief: bool = False) -> str:
     """Metadata as HTML for the dialogs: classes with colour swatches first, then bands, GSD, tile size, provenance.
+
+    A fine-tuned model's metrics are labelled as hold-out metrics (measured on spatially separate blocks); without
+    ``brief`` its per-class F1 follows.
 
     ``brief`` (the Segment dialog): the training data and description are cut to one short line each; the dialog
     shows the whole text as the tooltip and the model manager shows it in full.
@@ -110,6 +126,13 @@ def format_info_html(entry: ModelEntry, brief: bool = False) -> str:
     )
     gsd = f"{info.gsd_m:g} m/px" if info.gsd_m else "raster's own resolution"
     metrics = ", ".join(f"{k} {v:g}" for k, v in info.metrics.items()) or "not stated"
+    holdout = holdout_of(info) if info.metrics else None
+    metrics_label = "Hold-out metrics" if holdout else "Metrics"
+    per_class = ""
+    if holdout and not brief and isinstance(holdout.get("per_class"), list):
+        per_class = "<br>Per-class F1 (hold-out): " + html.escape(
+            ", ".join(f"{row.get('class')} {format_metric(row.get('F1'))}" for row in holdout["per_class"])
+        )
     source = "bundled" if entry.bundled else "installed"
     dataset, description = info.dataset or "not stated", info.description
 
@@ -121,6 +144,6 @@ def format_info_html(entry: ModelEntry, brief: bool = False) -> str:
         f"{swatches}<br>"
         f"Bands: {', '.join(info.bands)} &nbsp; values {info.value_range[0]:g}..{info.value_range[1]:g} &nbsp; "
         f"GSD: {gsd} &nbsp; tile {info.tile_size} px, stride {info.stride} px<br>"
-        f"Metrics: {html.escape(metrics)} &nbsp; trained on: {html.escape(cut(dataset, 60))}<br>"
+        f"{metrics_label}: {html.escape(metrics)} &nbsp; trained on: {html.escape(cut(dataset, 60))}{per_class}<br>"
         f"<i>{html.escape(cut(description, 120))}</i>"
     )

@@ -23,11 +23,13 @@ from engine import events  # noqa: E402  (found by ensure_engine_importable)
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """``done`` of ``total`` work units (windows) finished; ``eta_s`` seconds left, or None when unknown."""
+    """``done`` of ``total`` work units (windows, or training iterations) finished; ``eta_s`` seconds left, or None
+    when unknown; ``raw`` the whole event (training adds ``iteration``, ``loss`` and ``lr``; not compared)."""
 
     done: int
     total: int
     eta_s: float | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def percent(self) -> float:
@@ -102,7 +104,7 @@ def parse_line(line: str) -> EngineEvent | None:
     try:
         if name == events.PROGRESS:
             eta = data.get("eta_s")
-            return ProgressEvent(int(data["done"]), int(data["total"]), None if eta is None else float(eta))
+            return ProgressEvent(int(data["done"]), int(data["total"]), None if eta is None else float(eta), data)
         if name == events.DONE:
             outputs = data.get("outputs") or {}
             if not isinstance(outputs, dict):

@@ -111,3 +111,30 @@ def test_single_layer_file_is_used_as_is_and_filtered_or_multi_layer_is_exported
     out.mkdir()
     assert _features(vector_layer_source(second, folder=str(out)))[0] == 3
     del file_layer, second
+
+
+def test_categorized_classes_follow_the_style_on_the_class_field(squares) -> None:
+    from qgis.core import NULL, QgsCategorizedSymbolRenderer, QgsRendererCategory, QgsSymbol, QgsWkbTypes
+    from qgis.PyQt.QtGui import QColor
+
+    from qgis_plugin.layer_inputs import categorized_classes
+
+    def category(value, label, rgb):
+        symbol = QgsSymbol.defaultSymbol(QgsWkbTypes.PolygonGeometry)
+        symbol.setColor(QColor(*rgb))
+        return QgsRendererCategory(value, symbol, label)
+
+    assert categorized_classes(squares, "class") is None  # a single-symbol style: the field's values decide
+    squares.setRenderer(
+        QgsCategorizedSymbolRenderer(
+            "class",
+            [
+                category(3, "roofs", (200, 0, 0)),
+                category(1, "", (0, 150, 0)),  # no label: the value names the class
+                category(NULL, "all other values", (0, 0, 0)),
+            ],
+        )
+    )
+    assert categorized_classes(squares, "class") == [("roofs", (200, 0, 0), 3), ("1", (0, 150, 0), 1)]
+    assert categorized_classes(squares, "other_field") is None
+    assert categorized_classes(None, "class") is None

@@ -21,6 +21,9 @@ def test_known_events() -> None:
     assert done.outputs == {"raster": "/a.tif"}
     assert done.classes == [{"id": 0}]
     assert parse_line('{"event":"error","message":"boom","hint":"try cpu"}') == ErrorEvent("boom", "try cpu")
+    training = parse_line('{"event":"progress","done":2,"total":300,"iteration":2,"loss":0.568,"lr":0.0005,"eta_s":9}')
+    assert training == ProgressEvent(2, 300, 9.0)  # the extra fields ride along in raw, not compared
+    assert (training.raw["iteration"], training.raw["loss"]) == (2, 0.568)
 
 
 def test_malformed_lines_are_reported_not_raised() -> None:
