@@ -1,5 +1,5 @@
-"""The plugin object QGIS creates: a toolbar button and a Raster-menu entry "Segment layer", the model manager,
-the settings entry and the Processing provider.
+"""The plugin object QGIS creates: toolbar buttons and Raster-menu entries "Segment layer" and "Train model", the
+model manager, the settings entry and the Processing provider.
 
 Everything heavy (the dialog, the runner, Processing) is imported when first used, not at QGIS start-up.
 """
@@ -17,6 +17,8 @@ from .plugin_paths import icon_path
 MENU_NAME = "&RSP Segmentation"
 SEGMENT_ACTION_TEXT = "Segment layer"
 SEGMENT_ACTION_OBJECT_NAME = "rspSegmentLayerAction"
+TRAIN_ACTION_TEXT = "Train model"
+TRAIN_ACTION_OBJECT_NAME = "rspTrainModelAction"
 TOOLBAR_OBJECT_NAME = "rspSegmentationToolbar"
 
 
@@ -27,8 +29,10 @@ class RspSegmentationPlugin:
         self.iface = iface
         self.actions: list[QAction] = []
         self.segment_action: QAction | None = None
+        self.train_action: QAction | None = None
         self.toolbar: Any = None
         self.dialog: Any = None
+        self.train_dialog: Any = None
         self.provider: Any = None
 
     def initProcessing(self) -> None:
@@ -51,7 +55,11 @@ class RspSegmentationPlugin:
         self.segment_action = QAction(icon, SEGMENT_ACTION_TEXT, main_window)
         self.segment_action.setObjectName(SEGMENT_ACTION_OBJECT_NAME)
         self.segment_action.setToolTip("Segment a raster layer with an RSP model (UperNet)")
-        self.segment_action.triggered.connect(self.show_segment_dialog)
+        self.segment_action.triggered.connect(lambda: self.show_segment_dialog())
+        self.train_action = QAction(icon, TRAIN_ACTION_TEXT, main_window)
+        self.train_action.setObjectName(TRAIN_ACTION_OBJECT_NAME)
+        self.train_action.setToolTip("Fine-tune a model on your own labels (polygons) and measure its accuracy")
+        self.train_action.triggered.connect(self.show_train_dialog)
         manager_action = QAction(icon, "Model manager…", main_window)
         manager_action.setObjectName("rspModelManagerAction")
         manager_action.triggered.connect(self.show_model_manager)
@@ -60,9 +68,10 @@ class RspSegmentationPlugin:
         settings_action.triggered.connect(self.show_settings)
         self.toolbar = self.iface.addToolBar("RSP Segmentation")
         self.toolbar.setObjectName(TOOLBAR_OBJECT_NAME)
-        self.toolbar.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)  # one button: show its name
+        self.toolbar.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)  # same icon: show their names
         self.toolbar.addAction(self.segment_action)
-        for action in (self.segment_action, manager_action, settings_action):
+        self.toolbar.addAction(self.train_action)
+        for action in (self.segment_action, self.train_action, manager_action, settings_action):
             self.iface.addPluginToRasterMenu(MENU_NAME, action)
             self.actions.append(action)
         self.initProcessing()
@@ -74,10 +83,12 @@ class RspSegmentationPlugin:
         if self.toolbar is not None:
             self.toolbar.deleteLater()
             self.toolbar = None
-        if self.dialog is not None:
-            self.dialog.shutdown()
-            self.dialog.deleteLater()
-            self.dialog = None
+        for dialog in (self.dialog, self.train_dialog):
+            if dialog is not None:
+                dialog.shutdown()
+                dialog.deleteLater()
+        self.dialog = None
+        self.train_dialog = None
         if self.provider is not None:
             from qgis.core import QgsApplication
 
@@ -85,25 +96,52 @@ class RspSegmentationPlugin:
             self.provider = None
         self.actions = []
         self.segment_action = None
+        self.train_action = None
 
-    def show_segment_dialog(self) -> None:
-        """Open (or raise) the non-modal Segment layer dialog."""
+    def show_segment_dialog(self, layer: Any = None, model_path: str | None = None) -> None:
+        """Open (or raise) the non-modal Segment layer dialog, optionally with a raster layer and a model chosen."""
         from .segment_dialog import SegmentDialog
 
         if self.dialog is None:
             self.dialog = SegmentDialog(self.iface, parent=self.iface.mainWindow())
         self.dialog.refresh()
+        if model_path:
+            index = self.dialog.model_combo.findData(model_path)
+            if index >= 0:
+                self.dialog.model_combo.setCurrentIndex(index)
+        if layer is not None:
+            self.dialog.layer_combo.setLayer(layer)
         self.dialog.show()
         self.dialog.raise_()
         self.dialog.activateWindow()
+
+    def show_train_dialog(self) -> None:
+        """Open (or raise) the non-modal Train model dialog."""
+        from .train_dialog import TrainDialog
+
+        if self.train_dialog is None:
+            self.train_dialog = TrainDialog(self.iface, parent=self.iface.mainWindow())
+            self.train_dialog.model_trained.connect(self._on_model_trained)
+            self.train_dialog.segment_requested.connect(self.show_segment_dialog)
+        else:
+            self.train_dialog.refresh()
+        self.train_dialog.show()
+        self.train_dialog.raise_()
+        self.train_dialog.activateWindow()
+
+    def _on_model_trained(self, _path: str) -> None:
+        """A new model is in the models folder: the Segment dialog lists it."""
+        if self.dialog is not None:
+            self.dialog.refresh()
 
     def show_model_manager(self) -> None:
         """Open the model manager (modal), then refresh the open dialog's model list."""
         from .model_manager_dialog import ModelManagerDialog
 
         ModelManagerDialog(parent=self.iface.mainWindow()).exec_()
-        if self.dialog is not None:
-            self.dialog.refresh()
+        for dialog in (self.dialog, self.train_dialog):
+            if dialog is not None:
+                dialog.refresh()
 
     def show_settings(self) -> None:
         """Open the settings (engine interpreter, Check environment)."""

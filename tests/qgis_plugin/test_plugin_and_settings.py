@@ -17,8 +17,10 @@ def test_init_gui_registers_action_and_provider_then_unloads(qgis_iface, qgis_pr
     registry = QgsApplication.processingRegistry()
     try:
         assert plugin.segment_action.text() == "Segment layer"
-        assert plugin.toolbar.actions() == [plugin.segment_action]
-        assert registry.algorithmById("rspsegmentation:segmentraster") is not None
+        assert plugin.train_action.text() == "Train model"
+        assert plugin.toolbar.actions() == [plugin.segment_action, plugin.train_action]
+        for name in ("segmentraster", "finetune", "accuracy"):
+            assert registry.algorithmById(f"rspsegmentation:{name}") is not None, name
     finally:
         plugin.unload()
     assert registry.algorithmById("rspsegmentation:segmentraster") is None

@@ -1,0 +1,658 @@
+"""The "Train model" dialog: fine-tune a model on the analyst's own labels with ``python -m training finetune``.
+
+The dialog gathers a :class:`.train_parameters.TrainParameters` (command line and validation there), writes the
+run's inputs into its work folder (the labels layer exported through :mod:`.layer_inputs` when it is not a plain file
+or only selected features are wanted; ``classes.json`` from the layer's categorised style), runs the training package
+with the engine runner (a subprocess of the engine interpreter) and shows its progress, loss and ETA. When the run
+finishes it shows the hold-out accuracy, announces the new model (:attr:`TrainDialog.model_trained`, so the Segment
+dialog refreshes its list) and offers to segment the layer with it (:attr:`TrainDialog.segment_requested`, handled by
+the plugin, which opens the Segment dialog with the layer and the model selected).
+
+The new model goes into the profile's models folder (:func:`.model_catalog.user_models_dir`), where the Segment
+dialog and the model manager find it; the work folder ``<name>_finetune`` sits next to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import os
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsFieldProxyModel,
+    QgsMapLayerProxyModel,
+    QgsProxyProgressTask,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+from qgis.gui import QgsCollapsibleGroupBox, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox, QgsMessageBar
+from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+)
+
+from . import model_catalog, plugin_settings
+from .dialog_widgets import FittedLabel, apply_cuda_availability
+from .engine_locator import training_available
+from .engine_runner import EngineRunner
+from .layer_inputs import (
+    LABELS_FILE_NAME,
+    LayerExportError,
+    categorized_classes,
+    export_features,
+    layer_file_path,
+    vector_file_path,
+)
+from .model_catalog import ModelEntry, format_metric, holdout_of, list_models, read_entry
+from .parameters import DEVICES, InvalidParametersError
+from .progress_stream import DoneEvent, ProgressEvent
+from .train_parameters import (
+    CLASSES_FILE_NAME,
+    DEFAULT_VAL_FRACTION,
+    DEMO_MODEL_NAME,
+    MAX_BATCH_SIZE,
+    MAX_ITERATIONS,
+    MAX_TILE,
+    RSP_BACKBONE_ARCHS,
+    TILE_MULTIPLE,
+    TRAINING_MODULE,
+    StartKind,
+    TrainParameters,
+    class_entry,
+    default_iterations,
+    has_unfinished_run,
+    model_name_problem,
+    model_path_for,
+    resumable_labels,
+    safe_model_name,
+    work_folder_for,
+    write_classes_json,
+)
+
+START_LABELS = {StartKind.MODEL: "A model", StartKind.BACKBONE: "An RSP backbone file (pretraining checkpoint)"}
+FIND_ARCH_LABEL = "Find from the file"
+BACKBONE_FILTER = "RSP pretraining checkpoints (*.pth *.pt);;All files (*)"
+MESSAGE_DURATION_S = 10
+SWATCH = "&nbsp;&nbsp;&nbsp;&nbsp;"
+
+
+def format_eta(seconds: float | None) -> str:
+    """``", about 40 s left"`` / ``", about 3 min left"``; ``""`` when unknown."""
+    if seconds is None or seconds < 0:
+        return ""
+    if seconds < 90:
+        return f", about {seconds:.0f} s left"
+    return f", about {seconds / 60:.0f} min left"
+
+
+def progress_text(event: ProgressEvent) -> str:
+    """``"Iteration 12 of 300, loss 0.5432, about 2 min left"`` from a training ``progress`` event."""
+    iteration = event.raw.get("iteration", event.done)
+    loss = event.raw.get("loss")
+    loss_text = f", loss {float(loss):.4f}" if isinstance(loss, int | float) else ""
+    return f"Iteration {iteration} of {event.total}{loss_text}{format_eta(event.eta_s)}"
+
+
+def results_html(
+    model_name: str,
+    metrics: dict[str, Any],
+    per_class: list[dict[str, Any]],
+    colors: dict[str, tuple[int, int, int]],
+    holdout_pixels: int | None = None,
+) -> str:
+    """The hold-out accuracy of a finished run as HTML: OA, kappa, mIoU, mF1, then F1/IoU/pixels per class.
+
+    Args:
+        model_name: the new model's name.
+        metrics: ``{"OA", "kappa", "mIoU", "mF1"}`` (×100) from the ``done`` event.
+        per_class: the ``done`` event's ``per_class`` rows (``class``, ``F1``, ``IoU``, ``pixels``; ×100).
+        colors: class name → colour, for the swatches.
+        holdout_pixels: how many labelled pixels the hold-out had, when known.
+    """
+    where = f" on {holdout_pixels:,} labelled pixels" if holdout_pixels else ""
+    head = "".join(f"<th align='right'>&nbsp;{k}&nbsp;</th>" for k in ("OA", "kappa", "mIoU", "mF1"))
+    values = "".join(f"<td align='right'>{format_metric(metrics.get(k))}</td>" for k in ("OA", "kappa", "mIoU", "mF1"))
+    rows = []
+    for row in per_class:
+        name = str(row.get("class", ""))
+        r, g, b = colors.get(name, (128, 128, 128))
+        rows.append(
+            f"<tr><td><span style='background-color:rgb({r},{g},{b});'>{SWATCH}</span>&nbsp;{html.escape(name)}</td>"
+            f"<td align='right'>{format_metric(row.get('F1'))}</td><td align='right'>{format_metric(row.get('IoU'))}"
+            f"</td><td align='right'>{int(row.get('pixels') or 0):,}</td></tr>"
+        )
+    return (
+        f"<b>Hold-out accuracy of {html.escape(model_name)}</b> (blocks kept out of training{where}):"
+        f"<table cellspacing='0' cellpadding='2'><tr>{head}</tr><tr>{values}</tr></table>"
+        "<table cellspacing='0' cellpadding='2'><tr><th align='left'>Class</th><th align='right'>&nbsp;F1</th>"
+        f"<th align='right'>&nbsp;IoU</th><th align='right'>&nbsp;held-out pixels</th></tr>{''.join(rows)}</table>"
+    )
+
+
+class TrainDialog(QDialog):
+    """Non-modal dialog; one training run at a time.
+
+    Signals:
+        model_trained(str): a run finished and wrote this model file.
+        segment_requested(object, str): the analyst asked to segment this raster layer with this model file.
+    """
+
+    model_trained = pyqtSignal(str)
+    segment_requested = pyqtSignal(object, str)
+
+    def __init__(self, iface: Any, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.iface = iface
+        self.setWindowTitle("Train model – RSP Segmentation")
+        self.setObjectName("rspTrainDialog")
+        self.setMinimumWidth(600)
+        self.runner: EngineRunner | None = None
+        self.task: QgsProxyProgressTask | None = None
+        self.models: list[ModelEntry] = []
+        self.trained_model: str | None = None
+        self._run_params: TrainParameters | None = None
+        self._run_layer: QgsRasterLayer | None = None
+        self._auto_iterations: int | None = None
+        self._auto_name = ""
+        self._watched_labels: QgsVectorLayer | None = None  # its style changes update the classes
+        self._build()
+        self._restore_settings()
+        self.refresh()
+
+    # -- widgets ---------------------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        self.message_bar = QgsMessageBar(self)
+        layout.addWidget(self.message_bar)
+        form = QFormLayout()
+        self.raster_combo = QgsMapLayerComboBox(self)
+        self.raster_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.raster_combo.setObjectName("rasterCombo")
+        form.addRow("Raster layer", self.raster_combo)
+        self.labels_combo = QgsMapLayerComboBox(self)
+        self.labels_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.labels_combo.setObjectName("labelsCombo")
+        self.labels_combo.setToolTip("Polygons you digitised over the raster, any CRS; only labelled pixels train")
+        form.addRow("Labels layer", self.labels_combo)
+        self.selected_check = QCheckBox("Selected features only", self)
+        form.addRow("", self.selected_check)
+        self.field_combo = QgsFieldComboBox(self)
+        self.field_combo.setFilters(QgsFieldProxyModel.String | QgsFieldProxyModel.Int | QgsFieldProxyModel.LongLong)
+        self.field_combo.setObjectName("classFieldCombo")
+        form.addRow("Class field", self.field_combo)
+        self.classes_label = FittedLabel(self)
+        self.classes_label.setObjectName("classesLabel")
+        form.addRow("Classes", self.classes_label)
+
+        self.start_combo = QComboBox(self)
+        for kind, label in START_LABELS.items():
+            self.start_combo.addItem(label, kind.value)
+        form.addRow("Start from", self.start_combo)
+        self.model_combo = QComboBox(self)
+        self.model_combo.setObjectName("startModelCombo")
+        form.addRow("Model", self.model_combo)
+        backbone_row = QHBoxLayout()
+        self.backbone_file = QgsFileWidget(self)
+        self.backbone_file.setStorageMode(QgsFileWidget.GetFile)
+        self.backbone_file.setFilter(BACKBONE_FILTER)
+        self.arch_combo = QComboBox(self)
+        self.arch_combo.addItem(FIND_ARCH_LABEL, None)
+        for arch in RSP_BACKBONE_ARCHS:
+            self.arch_combo.addItem(arch, arch)
+        backbone_row.addWidget(self.backbone_file, 1)
+        backbone_row.addWidget(self.arch_combo)
+        form.addRow("Backbone file", backbone_row)
+        self.iterations_spin = QSpinBox(self)
+        self.iterations_spin.setRange(1, MAX_ITERATIONS)
+        self.iterations_spin.setObjectName("iterationsSpin")
+        form.addRow("Iterations", self.iterations_spin)
+        self.device_combo = QComboBox(self)
+        self.device_combo.addItems(list(DEVICES))
+        form.addRow("Device", self.device_combo)
+        self.name_edit = QLineEdit(self)
+        self.name_edit.setObjectName("modelNameEdit")
+        self.name_edit.setToolTip("The new model's file name in the models folder (letters, digits, _ - .)")
+        form.addRow("New model name", self.name_edit)
+        self.path_label = QLabel(self)
+        self.path_label.setWordWrap(True)
+        self.path_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        form.addRow("", self.path_label)
+        self.resume_check = QCheckBox("Resume the interrupted run", self)
+        self.resume_check.setToolTip(
+            "Continue from the last checkpoint in the model's work folder, with the labels and options it started with"
+        )
+        self.overwrite_check = QCheckBox("Replace an existing model of this name", self)
+        checks = QHBoxLayout()
+        checks.addWidget(self.resume_check)
+        checks.addWidget(self.overwrite_check)
+        checks.addStretch(1)
+        form.addRow("", checks)
+        layout.addLayout(form)
+
+        advanced = QgsCollapsibleGroupBox("Advanced", self)
+        advanced.setCollapsed(True)
+        adv_form = QFormLayout(advanced)
+        self.batch_spin = QSpinBox(self)
+        self.batch_spin.setRange(0, MAX_BATCH_SIZE)
+        self.batch_spin.setSpecialValueText("architecture's default")
+        adv_form.addRow("Batch size", self.batch_spin)
+        self.tile_spin = QSpinBox(self)
+        self.tile_spin.setRange(0, MAX_TILE)
+        self.tile_spin.setSingleStep(TILE_MULTIPLE)
+        self.tile_spin.setSpecialValueText("start model's / architecture's default")
+        self.tile_spin.setSuffix(" px")
+        adv_form.addRow("Tile size", self.tile_spin)
+        self.val_spin = QDoubleSpinBox(self)
+        self.val_spin.setRange(0.05, 0.5)
+        self.val_spin.setSingleStep(0.05)
+        self.val_spin.setValue(DEFAULT_VAL_FRACTION)
+        adv_form.addRow("Held-out share of the labelled area", self.val_spin)
+        self.freeze_check = QCheckBox("Train the heads only (freeze the backbone)", self)
+        adv_form.addRow("", self.freeze_check)
+        self.advanced_box = advanced
+        layout.addWidget(advanced)
+
+        self.progress = QProgressBar(self)
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        layout.addWidget(self.progress)
+        self.status_label = QLabel("", self)
+        self.status_label.setWordWrap(True)
+        self.status_label.setObjectName("statusLabel")
+        layout.addWidget(self.status_label)
+        self.results_label = QLabel("", self)
+        self.results_label.setTextFormat(Qt.RichText)
+        self.results_label.setObjectName("resultsLabel")
+        self.results_label.hide()
+        layout.addWidget(self.results_label)
+
+        buttons = QHBoxLayout()
+        self.segment_button = QPushButton("Segment with the new model", self)
+        self.segment_button.setObjectName("segmentWithNewModelButton")
+        self.segment_button.hide()
+        self.run_button = QPushButton("Run", self)
+        self.run_button.setObjectName("runButton")
+        self.run_button.setDefault(True)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setObjectName("cancelButton")
+        self.close_button = QPushButton("Close", self)
+        buttons.addWidget(self.segment_button)
+        buttons.addStretch(1)
+        for button in (self.run_button, self.cancel_button, self.close_button):
+            buttons.addWidget(button)
+        layout.addLayout(buttons)
+
+        self.raster_combo.layerChanged.connect(self._on_raster_changed)
+        self.labels_combo.layerChanged.connect(self._on_labels_changed)
+        self.field_combo.fieldChanged.connect(self._update_classes)
+        self.start_combo.currentIndexChanged.connect(self._on_start_changed)
+        self.model_combo.currentIndexChanged.connect(self._on_start_changed)
+        self.arch_combo.currentIndexChanged.connect(self._on_start_changed)
+        self.name_edit.textChanged.connect(self._update_output)
+        self.overwrite_check.toggled.connect(self._update_enabled)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.close_button.clicked.connect(self.close)
+        self.segment_button.clicked.connect(self._request_segment)
+
+    # -- state -----------------------------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Reload the list of start models (the Segment dialog's list), keeping the choice; re-check the output."""
+        current = self.model_combo.currentData() or plugin_settings.get_value("train_start_model", "")
+        self.models = list_models()
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for entry in self.models:
+            label = entry.name if entry.info is not None else f"{entry.name} (unreadable)"
+            self.model_combo.addItem(label, entry.path)
+        index = self.model_combo.findData(current) if current else -1
+        if index < 0:  # default: the bundled demo model
+            index = next((i for i, e in enumerate(self.models) if e.bundled and e.name == DEMO_MODEL_NAME), 0)
+        self.model_combo.setCurrentIndex(index)
+        self.model_combo.blockSignals(False)
+        self._on_raster_changed()
+        self._on_labels_changed()
+        self._on_start_changed()
+
+    def start_kind(self) -> StartKind:
+        """A model file or an RSP backbone file, as chosen."""
+        return StartKind(self.start_combo.currentData())
+
+    def current_model(self) -> ModelEntry | None:
+        """The chosen start model, None when the list is empty."""
+        index = self.model_combo.currentIndex()
+        return self.models[index] if 0 <= index < len(self.models) else None
+
+    def output_model_path(self) -> str:
+        """The new model's file in the profile's models folder ("" while the name is not valid)."""
+        name = self.name_edit.text().strip()
+        return "" if model_name_problem(name) else model_path_for(name, str(model_catalog.user_models_dir()))
+
+    def _on_raster_changed(self, *_args: Any) -> None:
+        layer = self.raster_combo.currentLayer()
+        name = self.name_edit.text().strip()
+        if layer is not None and (not name or name == self._auto_name):
+            self._auto_name = self._free_name(safe_model_name(f"{layer.name()}_finetuned"))
+            self.name_edit.setText(self._auto_name)
+        self._update_output()
+
+    def _free_name(self, base: str) -> str:
+        """``base``, or ``base_2``, ``base_3``, ... : the first name that no model (installed or bundled) has yet.
+
+        A name whose run was interrupted is free (its model file does not exist), so Resume is offered for it.
+        """
+        taken = {e.name for e in list_models()}
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}_{n}"
+        return name
+
+    def _on_labels_changed(self, *_args: Any) -> None:
+        layer = self.labels_combo.currentLayer()
+        if self._watched_labels is not None:
+            with contextlib.suppress(TypeError, RuntimeError):  # not connected, or the layer is gone
+                self._watched_labels.rendererChanged.disconnect(self._update_classes)
+        self._watched_labels = layer if isinstance(layer, QgsVectorLayer) else None
+        if self._watched_labels is not None:
+            self._watched_labels.rendererChanged.connect(self._update_classes)
+        self.field_combo.setLayer(layer)
+        renderer = layer.renderer() if isinstance(layer, QgsVectorLayer) else None
+        field = getattr(renderer, "classAttribute", lambda: "")()
+        if field and self.field_combo.findText(field) >= 0:  # the field the layer is styled by
+            self.field_combo.setField(field)
+        self._update_classes()
+
+    def _update_classes(self, *_args: Any) -> None:
+        layer = self.labels_combo.currentLayer()
+        field = self.field_combo.currentField()
+        classes = categorized_classes(layer, field) if field else None
+        if classes:
+            swatches = " &nbsp; ".join(
+                f"<span style='background-color:rgb({r},{g},{b});'>{SWATCH}</span>&nbsp;"
+                + html.escape(name).replace(" ", "&nbsp;")
+                for name, (r, g, b), _value in classes
+            )
+            self.classes_label.setText(f"{swatches}<br><i>from the layer's categorised style</i>")
+        elif field:
+            self.classes_label.setText(
+                f"<i>the values of {html.escape(field)}, sorted; colours chosen by the training package "
+                "(style the layer by categories of this field to choose names and colours)</i>"
+            )
+        else:
+            self.classes_label.setText("<i>choose the labels layer and its class field</i>")
+
+    def _on_start_changed(self, *_args: Any) -> None:
+        kind = self.start_kind()
+        self.model_combo.setEnabled(kind is StartKind.MODEL)
+        self.backbone_file.setEnabled(kind is StartKind.BACKBONE)
+        self.arch_combo.setEnabled(kind is StartKind.BACKBONE)
+        self.freeze_check.setEnabled(True)
+        entry = self.current_model()
+        if kind is StartKind.MODEL:
+            arch = entry.info.arch if entry is not None and entry.info is not None else None
+            iterations = default_iterations(arch) if arch else default_iterations("lite_resnet")
+        else:
+            iterations = default_iterations(self.arch_combo.currentData())
+        if self._auto_iterations is None or self.iterations_spin.value() == self._auto_iterations:
+            self.iterations_spin.setValue(iterations)  # follows the start until the analyst sets a number
+        self._auto_iterations = iterations
+        self._update_enabled()
+
+    def _update_output(self, *_args: Any) -> None:
+        name = self.name_edit.text().strip()
+        problem = model_name_problem(name)
+        path = self.output_model_path()
+        if problem:
+            self.path_label.setText(f"<span style='color:#b00'>{html.escape(problem)}</span>")
+        else:
+            note = " (exists)" if os.path.exists(path) else ""
+            self.path_label.setText(
+                f"<small>{html.escape(path)}{note}<br>work folder: {html.escape(work_folder_for(path))}</small>"
+            )
+        unfinished = bool(path) and has_unfinished_run(path)
+        self.resume_check.setEnabled(unfinished)
+        self.resume_check.setChecked(unfinished)
+        self.overwrite_check.setEnabled(bool(path) and os.path.exists(path))
+        if not self.overwrite_check.isEnabled():
+            self.overwrite_check.setChecked(False)
+        self._update_enabled()
+
+    def _update_enabled(self, *_args: Any) -> None:
+        running = self.runner is not None
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def _restore_settings(self) -> None:
+        self.device_combo.setCurrentText(str(plugin_settings.get_value("device", "cpu")))
+        apply_cuda_availability(self.device_combo, plugin_settings.get_value("cuda_available", None))
+
+    def _save_settings(self) -> None:
+        entry = self.current_model()
+        plugin_settings.set_value("train_start_model", entry.path if entry else "")
+        plugin_settings.set_value("device", self.device_combo.currentText())
+
+    # -- parameters ------------------------------------------------------------------------------------------------
+
+    def gather_parameters(self) -> TrainParameters:
+        """Read the widgets into a :class:`TrainParameters`, writing nothing (see :meth:`prepare_run`).
+
+        The labels path is the labels layer's own file when it is a plain single-layer file and all features are
+        wanted; otherwise it is the export this run will write into its work folder (or, on Resume, the export the
+        interrupted run read). ``classes_json`` is the work folder's ``classes.json`` when the labels layer is styled
+        by categories of the class field.
+        """
+        output = self.output_model_path()
+        work = work_folder_for(output) if output else ""
+        labels = self.labels_combo.currentLayer()
+        field = self.field_combo.currentField()
+        resume = self.resume_check.isEnabled() and self.resume_check.isChecked()
+        labels_path = ""
+        if isinstance(labels, QgsVectorLayer) and work:
+            own = "" if self.selected_check.isChecked() else vector_file_path(labels)
+            labels_path = (resume and resumable_labels(work)) or own or os.path.join(work, LABELS_FILE_NAME)
+        classes = categorized_classes(labels, field) if field else None
+        entry = self.current_model()
+        kind = self.start_kind()
+        return TrainParameters(
+            raster_path=layer_file_path(self.raster_combo.currentLayer()),
+            labels_path=labels_path,
+            class_field=field,
+            output_model=output,
+            start=kind,
+            init_model=entry.path if kind is StartKind.MODEL and entry and entry.info is not None else "",
+            backbone=self.backbone_file.filePath().strip() if kind is StartKind.BACKBONE else "",
+            arch=self.arch_combo.currentData() if kind is StartKind.BACKBONE else None,
+            iterations=self.iterations_spin.value(),
+            device=self.device_combo.currentText(),
+            batch_size=self.batch_spin.value() or None,
+            tile=self.tile_spin.value() or None,
+            classes_json=os.path.join(work, CLASSES_FILE_NAME) if classes and work else None,
+            work_dir=work or None,
+            resume=resume,
+            freeze_backbone=self.freeze_check.isChecked(),
+            val_fraction=None if abs(self.val_spin.value() - DEFAULT_VAL_FRACTION) < 1e-9 else self.val_spin.value(),
+            overwrite=self.overwrite_check.isChecked(),
+        )
+
+    def prepare_run(self) -> TrainParameters:
+        """Check everything, then write the run's inputs into its work folder; return the parameters to run.
+
+        Nothing is written when a check fails. Written: the labels export (when :meth:`gather_parameters` planned
+        one) and ``classes.json`` from the labels layer's categorised style.
+
+        Raises:
+            InvalidParametersError: what to fix, one problem per line.
+        """
+        params = self.gather_parameters()
+        problems = []
+        if not training_available():
+            problems.append("The training package is missing from the plugin folder: reinstall the plugin zip.")
+        name_problem = model_name_problem(self.name_edit.text().strip())
+        if name_problem:
+            problems.append(name_problem)
+        elif any(e.bundled and e.name == self.name_edit.text().strip() for e in self.models):
+            problems.append("A model bundled with the plugin has this name: choose another name.")
+        if self.selected_check.isChecked() and not self._selected_count():
+            problems.append("No feature of the labels layer is selected: select labels, or untick 'Selected only'.")
+        problems += params.problems(inputs_pending=True)
+        if problems:
+            raise InvalidParametersError("\n".join(dict.fromkeys(problems)))
+        labels = self.labels_combo.currentLayer()
+        os.makedirs(params.work_folder, exist_ok=True)
+        try:
+            if params.labels_path == os.path.join(params.work_folder, LABELS_FILE_NAME) and not (
+                params.resume and resumable_labels(params.work_folder)
+            ):
+                export_features(
+                    labels, selected_only=self.selected_check.isChecked(), folder=params.work_folder,
+                    name=LABELS_FILE_NAME,
+                )  # fmt: skip
+            if params.classes_json:
+                classes = categorized_classes(labels, params.class_field) or []
+                write_classes_json([class_entry(*c) for c in classes], params.classes_json)
+        except LayerExportError as exc:
+            raise InvalidParametersError(str(exc)) from exc
+        params.validate()
+        return params
+
+    def _selected_count(self) -> int:
+        layer = self.labels_combo.currentLayer()
+        return layer.selectedFeatureCount() if isinstance(layer, QgsVectorLayer) else 0
+
+    # -- running ---------------------------------------------------------------------------------------------------
+
+    def run(self) -> bool:
+        """Validate, write the inputs and start ``python -m training finetune``; False (problems shown) if not."""
+        if self.runner is not None:
+            return False
+        try:
+            params = self.prepare_run()
+        except InvalidParametersError as exc:
+            self.message_bar.pushWarning("Cannot run", str(exc).replace("\n", " "))
+            self.status_label.setText(str(exc))
+            return False
+        self._save_settings()
+        self._run_params = params
+        self._run_layer = self.raster_combo.currentLayer()
+        self.trained_model = None
+        self.results_label.hide()
+        self.segment_button.hide()
+        self.runner = EngineRunner(
+            plugin_settings.interpreter(), params.finetune_args(), params.output_paths(), self, module=TRAINING_MODULE
+        )
+        self.runner.progress.connect(self._on_progress)
+        self.runner.status.connect(self.status_label.setText)
+        self.runner.other.connect(self._on_event)
+        self.runner.finished_ok.connect(self._on_done)
+        self.runner.failed.connect(self._on_failed)
+        self.runner.canceled.connect(self._on_canceled)
+        self.task = QgsProxyProgressTask(f"Training {Path(params.output_model).stem}")
+        QgsApplication.taskManager().addTask(self.task)
+        self.progress.setValue(0)
+        self.status_label.setText("Starting the training…")
+        self.runner.start()
+        self._update_enabled()
+        return True
+
+    def cancel(self) -> None:
+        """Stop the training (SIGTERM; within seconds); no model is written, the checkpoint stays for Resume."""
+        if self.runner is not None:
+            self.status_label.setText("Cancelling…")
+            self.runner.cancel()
+
+    def _on_event(self, event: Any) -> None:
+        if event.name == "start":
+            raw = event.raw
+            self.status_label.setText(
+                f"Training {raw.get('iterations', '?')} iterations on {raw.get('chips', '?')} chips of "
+                f"{len(raw.get('classes') or [])} classes; {raw.get('holdout_blocks', '?')} blocks held out for the "
+                "accuracy figures."
+            )
+
+    def _on_progress(self, event: ProgressEvent) -> None:
+        self.progress.setValue(int(event.percent))
+        self.status_label.setText(progress_text(event))
+        if self.task is not None:
+            self.task.setProxyProgress(event.percent)
+
+    def _finish(self, ok: bool) -> None:
+        if self.task is not None:
+            self.task.finalize(ok)
+            self.task = None
+        if self.runner is not None:
+            self.runner.deleteLater()
+        self.runner = None
+        self._update_output()  # the model now exists (Replace), or an unfinished run (Resume)
+
+    def _on_done(self, event: DoneEvent) -> None:
+        params = self._run_params
+        assert params is not None
+        self._finish(True)
+        self.progress.setValue(100)
+        path = str(event.raw.get("model") or event.outputs.get("model") or params.output_model)
+        self.trained_model = path
+        entry = read_entry(path)
+        colors = dict(zip(entry.info.class_names, entry.info.colors, strict=True)) if entry.info else {}
+        holdout = holdout_of(entry.info) or {}
+        self.results_label.setText(
+            results_html(
+                entry.name,
+                dict(event.raw.get("metrics") or {}),
+                list(event.raw.get("per_class") or []),
+                colors,
+                holdout.get("holdout_pixels"),
+            )
+        )
+        self.results_label.show()
+        seconds = event.raw.get("seconds")
+        took = f" in {float(seconds):.0f} s" if isinstance(seconds, int | float) else ""
+        self.status_label.setText(f"Done{took}: {path} (report: {event.outputs.get('report', '')})")
+        layer = self._run_layer
+        layer_name = layer.name() if layer is not None else "the layer"
+        self.segment_button.setText(f"Segment {layer_name} with the new model")
+        self.segment_button.setEnabled(layer is not None)
+        self.segment_button.show()
+        self._auto_name = ""  # keep showing the new model's name (now with 'Replace' available)
+        self.model_trained.emit(path)
+        self.refresh()
+        self.iface.messageBar().pushSuccess("RSP Segmentation", f"Trained {entry.name}: it is in the model list.")
+
+    def _on_failed(self, message: str, hint: str) -> None:
+        self._finish(False)
+        self.status_label.setText(f"{message}\n{hint}".strip())
+        self.iface.messageBar().pushMessage("Training failed", f"{message} {hint}", Qgis.Critical, MESSAGE_DURATION_S)
+
+    def _on_canceled(self) -> None:
+        self._finish(False)
+        self.progress.setValue(0)
+        resumable = " Tick 'Resume' to continue from the last checkpoint." if self.resume_check.isEnabled() else ""
+        self.status_label.setText(f"Cancelled; no model was written.{resumable}")
+        self.iface.messageBar().pushInfo("RSP Segmentation", "Training cancelled; no model was written.")
+
+    def _request_segment(self) -> None:
+        if self.trained_model and self._run_layer is not None:
+            self.segment_requested.emit(self._run_layer, self.trained_model)
+
+    def shutdown(self) -> None:
+        """Cancel a running training (plugin unload / QGIS exit); its work folder keeps the last checkpoint."""
+        if self.runner is not None:
+            self.runner.cancel()
+            self.runner.wait(10_000)
