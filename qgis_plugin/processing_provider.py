@@ -1,4 +1,5 @@
-"""Processing provider "RSP Segmentation" holding the algorithm "Segment raster with RSP model"."""
+"""Processing provider "RSP Segmentation" holding the algorithms "Segment raster with RSP model", "Fine-tune RSP
+model" and "Compute accuracy"."""
 
 from __future__ import annotations
 
@@ -28,5 +29,8 @@ class RspProcessingProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:
         """Add the provider's algorithms."""
         from .processing_algorithm import SegmentRasterAlgorithm
+        from .processing_training import AccuracyAlgorithm, FinetuneAlgorithm
 
         self.addAlgorithm(SegmentRasterAlgorithm())
+        self.addAlgorithm(FinetuneAlgorithm())
+        self.addAlgorithm(AccuracyAlgorithm())
