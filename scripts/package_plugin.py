@@ -8,6 +8,8 @@ The zip holds one folder, ``rsp_segmentation/``, as QGIS's "Install from ZIP" ex
 - ``icon.png`` from ``resources/icons/``;
 - ``engine/``: a copy of the pure-Python engine package (the plugin runs it as ``python -m engine`` with
   ``PYTHONPATH`` pointing at the plugin folder, see ``qgis_plugin/engine_locator.py``);
+- ``training/``: a copy of the pure-Python training package next to it, found through the same ``PYTHONPATH``
+  (the Train model dialog and the Processing algorithms run ``python -m training finetune|accuracy``);
 - ``models/``: the bundled ``resources/models/*.rspmodel`` files, when present;
 - ``README.md`` and ``LICENSE`` when present.
 
@@ -69,6 +71,7 @@ def assemble(dest_parent: Path, root: Path = ROOT) -> Path:
     folder.mkdir(parents=True)
     _copy_tree(root / "qgis_plugin", folder, CODE_SUFFIXES)
     _copy_tree(root / "engine", folder / "engine", (".py",))
+    _copy_tree(root / "training", folder / "training", (".py",))
     (folder / "metadata.txt").write_text(metadata_text(root), encoding="utf-8")
     shutil.copy2(root / "resources" / "icons" / "icon.png", folder / "icon.png")
     models = sorted((root / "resources" / "models").glob("*.rspmodel"))

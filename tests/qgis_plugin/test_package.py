@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import importlib
+import os
 import subprocess
 import sys
 import zipfile
@@ -76,3 +77,36 @@ def test_zip_installs_and_loads_with_iface(qgis_iface, tmp_path, monkeypatch) ->
         plugin.unload()
         for name in [m for m in sys.modules if m == PLUGIN or m.startswith(PLUGIN + ".")]:
             del sys.modules[name]
+
+
+def test_zip_carries_the_training_package_and_it_runs_from_the_plugin_folder(tmp_path) -> None:
+    """``python -m training finetune|accuracy`` (Train model, the training algorithms) from the installed copy only."""
+    archive = zipfile.ZipFile(_build(tmp_path))
+    names = set(archive.namelist())
+    for module in sorted((ROOT / "training").rglob("*.py")):  # every training module, sub-packages included
+        relative = module.relative_to(ROOT).as_posix()
+        assert f"{PLUGIN}/{relative}" in names, relative
+    plugins = tmp_path / "plugins"
+    archive.extractall(plugins)
+    folder = plugins / PLUGIN
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(folder)  # what the engine runner sets (engine_locator.engine_pythonpath)
+    probe = (
+        "import engine, training, training.finetune.run, training.finetune.accuracy, training.finetune.training; "
+        "print(engine.__file__); print(training.finetune.run.__file__)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert all(line.startswith(str(folder)) for line in proc.stdout.split()), proc.stdout
+    for command, option in (("finetune", "--labels"), ("accuracy", "--prediction")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "training", command, "--help"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0 and option in proc.stdout, proc.stderr
