@@ -49,7 +49,7 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
     ("torch", "Size"): torch.Size,
-    ("copyreg", "_reconstructor"): copyreg._reconstructor,  # type: ignore[attr-defined]
+    ("copyreg", "_reconstructor"): copyreg._reconstructor,  # type: ignore[attr-defined]  # not in typeshed; exists
     ("builtins", "object"): object,
     ("builtins", "dict"): dict,
     ("builtins", "list"): list,
@@ -60,7 +60,7 @@ for _dtype in ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "C
     _SAFE_GLOBALS[("torch", f"{_dtype}Storage")] = getattr(torch, f"{_dtype}Storage")
 
 
-class _Inert(dict):  # type: ignore[type-arg]
+class _Inert(dict[str, Any]):
     """Stands in for any class or function a checkpoint names that is not on the safe list."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

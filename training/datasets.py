@@ -94,6 +94,11 @@ class SegmentationFolder(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
+    @classmethod
+    def from_root(cls, root: str, split: str, **kw: typing.Any) -> SegmentationFolder:
+        """``split`` of a converted data set under ``root``, in the data set's own folder layout."""
+        raise NotImplementedError(f"{cls.__name__} has no converted-folder layout; build it from its folders")
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         """Raw sample ``index``: image (H, W, 3) uint8, label (H, W) uint8, name.
 
@@ -165,7 +170,7 @@ def build_dataset(config: TrainConfig, split: str, train: bool) -> SegmentationF
     """The dataset of ``split`` under ``config.data_root``, with the training pipeline when ``train``."""
     cls = DATASET_CLASSES[config.dataset]
     if train:
-        return cls.from_root(  # type: ignore[attr-defined,no-any-return]
+        return cls.from_root(
             config.data_root, split, pipeline=train_pipeline(config), max_samples=config.max_train_samples
         )
-    return cls.from_root(config.data_root, split)  # type: ignore[attr-defined,no-any-return]
+    return cls.from_root(config.data_root, split)

@@ -263,7 +263,8 @@ class Trainer:
         cfg = self.config
         dataset = self.train_dataset()
         start = self.iteration * self.accum * cfg.samples_per_gpu
-        sampler = ResumableSampler(len(dataset), self.info, cfg.seed, start=start)
+        size = len(typing.cast(typing.Sized, dataset))  # map-style datasets have a length; torch's Dataset type has not
+        sampler = ResumableSampler(size, self.info, cfg.seed, start=start)
         loader = torch.utils.data.DataLoader(
             dataset,
             batch_size=cfg.samples_per_gpu,
@@ -289,8 +290,9 @@ class Trainer:
             images, labels = next(batches)
             images = images.to(self.device, non_blocking=True)  # (B, 3, H, W)
             labels = labels.to(self.device, non_blocking=True)  # (B, H, W)
-            sync = micro == self.accum - 1 or not isinstance(self.model, nn.parallel.DistributedDataParallel)
-            ctx = contextlib.nullcontext() if sync else self.model.no_sync()  # type: ignore[operator]
+            ddp = self.model if isinstance(self.model, nn.parallel.DistributedDataParallel) else None
+            # DDP all-reduces the gradients on the last micro-batch only
+            ctx = ddp.no_sync() if ddp is not None and micro < self.accum - 1 else contextlib.nullcontext()
             with ctx:
                 with self.autocast:
                     decode, aux = self.model(images)

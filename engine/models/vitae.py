@@ -17,6 +17,7 @@ anything else raises :class:`ViTAEInputError`. The engine always feeds square ti
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Sequence
 
 import torch
@@ -152,7 +153,7 @@ class ReductionCell(nn.Module):
         tokens = self.PRM(x)  # (B, h·w, n_dil·E)
         h, w = h // self.downsample, w // self.downsample
         if self.windowed:
-            y = windowed_attention(self.attn.norm1(tokens), h, w, self.attn.attn, WINDOW)  # type: ignore[arg-type]
+            y = windowed_attention(self.attn.norm1(tokens), h, w, typing.cast(WindowAttention, self.attn.attn), WINDOW)
         else:
             y = self.attn.attn(self.attn.norm1(tokens))
         conv = self.PCM(shortcut).permute(0, 2, 3, 1).reshape(y.shape)  # (B, h·w, token)
@@ -182,7 +183,7 @@ class NormalCell(nn.Module):
         b, n, c = x.shape
         shortcut = x
         if self.windowed:
-            y = windowed_attention(self.norm1(x), h, w, self.attn, WINDOW)  # type: ignore[arg-type]
+            y = windowed_attention(self.norm1(x), h, w, typing.cast(WindowAttention, self.attn), WINDOW)
         else:
             y = self.attn(self.norm1(x))
         conv = self.drop_path(self.PCM(shortcut.view(b, h, w, c).permute(0, 3, 1, 2).contiguous()))

@@ -57,6 +57,8 @@ class WindowAttention(nn.Module):
             (``relative_pos=False``); Swin adds it.
     """
 
+    relative_position_index: torch.Tensor  # a buffer: (window², window²) indices into the bias table
+
     def __init__(self, in_dim: int, out_dim: int, window: int, num_heads: int, use_bias_table: bool) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -76,7 +78,7 @@ class WindowAttention(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn = (q * self.scale) @ k.transpose(-2, -1)  # (B·nW, heads, N, N)
         if self.use_bias_table:
-            bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)  # type: ignore[operator]
+            bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
             attn = attn + bias.permute(2, 0, 1).contiguous().unsqueeze(0)
         if mask is not None:
             nw = mask.shape[0]
