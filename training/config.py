@@ -186,37 +186,31 @@ def _dataset_fields(dataset: str) -> dict[str, typing.Any]:
     )
 
 
-def _potsdam(name: str, arch: str, **kw: typing.Any) -> TrainConfig:
-    base: dict[str, typing.Any] = dict(
-        name=name,
-        arch=arch,
-        **_dataset_fields("potsdam"),
-        data_root="data/potsdam",
-        crop_size=512,
-        resize_scale=512,
-        ratio_range=(0.5, 2.0),
-        cat_max_ratio=0.75,
+# The seed's training pipeline per data set (RSP_SPEC §2): crops, random rescale, class-balanced cropping, iSAID's
+# flip TTA and keep-ratio test resize.
+_PIPELINES: dict[str, dict[str, typing.Any]] = {
+    "potsdam": dict(
+        data_root="data/potsdam", crop_size=512, resize_scale=512, ratio_range=(0.5, 2.0), cat_max_ratio=0.75,
         num_workers=8,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    ),
+    "isaid": dict(
+        data_root="data/isaid", crop_size=896, resize_scale=896, ratio_range=None, cat_max_ratio=1.0,
+        flip_test=True, test_keep_ratio_scale=896,
+    ),
+}  # fmt: skip
+
+
+def _preset(dataset: str, name: str, arch: str, **kw: typing.Any) -> TrainConfig:
+    """A seed recipe on ``dataset``: its facts, its pipeline, then ``kw`` (optimiser, batch, overrides)."""
+    return TrainConfig(**{"name": name, "arch": arch, **_dataset_fields(dataset), **_PIPELINES[dataset], **kw})
+
+
+def _potsdam(name: str, arch: str, **kw: typing.Any) -> TrainConfig:
+    return _preset("potsdam", name, arch, **kw)
 
 
 def _isaid(name: str, arch: str, **kw: typing.Any) -> TrainConfig:
-    base: dict[str, typing.Any] = dict(
-        name=name,
-        arch=arch,
-        **_dataset_fields("isaid"),
-        data_root="data/isaid",
-        crop_size=896,
-        resize_scale=896,
-        ratio_range=None,
-        cat_max_ratio=1.0,
-        flip_test=True,
-        test_keep_ratio_scale=896,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return _preset("isaid", name, arch, **kw)
 
 
 _SGD_R50 = dict(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, lr_power=0.9, min_lr=1e-4)
