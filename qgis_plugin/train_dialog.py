@@ -124,7 +124,7 @@ def results_html(
         colors: class name → colour, for the swatches.
         holdout_pixels: how many labelled pixels the hold-out had, when known.
     """
-    where = f" on {holdout_pixels:,} labelled pixels" if holdout_pixels else ""
+    where = f", {holdout_pixels:,} labelled pixels" if holdout_pixels else ""
     head = "".join(f"<th align='right'>&nbsp;{k}&nbsp;</th>" for k in ("OA", "kappa", "mIoU", "mF1"))
     values = "".join(f"<td align='right'>{format_metric(metrics.get(k))}</td>" for k in ("OA", "kappa", "mIoU", "mF1"))
     rows = []
@@ -137,7 +137,7 @@ def results_html(
             f"</td><td align='right'>{int(row.get('pixels') or 0):,}</td></tr>"
         )
     return (
-        f"<b>Hold-out accuracy of {html.escape(model_name)}</b> (blocks kept out of training{where}):"
+        f"<b>Hold-out accuracy of {html.escape(model_name)}</b><br>(on blocks kept out of training{where})"
         f"<table cellspacing='0' cellpadding='2'><tr>{head}</tr><tr>{values}</tr></table>"
         "<table cellspacing='0' cellpadding='2'><tr><th align='left'>Class</th><th align='right'>&nbsp;F1</th>"
         f"<th align='right'>&nbsp;IoU</th><th align='right'>&nbsp;held-out pixels</th></tr>{''.join(rows)}</table>"
@@ -229,9 +229,7 @@ class TrainDialog(QDialog):
         self.name_edit.setObjectName("modelNameEdit")
         self.name_edit.setToolTip("The new model's file name in the models folder (letters, digits, _ - .)")
         form.addRow("New model name", self.name_edit)
-        self.path_label = QLabel(self)
-        self.path_label.setWordWrap(True)
-        self.path_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.path_label = FittedLabel(self)
         form.addRow("", self.path_label)
         self.resume_check = QCheckBox("Resume the interrupted run", self)
         self.resume_check.setToolTip(
@@ -390,7 +388,7 @@ class TrainDialog(QDialog):
                 + html.escape(name).replace(" ", "&nbsp;")
                 for name, (r, g, b), _value in classes
             )
-            self.classes_label.setText(f"{swatches}<br><i>from the layer's categorised style</i>")
+            self.classes_label.setText(f"{swatches} &nbsp; <i>(the layer's categorised style)</i>")
         elif field:
             self.classes_label.setText(
                 f"<i>the values of {html.escape(field)}, sorted; colours chosen by the training package "
@@ -424,9 +422,12 @@ class TrainDialog(QDialog):
             self.path_label.setText(f"<span style='color:#b00'>{html.escape(problem)}</span>")
         else:
             note = " (exists)" if os.path.exists(path) else ""
+            folder, work = Path(path).parent.name, Path(work_folder_for(path)).name
             self.path_label.setText(
-                f"<small>{html.escape(path)}{note}<br>work folder: {html.escape(work_folder_for(path))}</small>"
+                f"<small>{html.escape(Path(path).name)}{note} in {html.escape(folder)}/ of the QGIS profile (the "
+                f"model lists read it); checkpoints and reports in {html.escape(work)}/ next to it</small>"
             )
+        self.path_label.setToolTip(f"{path}\n{work_folder_for(path)}" if path else "")
         unfinished = bool(path) and has_unfinished_run(path)
         self.resume_check.setEnabled(unfinished)
         self.resume_check.setChecked(unfinished)
@@ -624,7 +625,12 @@ class TrainDialog(QDialog):
         self.results_label.show()
         seconds = event.raw.get("seconds")
         took = f" in {float(seconds):.0f} s" if isinstance(seconds, int | float) else ""
-        self.status_label.setText(f"Done{took}: {path} (report: {event.outputs.get('report', '')})")
+        report = event.outputs.get("report", "")
+        self.status_label.setText(
+            f"Done{took}: {entry.name} is in the model list. Report and confusion matrix: "
+            f"{Path(report).parent.name}/ next to the model."
+        )
+        self.status_label.setToolTip(f"{path}\n{report}")
         layer = self._run_layer
         layer_name = layer.name() if layer is not None else "the layer"
         self.segment_button.setText(f"Segment {layer_name} with the new model")
