@@ -1,0 +1,145 @@
+"""Train model in the real ``qgis`` application (Xvfb): a labels layer styled by categories → Train model (a tiny real
+fine-tune of the bundled demo model) → hold-out metrics in the dialog → "Segment <layer> with the new model" → the
+Segment dialog runs the new model on the layer, whose result carries the labels layer's class names.
+
+Screenshots (tests/artifacts/screenshots/): ``train_dialog.png`` (the dialog after the run, metrics shown; copied to
+resources/screenshots/ for the README) and ``train_map.png`` (the labels and the new model's result).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from plugin_test_support import POTSDAM_LABELS, POTSDAM_RASTER, polygons_from_raster
+from real_qgis import run_qgis
+
+pytestmark = pytest.mark.gui
+
+# The analyst's own names and colours, set in the labels layer's categorised style (not the field's values).
+STYLE = [
+    ("impervious_surface", "Roads and squares", (170, 170, 170)),
+    ("building", "Buildings", (215, 40, 40)),
+    ("low_vegetation", "Grass", (150, 220, 90)),
+    ("tree", "Trees", (20, 120, 20)),
+    ("car", "Cars", (250, 200, 0)),
+]
+
+STEPS = """
+def steps(result):
+    wait_for(lambda: plugin() is not None, 30, "the plugin to load")
+    project = QgsProject.instance()
+    raster = project.mapLayersByName("potsdam_2_10")[0]
+    labels = project.mapLayersByName("my labels")[0]
+    canvas = iface.mapCanvas()
+    canvas.setExtent(raster.extent())
+    iface.mainWindow().findChild(QAction, "rspTrainModelAction").trigger()
+    dlg = plugin().train_dialog
+    wait_for(lambda: dlg is not None and dlg.isVisible(), 10, "the Train model dialog")
+    dlg.move(iface.mainWindow().x() + 600, iface.mainWindow().y() + 40)
+    dlg.raster_combo.setLayer(raster)
+    dlg.labels_combo.setLayer(labels)
+    result["field"] = dlg.field_combo.currentField()  # picked from the layer's style
+    result["start_model"] = dlg.model_combo.currentText()
+    result["default_iterations"] = dlg.iterations_spin.value()
+    dlg.iterations_spin.setValue(2)
+    dlg.tile_spin.setValue(128)
+    dlg.batch_spin.setValue(2)
+    dlg.device_combo.setCurrentText("cpu")
+    result["name"] = dlg.name_edit.text()
+    dlg.run_button.click()
+    wait_for(lambda: dlg.runner is None, 400, "the training to finish")
+    result["status"] = dlg.status_label.text()
+    result["results"] = dlg.results_label.text()
+    result["trained_model"] = dlg.trained_model
+    pump(0.5)
+    screenshot(dlg, "train_dialog.png")
+
+    dlg.segment_button.click()
+    seg = plugin().dialog
+    wait_for(lambda: seg is not None and seg.isVisible(), 10, "the Segment dialog")
+    result["segment_model"] = seg.model_combo.currentText()
+    result["segment_layer"] = seg.layer_combo.currentLayer().name()
+    seg.vector_check.setChecked(False)
+    seg.run_button.click()
+    wait_for(lambda: seg.runner is None, 300, "the segmentation to finish")
+    result["segment_status"] = seg.status_label.text()
+    labels_by_layer = {}
+    for group in [g for g in project.layerTreeRoot().children() if hasattr(g, "findLayers")]:
+        for node in group.findLayers():
+            renderer = node.layer().renderer()
+            if hasattr(renderer, "classes"):
+                labels_by_layer[node.layer().name()] = [c.label for c in renderer.classes()]
+    result["result_labels"] = labels_by_layer
+    dlg.hide()
+    seg.hide()
+    iface.layerTreeView().expandAll()
+    canvas.setExtent(raster.extent())
+    canvas.refresh()
+    canvas.waitWhileRendering()
+    pump(1.0)
+    screenshot(iface.mainWindow(), "train_map.png")
+"""
+
+
+@pytest.fixture
+def labelled_project(qgis_app, tmp_path) -> Path:
+    """A .qgz with the Potsdam sample and polygons traced from its labels, styled by categories of ``class``."""
+    from qgis.core import (
+        QgsCategorizedSymbolRenderer,
+        QgsProject,
+        QgsRasterLayer,
+        QgsRendererCategory,
+        QgsSymbol,
+        QgsVectorLayer,
+        QgsWkbTypes,
+    )
+    from qgis.PyQt.QtGui import QColor
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    raster_path = folder / "potsdam_2_10.tif"
+    shutil.copy(POTSDAM_RASTER, raster_path)
+    os.chmod(raster_path, 0o644)
+    labels_path = polygons_from_raster(POTSDAM_LABELS, folder / "my_labels.gpkg")
+    project = QgsProject()
+    raster = QgsRasterLayer(str(raster_path), "potsdam_2_10", "gdal")
+    labels = QgsVectorLayer(labels_path, "my labels", "ogr")
+    assert raster.isValid() and labels.isValid()
+    categories = []
+    for value, label, rgb in STYLE:
+        symbol = QgsSymbol.defaultSymbol(QgsWkbTypes.PolygonGeometry)
+        symbol.setColor(QColor(*rgb))
+        symbol.setOpacity(0.5)
+        categories.append(QgsRendererCategory(value, symbol, label))
+    labels.setRenderer(QgsCategorizedSymbolRenderer("class", categories))
+    project.addMapLayers([raster, labels])
+    project.setCrs(raster.crs())
+    path = folder / "labels.qgz"
+    assert project.write(str(path))
+    project.clear()
+    return path
+
+
+def test_labels_layer_to_trained_model_to_segmented_layer(tmp_path, labelled_project) -> None:
+    if not os.environ.get("DISPLAY"):
+        pytest.skip("needs an X server: run `make test-gui`")
+    result = run_qgis(tmp_path, STEPS, project=labelled_project, timeout_s=900)
+    assert result["field"] == "class"
+    assert result["start_model"] == "demo_lite_potsdam" and result["default_iterations"] == 300
+    assert result["name"] == "potsdam_2_10_finetuned"
+    assert result["status"].startswith("Done"), result["status"]
+    model = Path(result["trained_model"])
+    assert model.name == "potsdam_2_10_finetuned.rspmodel"
+    assert model.parent.name == "rsp_models" and "qgis_profiles" in model.parts  # the profile's models folder
+    for text in ("Hold-out accuracy", "OA", "kappa", "mIoU", "mF1", "Buildings", "Roads and squares"):
+        assert text in result["results"], text
+    assert result["segment_model"] == "potsdam_2_10_finetuned"
+    assert result["segment_layer"] == "potsdam_2_10"
+    assert result["segment_status"].startswith("Done"), result["segment_status"]
+    classes = [v for k, v in result["result_labels"].items() if k.endswith("classes")]
+    assert classes == [[label for _value, label, _rgb in STYLE]], result["result_labels"]
+    for shot in result["screenshots"]:
+        assert not shot.startswith("FAILED") and os.path.getsize(shot) > 5_000, shot
