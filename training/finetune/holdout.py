@@ -56,6 +56,11 @@ def evaluate_holdout(
     Args:
         model_path: the fine-tuned model file (its GSD, bands and normalisation are what the engine applies).
         network: the loaded ``(model, torch.device)``, passed to ``engine.predict.predict``.
+        data: the run's rasters, splits and label sources.
+        table: the classes (ids of the confusion matrix).
+        work_dir: where the engine writes each block's prediction (removed afterwards).
+        batch_size: windows per forward pass.
+        cancel: stops the evaluation (``engine.errors.CancelledError``).
         on_block: called with ``(done, total)`` blocks.
     """
     from engine.predict import PredictRequest, predict

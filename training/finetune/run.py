@@ -95,8 +95,10 @@ class FinetuneRequest:
             raise ParameterError(f"--val-fraction must be in (0, 0.5], got {self.val_fraction}")
         if self.iters is not None and self.iters < 1:
             raise ParameterError(f"--iters must be >= 1, got {self.iters}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ParameterError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.batch_size is not None and self.batch_size < 2:
+            raise ParameterError(
+                f"--batch-size must be >= 2, got {self.batch_size}", "BatchNorm needs at least 2 chips per step"
+            )
         if self.tile is not None and not (64 <= self.tile <= 2048 and self.tile % 32 == 0):
             raise ParameterError(f"--tile must be a multiple of 32 in 64..2048, got {self.tile}")
 

@@ -2,8 +2,8 @@
 
 Training is :class:`training.trainer.Trainer` (AdamW, poly schedule with warm-up, auxiliary loss 0.4, AMP on CUDA,
 checkpoints, TensorBoard, bit-identical resume) with the chips as its dataset. Cancel is honoured between
-micro-batches (within one forward/backward of ``samples_per_gpu`` chips); at an iteration boundary a checkpoint is
-written first, so ``--resume`` loses nothing.
+micro-batches (within one forward/backward of ``samples_per_gpu`` chips) and always leaves a checkpoint of the last
+finished iteration (see :meth:`FinetuneTrainer._stop`), so ``--resume`` loses at most the step that was running.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from training.finetune.chips import ChipDataset
 from training.finetune.classes import IGNORE, ClassTable
 from training.finetune.prepare import Prepared
 from training.finetune.start import Start, build_start
+from training.checkpoint import rng_state, set_rng_state
 from training.trainer import Trainer
 
 if typing.TYPE_CHECKING:  # pragma: no cover
@@ -50,6 +51,7 @@ class FinetuneTrainer(Trainer):
     ) -> None:
         self._dataset, self.table, self.on_event, self.cancel = dataset, table, on_event, cancel
         self._t0, self._start_iter = time.monotonic(), 0
+        self._snapshot: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
         super().__init__(config, work_dir, device=device, model=model, stream=sys.stderr)
 
     def train_dataset(self) -> torch.utils.data.Dataset:
@@ -67,18 +69,35 @@ class FinetuneTrainer(Trainer):
         def checked() -> typing.Iterator[tuple[torch.Tensor, torch.Tensor]]:
             for batch in batches:
                 if self.cancel.is_set():
-                    raise CancelledError("cancelled")
+                    self._stop()
                 yield batch
 
         return checked()
 
+    def _stop(self) -> typing.NoReturn:
+        """Checkpoint the last finished iteration (undoing a half-run step), then raise :class:`CancelledError`.
+
+        A step cancelled between micro-batches has changed nothing but BatchNorm statistics and the RNG (the
+        optimiser has not stepped); both are put back as they were when the step began, so the checkpoint is the
+        one an uninterrupted run would have written at this iteration and ``--resume`` stays bit-identical.
+        """
+        if self._snapshot is not None:
+            buffers, rng = self._snapshot
+            with torch.no_grad():
+                for name, value in self.segmentor.named_buffers():
+                    value.copy_(buffers[name])
+            set_rng_state(rng)
+        if self.iteration > 0:
+            self.save()
+        raise CancelledError("cancelled")
+
     def train_step(self, batches: typing.Iterator[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
-        """One step; a checkpoint then :class:`CancelledError` when cancelled at the step boundary."""
+        """One step, emitting a ``progress`` event; on cancel, a checkpoint then :class:`CancelledError`."""
         if self.cancel.is_set():
-            if self.iteration > 0:
-                self.save()
-            raise CancelledError("cancelled")
+            self._stop()
+        self._snapshot = ({k: v.detach().clone() for k, v in self.segmentor.named_buffers()}, rng_state())
         parts = super().train_step(batches)
+        self._snapshot = None  # the step is complete: nothing to undo
         it, total = self.iteration, self.config.max_iters
         rate = (it - self._start_iter) / max(time.monotonic() - self._t0, 1e-9)
         self.on_event(
@@ -102,9 +121,10 @@ def make_config(
     """The training recipe of a fine-tuning run as a :class:`TrainConfig` (so checkpoints carry it)."""
     from training.config import TrainConfig
 
-    per_step = batch if cuda else min(batch, CPU_SAMPLES_PER_STEP)
-    while batch % per_step:
-        per_step -= 1
+    # chips per forward: the whole batch on a GPU; on a CPU the largest divisor of the batch up to
+    # CPU_SAMPLES_PER_STEP and at least 2 (BatchNorm needs two), else the whole batch
+    fits = [n for n in range(2, min(batch, CPU_SAMPLES_PER_STEP) + 1) if batch % n == 0]
+    per_step = batch if cuda or not fits else max(fits)
     return TrainConfig(
         name="finetune",
         arch=start.arch,

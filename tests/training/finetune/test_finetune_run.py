@@ -71,19 +71,41 @@ def test_finetune_writes_a_model_whose_holdout_metrics_the_engine_reproduces(tmp
     assert info.metrics["OA"] == again["OA"]
 
 
-def test_cancel_then_resume_is_bit_identical(tmp_path, potsdam_polygons):
-    whole = finetune(_request(tmp_path, potsdam_polygons, "whole", iters=6))
+@pytest.fixture
+def two_micro_batches(monkeypatch):
+    """Batches of 4 chips in two forwards of 2 (gradient accumulation), so a cancel can land mid-step."""
+    from training.finetune import training
+
+    monkeypatch.setattr(training, "CPU_SAMPLES_PER_STEP", 2)
+
+
+@pytest.mark.parametrize("where", ["between steps", "between micro-batches"])
+def test_cancel_then_resume_is_bit_identical(tmp_path, potsdam_polygons, two_micro_batches, monkeypatch, where):
+    from training.finetune.chips import ChipDataset
+
+    whole = finetune(_request(tmp_path, potsdam_polygons, "whole", iters=6, batch_size=4))
     cancel = threading.Event()
+    reads = {"n": 0}
+    original = ChipDataset.__getitem__
+
+    def counting(self, item):
+        reads["n"] += 1
+        if where == "between micro-batches" and reads["n"] == 15:  # step 4's second forward: its first one is done
+            cancel.set()
+        return original(self, item)
+
+    monkeypatch.setattr(ChipDataset, "__getitem__", counting)
 
     def on_event(e):
-        if e["event"] == "progress" and e["iteration"] == 3:
+        if where == "between steps" and e["event"] == "progress" and e["iteration"] == 3:
             cancel.set()
 
-    request = _request(tmp_path, potsdam_polygons, "split", iters=6)
+    request = _request(tmp_path, potsdam_polygons, "split", iters=6, batch_size=4)
     with pytest.raises(CancelledError):
         finetune(request, on_event=on_event, cancel=cancel)
     assert not os.path.exists(request.output)  # nothing under the requested name
-    assert (tmp_path / "split_work" / "iter_3.pth").is_file()
+    assert (tmp_path / "split_work" / "iter_3.pth").is_file()  # the last finished iteration, whatever the moment
+    monkeypatch.setattr(ChipDataset, "__getitem__", original)
     events: list[dict] = []
     resumed = finetune(FinetuneRequest(**{**request.__dict__, "resume": True}), on_event=events.append)
     assert [e["iteration"] for e in events if e["event"] == "progress"] == [4, 5, 6]
