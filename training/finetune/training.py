@@ -19,11 +19,11 @@ from typing import Any
 import torch
 
 from engine.errors import CancelledError
+from training.checkpoint import rng_state, set_rng_state
 from training.finetune.chips import ChipDataset
 from training.finetune.classes import IGNORE, ClassTable
 from training.finetune.prepare import Prepared
 from training.finetune.start import Start, build_start
-from training.checkpoint import rng_state, set_rng_state
 from training.trainer import Trainer
 
 if typing.TYPE_CHECKING:  # pragma: no cover
