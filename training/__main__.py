@@ -1,4 +1,4 @@
-"""Command line: ``python -m training {presets,show,train,test,export,finetune,accuracy,convert-potsdam,convert-isaid}``.
+"""Command line: ``python -m training COMMAND``: presets, show, train, test, export, finetune, accuracy, convert-*.
 
 Examples::
 
@@ -36,17 +36,20 @@ def _config(args: argparse.Namespace) -> typing.Any:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
+    """List the named presets."""
     for name, cfg in PRESETS.items():
         print(f"{name:34s} {cfg.arch:16s} {cfg.dataset:8s} {cfg.optimizer:6s} iters {cfg.max_iters}")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    """Print a config as JSON."""
     print(_config(args).to_json())
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train a config (``torchrun`` for several processes)."""
     from training.trainer import Trainer
 
     config = _config(args)
@@ -62,6 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
+    """Evaluate a checkpoint with sliding windows; metrics.json and the confusion matrix PNG."""
     import torch
 
     from training.checkpoint import read_weights
@@ -107,6 +111,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """Write a model file from a checkpoint."""
     from training.export import export_from_cli
 
     info = export_from_cli(args.checkpoint, args.output, args.config, args.metrics, args.description or "")
@@ -118,6 +123,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_convert_potsdam(args: argparse.Namespace) -> int:
+    """Convert the ISPRS Potsdam archives into patches."""
     from training.convert.potsdam import convert_potsdam
 
     r = convert_potsdam(args.source, args.output, ortho=args.ortho, allow_missing=args.allow_missing)
@@ -126,6 +132,7 @@ def cmd_convert_potsdam(args: argparse.Namespace) -> int:
 
 
 def cmd_convert_isaid(args: argparse.Namespace) -> int:
+    """Convert DOTA images and iSAID masks into patches."""
     from training.convert.isaid import convert_isaid
 
     r = convert_isaid(args.source, args.output, splits=args.splits)
@@ -134,6 +141,7 @@ def cmd_convert_isaid(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m training`` argument parser with every sub-command."""
     p = argparse.ArgumentParser(prog="python -m training", description="Train and evaluate RSP UperNet models.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -199,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: typing.Sequence[str] | None = None) -> int:
+    """Run the command; user errors of the classic commands print one ``error:`` line and return 2."""
     args = build_parser().parse_args(argv)
     from training.checkpoint import CheckpointError
     from training.convert.common import ConversionError
