@@ -67,16 +67,18 @@ def remove_outputs(paths: list[str], pid: int | None = None, all_outputs: list[s
     return remove_with_sidecars([*paths, *temporaries])
 
 
-def crash_message(exit_code: int, crashed: bool, stderr_tail: str) -> tuple[str, str]:
-    """(message, hint) for an engine that ended without an ``error`` or ``done`` event."""
+def crash_message(
+    exit_code: int, crashed: bool, stderr_tail: str, what: str = "The segmentation engine"
+) -> tuple[str, str]:
+    """(message, hint) for a subprocess that ended without an ``error`` or ``done`` event; ``what`` names it."""
     last = [line for line in stderr_tail.strip().splitlines() if line.strip()]
     detail = last[-1] if last else "no error output"
     if crashed or exit_code < 0:
-        message = f"The segmentation engine crashed ({detail})."
+        message = f"{what} crashed ({detail})."
     elif exit_code in (137, -9):
-        message = "The segmentation engine was killed (out of memory?)."
+        message = f"{what} was killed (out of memory?)."
     else:
-        message = f"The segmentation engine stopped with exit code {exit_code}: {detail}"
+        message = f"{what} stopped with exit code {exit_code}: {detail}"
     hint = (
         "QGIS is unaffected. Try a smaller batch size or the CPU device; "
         "the full engine log is in the Log Messages panel (RSP Segmentation)."
@@ -274,7 +276,8 @@ class EngineRunner(QObject):
             self.finished_ok.emit(self._done or DoneEvent({}))
         else:
             self._cleanup()
-            message, hint = crash_message(exit_code, crashed, self._stderr)
+            what = "The training run" if self.module == "training" else "The segmentation engine"
+            message, hint = crash_message(exit_code, crashed, self._stderr, what)
             log(f"{message}\n{self._stderr}", Qgis.Critical)
             self.failed.emit(message, hint)
 
