@@ -18,6 +18,7 @@ import importlib.util
 import logging
 import os
 import sys
+from typing import Any
 
 _log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def ensure_torchvision_importable() -> str:
     return _state
 
 
-def _has_torchvision_ops(torch_module) -> bool:  # type: ignore[no-untyped-def]
+def _has_torchvision_ops(torch_module: Any) -> bool:
     try:
         torch_module.ops.torchvision.nms  # noqa: B018
     except (AttributeError, RuntimeError):

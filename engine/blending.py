@@ -33,6 +33,7 @@ class BlendError(ValueError):
 
 
 def check_blend(mode: str) -> str:
+    """Return ``mode`` when it is one of :data:`BLEND_MODES`; :class:`BlendError` (listing them) otherwise."""
     if mode not in BLEND_MODES:
         raise BlendError(f"unknown blend mode {mode!r}; use one of {', '.join(BLEND_MODES)}")
     return mode

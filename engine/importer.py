@@ -31,6 +31,7 @@ class ImportCheckpointError(Exception):
 
 
 def sha256_of(path: str) -> str:
+    """Hex SHA-256 of the file ``path``, read in chunks of :data:`HASH_CHUNK` bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
@@ -50,10 +51,13 @@ def import_checkpoint(
     """Convert the released UperNet checkpoint ``src`` into the model file ``dst``.
 
     Args:
-        src: mmseg checkpoint path. dst: output ``.rspmodel`` path (written atomically).
-        arch: one of ``engine.models.ARCHS``. dataset: a key of ``engine.classes.DATASET_PRESETS``.
+        src: mmseg checkpoint path.
+        dst: output ``.rspmodel`` path (written atomically).
+        arch: one of ``engine.models.ARCHS``.
+        dataset: a key of ``engine.classes.DATASET_PRESETS``.
         num_classes: head width; default: read from ``decode_head.conv_seg.weight``.
-        overwrite: replace an existing ``dst``. description: text for the analyst (a default is written otherwise).
+        overwrite: replace an existing ``dst``.
+        description: text for the analyst (a default is written otherwise).
 
     Raises:
         ImportCheckpointError, engine.models.ModelError: unreadable or mismatching checkpoint, bad arguments.

@@ -120,12 +120,15 @@ class ModelInfo:
             raise ModelFileError("invalid model metadata: " + "; ".join(problems))
 
     def to_json(self) -> str:
+        """The metadata as the JSON text stored in the file (with ``format``; keys sorted)."""
         data = asdict(self)
         data["format"] = FORMAT_NAME
         return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ModelInfo:
+        """Parse stored metadata; :class:`ModelFileError` for bad JSON, another format, a newer version or unknown
+        fields."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -40,13 +40,16 @@ class Window:
 
     @property
     def row_end(self) -> int:
+        """First row after the window."""
         return self.row + self.height
 
     @property
     def col_end(self) -> int:
+        """First column after the window."""
         return self.col + self.width
 
     def intersects(self, other: Window) -> bool:
+        """Whether the two windows share at least one pixel."""
         return (
             self.row < other.row_end
             and other.row < self.row_end
@@ -55,6 +58,7 @@ class Window:
         )
 
     def intersection(self, other: Window) -> Window | None:
+        """The pixels both windows cover (grid indices 0), None when they do not overlap."""
         r0, c0 = max(self.row, other.row), max(self.col, other.col)
         r1, c1 = min(self.row_end, other.row_end), min(self.col_end, other.col_end)
         if r1 <= r0 or c1 <= c0:
