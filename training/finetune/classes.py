@@ -134,9 +134,12 @@ def _parse_color(value: object, name: str) -> tuple[int, int, int]:
     if isinstance(value, str) and re.fullmatch(r"#?[0-9a-fA-F]{6}", value.strip()):
         h = value.strip().lstrip("#")
         return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
-    is_rgb = isinstance(value, list | tuple) and len(value) in (3, 4)
-    if is_rgb and all(isinstance(v, int) and 0 <= v <= 255 for v in value):  # type: ignore[union-attr]
-        return int(value[0]), int(value[1]), int(value[2])  # type: ignore[index]
+    if (
+        isinstance(value, list | tuple)
+        and len(value) in (3, 4)
+        and all(isinstance(v, int) and 0 <= v <= 255 for v in value)
+    ):
+        return int(value[0]), int(value[1]), int(value[2])
     raise ParameterError(f"class {name!r}: colour must be [r, g, b] in 0..255 or '#rrggbb', got {value!r}")
 
 

@@ -21,7 +21,16 @@ from engine.tiling import Window
 from training.finetune.chips import RasterSource
 from training.finetune.classes import IGNORE, ClassTable
 from training.finetune.labels import LabelSource
-from training.finetune.split import Split, block_windows, check_sizes, choose_holdout, count_blocks, training_chips
+from training.finetune.split import (
+    Split,
+    block_windows,
+    candidate_chips,
+    check_sizes,
+    chips_per_block,
+    choose_holdout,
+    count_blocks,
+    training_chips,
+)
 
 LABEL_CHUNK_ROWS = 512  # rows rasterised at a time into a label raster
 LABEL_OPTIONS = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
@@ -133,14 +142,14 @@ def prepare_data(
         )
         blocks = block_windows(extent, block)
         counts = count_blocks(blocks, src.read_labels, table.num_classes)
-        splits.append(Split(blocks, counts, choose_holdout(counts, val_fraction, seed + i)))
+        candidates = candidate_chips(extent, tile, src.read_labels, src.bounds)
+        split = Split(
+            blocks, counts, choose_holdout(counts, val_fraction, seed + i, chips_per_block(blocks, candidates))
+        )
+        chips += [(i, w) for w in training_chips(candidates, split.holdout_blocks)]
+        splits.append(split)
         sources.append(src)
     check_sizes(splits, gsd_m, val_fraction, block)
-    for i, (src, split) in enumerate(zip(sources, splits, strict=True)):
-        check_cancel()
-        chips += [
-            (i, w) for w in training_chips(src.label_extent, tile, split.holdout_blocks, src.read_labels, src.bounds)
-        ]
     if not chips:
         raise ParameterError(
             f"no {tile}×{tile} training chip fits between the held-out blocks",

@@ -34,6 +34,7 @@ from engine.errors import CancelledError, ParameterError
 from engine.model_file import ModelInfo
 from training.finetune.classes import IGNORE, ClassTable, build_table, read_classes_json
 from training.finetune.labels import LabelSource
+from training.finetune.split import block_size
 
 EventCallback = Callable[[dict[str, Any]], None]
 CHECKPOINT_EVERY = 50  # iterations between checkpoints (also written on cancel)
@@ -225,7 +226,7 @@ def finetune(
     value_range = info.value_range if info else (0.0, 255.0)
     data = prepare_data(
         pairs, request.class_field, table, [label_files[lab] for _, lab in pairs], band_names, value_range,
-        request.bands, request.gsd, tile, tile, request.val_fraction, request.seed, work_dir, check_cancel,
+        request.bands, request.gsd, tile, block_size(tile), request.val_fraction, request.seed, work_dir, check_cancel,
     )  # fmt: skip
     for note in notes + data.warnings:
         _emit(on_event, "status", message=note)

@@ -1,14 +1,17 @@
 """The spatial hold-out: labelled blocks, which are held out, and training chips that never touch them.
 
 A random split of overlapping tiles puts near-copies of the same pixels on both sides and flatters the model. Here
-the labelled area of each raster is cut into square **blocks** of ``block`` pixels on a grid anchored to the raster's
-pixel (0, 0); a ``val_fraction`` of the blocks that hold labels is held out, and a training **chip** (a ``tile``-sized
-window) is kept only when it overlaps no held-out block. The network never sees a held-out pixel in training (it
-does see the imagery around a held-out block when predicting it, as it would in use).
+the labelled area of each raster is cut into square **blocks** of :func:`block_size` (half a tile) on a grid anchored
+to the raster's pixel (0, 0); a ``val_fraction`` of the blocks that hold labels is held out, and a training **chip**
+(a ``tile``-sized window) is kept only when it overlaps no held-out block. The network never sees a held-out pixel
+in training (it does see the imagery around a held-out block when predicting it, as it would in use).
 
-Choice of held-out blocks (seeded, so ``--resume`` and a rerun choose the same ones): first one block per class,
-rarest class first, for every class found in at least two blocks (a class's only block stays in training, and the
-report says that class is not measured); then blocks in a seeded random order until the fraction is reached.
+Choice of held-out blocks (deterministic for a seed, so ``--resume`` and a rerun choose the same ones): first one
+block per class, rarest class first, for every class found in at least two blocks (a class's only block stays in
+training, and the report says that class is not measured); then more blocks until the fraction is reached. Each time,
+among the blocks that would do, the one that costs the fewest training chips is taken (ties in a seeded random
+order): with a small labelled area this keeps held-out blocks where they remove least training data, e.g. at its
+edges, instead of in the middle where one block can cut away most chips.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ MIN_HOLDOUT_PIXELS = 1000  # labelled pixels the held-out blocks must hold for a
 MIN_TRAIN_PIXELS = 2000  # labelled pixels left for training
 MIN_CHIP_LABELLED = 0.01  # a training chip needs this share of labelled pixels (at least 16 pixels)
 CHIP_STEP_DIVISOR = 4  # candidate chips every tile / 4 pixels
+MIN_BLOCK = 64  # smallest hold-out block side, pixels
 
 ReadLabels = Callable[[Window], np.ndarray]  # window (on the label grid) → (h, w) uint8 class ids, 255 unlabelled
 
@@ -42,6 +46,11 @@ class Split:
     def holdout_blocks(self) -> list[Window]:
         """The held-out blocks."""
         return [b for b, h in zip(self.blocks, self.holdout, strict=True) if h]
+
+
+def block_size(tile: int) -> int:
+    """Side of the hold-out blocks for ``tile``-sized chips: half a tile (at least :data:`MIN_BLOCK`)."""
+    return max(MIN_BLOCK, tile // 2)
 
 
 def block_windows(extent: Window, block: int) -> list[Window]:
@@ -64,14 +73,32 @@ def count_blocks(blocks: list[Window], read: ReadLabels, num_classes: int) -> np
     return counts
 
 
-def choose_holdout(counts: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Held-out mask over blocks (see the module docstring); blocks without labels are never held out."""
+def choose_holdout(
+    counts: np.ndarray, fraction: float, seed: int, chips_of: list[set[int]] | None = None
+) -> np.ndarray:
+    """Held-out mask over blocks (see the module docstring); blocks without labels are never held out.
+
+    Args:
+        counts: ``(n, K)`` labelled pixels per block and class.
+        fraction: share of the labelled blocks to hold out (at least one, never all).
+        seed: seeds the random order that breaks ties.
+        chips_of: per block, the candidate training chips it overlaps; among the blocks that would do, the one
+            whose loss removes the fewest chips still left is taken, so training keeps as much data as possible.
+    """
     labelled = np.flatnonzero(counts.sum(axis=1) > 0)
     holdout = np.zeros(len(counts), bool)
     if len(labelled) < 2 or fraction <= 0:
         return holdout
     target = min(max(1, round(fraction * len(labelled))), len(labelled) - 1)
-    order = labelled[np.random.default_rng(seed).permutation(len(labelled))]
+    order = [int(i) for i in labelled[np.random.default_rng(seed).permutation(len(labelled))]]
+    lost: set[int] = set()
+
+    def take(candidates: list[int]) -> None:
+        if candidates:
+            best = min(candidates, key=lambda i: len(chips_of[i] - lost) if chips_of else 0)  # first of ties
+            holdout[best] = True
+            lost.update(chips_of[best] if chips_of else ())
+
     present = counts[labelled] > 0  # (n_labelled, K)
     blocks_per_class = present.sum(axis=0)
     for k in np.argsort(blocks_per_class, kind="stable"):
@@ -79,16 +106,12 @@ def choose_holdout(counts: np.ndarray, fraction: float, seed: int) -> np.ndarray
             continue
         if any(holdout[i] and counts[i, k] > 0 for i in labelled):
             continue
-        # the class's first block in the random order whose removal leaves every class some training pixels
-        for i in order:
-            if not holdout[i] and counts[i, k] > 0 and _keeps_training(counts, holdout, i):
-                holdout[i] = True
-                break
-    for i in order:
-        if holdout.sum() >= target:
+        take([i for i in order if not holdout[i] and counts[i, k] > 0 and _keeps_training(counts, holdout, i)])
+    while holdout.sum() < target:
+        candidates = [i for i in order if not holdout[i] and _keeps_training(counts, holdout, i)]
+        if not candidates:
             break
-        if not holdout[i] and _keeps_training(counts, holdout, i):
-            holdout[i] = True
+        take(candidates)
     return holdout
 
 
@@ -122,8 +145,8 @@ def check_sizes(splits: list[Split], gsd_m: float | None, fraction: float, block
     )
 
 
-def training_chips(extent: Window, tile: int, holdout: list[Window], read: ReadLabels, bounds: Window) -> list[Window]:
-    """``tile``-sized windows over ``extent`` (clipped to ``bounds``) that overlap no held-out block and hold labels.
+def candidate_chips(extent: Window, tile: int, read: ReadLabels, bounds: Window) -> list[Window]:
+    """``tile``-sized windows over ``extent`` (clipped to ``bounds``) that hold enough labels to train on.
 
     Candidates start at ``extent``'s corner every ``tile / 4`` pixels; the last row and column are shifted back so
     the extent's far edges are covered too.
@@ -141,9 +164,19 @@ def training_chips(extent: Window, tile: int, holdout: list[Window], read: ReadL
     for r in starts(extent.row, extent.height, bounds.row_end):
         for c in starts(extent.col, extent.width, bounds.col_end):
             w = Window(r, c, tile, tile).intersection(bounds)
-            if w is None or any(w.intersects(h) for h in holdout):
+            if w is None:
                 continue
             lab = read(w)
             if (lab != 255).sum() >= max(16, MIN_CHIP_LABELLED * w.height * w.width):
                 chips.append(w)
     return chips
+
+
+def chips_per_block(blocks: list[Window], chips: list[Window]) -> list[set[int]]:
+    """For each block, the indices of the chips that overlap it."""
+    return [{j for j, c in enumerate(chips) if c.intersects(b)} for b in blocks]
+
+
+def training_chips(chips: list[Window], holdout: list[Window]) -> list[Window]:
+    """The chips that overlap no held-out block."""
+    return [c for c in chips if not any(c.intersects(h) for h in holdout)]

@@ -16,7 +16,9 @@ from training.finetune.labels import LabelError, LabelSource
 from training.finetune.split import (
     Split,
     block_windows,
+    candidate_chips,
     check_sizes,
+    chips_per_block,
     choose_holdout,
     count_blocks,
     training_chips,
@@ -117,8 +119,28 @@ def test_chips_never_overlap_holdout_blocks():
     hold = choose_holdout(counts, 0.2, seed=0)
     held = [b for b, h in zip(blocks, hold, strict=True) if h]
     assert len(held) == 3
-    chips = training_chips(extent, 128, held, read, extent)
+    chips = training_chips(candidate_chips(extent, 128, read, extent), held)
     assert chips and all(not c.intersects(h) for c in chips for h in held)
+
+
+def test_holdout_prefers_blocks_that_cost_fewest_chips():
+    # a 3x4 grid of 128 px blocks with labels everywhere; 256 px chips every 64 px
+    lab = np.zeros((512, 384), np.uint8)
+    lab[:, 192:] = 1
+    extent = Window(0, 0, 512, 384)
+    blocks = block_windows(extent, 128)
+    counts = count_blocks(blocks, lambda w: lab[w.row : w.row_end, w.col : w.col_end], 2)
+    chips = candidate_chips(extent, 256, lambda w: lab[w.row : w.row_end, w.col : w.col_end], extent)
+    per_block = chips_per_block(blocks, chips)
+    kept = {}
+    for seed in range(5):
+        for aware in (True, False):
+            hold = choose_holdout(counts, 0.2, seed, per_block if aware else None)
+            assert hold.sum() == 2
+            held = [b for b, h in zip(blocks, hold, strict=True) if h]
+            kept[seed, aware] = len(training_chips(chips, held))
+    assert all(kept[s, True] >= kept[s, False] for s in range(5))
+    assert any(kept[s, True] > kept[s, False] for s in range(5))
 
 
 def test_too_few_labels_says_how_much_more_to_digitise():
