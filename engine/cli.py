@@ -27,7 +27,8 @@ from engine.events import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK
 log = logging.getLogger("engine")
 
 
-def _int_list(text: str) -> tuple[int, ...]:
+def int_list(text: str) -> tuple[int, ...]:
+    """``"1,2,3"`` → ``(1, 2, 3)`` for argparse (``--bands``)."""
     try:
         return tuple(int(v) for v in text.split(","))
     except ValueError as exc:
@@ -72,7 +73,7 @@ def add_predict_parser(sub: Any) -> None:
     )
     p.add_argument("--mask", help="vector file: process only inside its polygons (combinable with --bbox/--window)")
     p.add_argument("--bbox-crs", help="CRS of --bbox, e.g. EPSG:4326 (default: the raster's)")
-    p.add_argument("--bands", type=_int_list, metavar="1,2,3", help="raster bands feeding the model's inputs")
+    p.add_argument("--bands", type=int_list, metavar="1,2,3", help="raster bands feeding the model's inputs")
     p.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
     p.add_argument("--threads", type=int, help="torch CPU threads")

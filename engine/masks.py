@@ -20,11 +20,6 @@ gdal.UseExceptions()
 ogr.UseExceptions()
 
 
-# The raster's CRS in GIS axis order, None without one (the name training.finetune.labels imports; one rule:
-# engine.georef.get_srs).
-raster_srs = get_srs
-
-
 def polygon_features(
     layer: ogr.Layer, dst_srs: osr.SpatialReference | None
 ) -> Iterator[tuple[ogr.Feature, ogr.Geometry]]:
@@ -76,7 +71,7 @@ class PolygonMask:
             raise ParameterError(f"cannot open --mask {path}: {exc}") from exc
         if src is None or src.GetLayerCount() == 0:
             raise ParameterError(f"--mask {path} has no vector layers")
-        dst_srs = raster_srs(raster)
+        dst_srs = get_srs(raster)
         self._ds = ogr.GetDriverByName("Memory").CreateDataSource("mask")
         self.layer = self._ds.CreateLayer("mask", srs=dst_srs, geom_type=ogr.wkbMultiPolygon)
         defn = self.layer.GetLayerDefn()

@@ -258,8 +258,10 @@ def prepare(
     source = raster_io.open_raster(request.input)
     if georef.get_srs(source) is None:
         log.warning("%s has no CRS: outputs carry its geotransform only and areas are unknown", request.input)
-    bands = raster_io.select_bands(source, info, list(request.bands) if request.bands else None)
-    normalizer = raster_io.Normalizer.create(info, raster_io.input_range(source, bands, info, request.value_max))
+    bands = raster_io.select_bands(source, info.bands, list(request.bands) if request.bands else None)
+    normalizer = raster_io.Normalizer.create(
+        info, raster_io.input_range(source, bands, info.value_range, request.value_max)
+    )
     work = georef.work_dataset(source, info.gsd_m)
     region = georef.requested_window(source, request.window, request.bbox, request.bbox_crs)
     polygons = None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,13 +62,15 @@ def open_raster(path: str) -> gdal.Dataset:
     return ds
 
 
-def select_bands(ds: gdal.Dataset, info: ModelInfo, override: list[int] | None) -> list[int]:
-    """1-based raster band indices feeding the model's ``info.bands`` in order (rule: :func:`engine.bands.map_bands`).
+def select_bands(ds: gdal.Dataset, model_bands: Sequence[str], override: list[int] | None) -> list[int]:
+    """1-based raster band indices feeding ``model_bands`` (a model's ``info.bands``) in order.
+
+    The rule is :func:`engine.bands.map_bands`'s.
 
     Raises:
         BandMismatchError: see :func:`engine.bands.map_bands`.
     """
-    return map_bands(info.bands, [describe_band(ds.GetRasterBand(i + 1)) for i in range(ds.RasterCount)], override)
+    return map_bands(model_bands, [describe_band(ds.GetRasterBand(i + 1)) for i in range(ds.RasterCount)], override)
 
 
 def describe_band(band: gdal.Band) -> RasterBand:
@@ -76,8 +78,10 @@ def describe_band(band: gdal.Band) -> RasterBand:
     return RasterBand(gdal.GetColorInterpretationName(band.GetColorInterpretation()) or "", band.GetDescription() or "")
 
 
-def input_range(ds: gdal.Dataset, bands: list[int], info: ModelInfo, value_max: float | None) -> tuple[float, float]:
-    """``(lo, hi)`` of the raster values that map onto ``info.value_range`` (see the module docstring)."""
+def input_range(
+    ds: gdal.Dataset, bands: list[int], value_range: tuple[float, float], value_max: float | None
+) -> tuple[float, float]:
+    """``(lo, hi)`` of the raster values that map onto a model's ``value_range`` (see the module docstring)."""
     if value_max is not None:
         if not value_max > 0:
             raise ParameterError(f"--value-max must be > 0, got {value_max}")
@@ -88,7 +92,7 @@ def input_range(ds: gdal.Dataset, bands: list[int], info: ModelInfo, value_max: 
         return 0.0, float(2 ** int(nbits) - 1)
     if band.DataType == gdal.GDT_Byte:
         return 0.0, 255.0
-    lo, hi = info.value_range
+    lo, hi = value_range
     try:
         approx_max = band.ComputeRasterMinMax(True)[1]
         if approx_max > hi * 1.5:

@@ -64,7 +64,7 @@ def list_models(user_dir: Path | None = None, bundled_dirs: list[Path] | None = 
         if not folder.is_dir():
             continue
         for path in sorted(folder.glob(f"*{MODEL_SUFFIX}")):
-            if path.name in seen:
+            if path.name in seen or path.name.startswith("."):  # hidden: a model file being written (engine.atomic)
                 continue
             seen.add(path.name)
             entries.append(read_entry(path, bundled))

@@ -45,6 +45,7 @@ def test_catalog_lists_user_and_bundled_models_and_reports_broken_files(qgis_app
     shutil.copy(metadata_model, user / "mine.rspmodel")
     shutil.copy(metadata_model, bundled / "demo.rspmodel")
     (user / "broken.rspmodel").write_bytes(b"not a model")
+    (user / ".mine.tmp-123.rspmodel").write_bytes(b"half written")  # engine.atomic's name while writing: hidden
     entries = list_models(user, [bundled, tmp_path / "absent"])
     assert [(e.name, e.bundled) for e in entries] == [("broken", False), ("mine", False), ("demo", True)]
     assert entries[0].info is None and "model file" in entries[0].error

@@ -13,16 +13,10 @@ import logging
 import sys
 from typing import Any
 
+from engine.cli import int_list
 from engine.events import EXIT_OK
 
 log = logging.getLogger("training")
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated band numbers, got {text!r}") from exc
 
 
 def add_parsers(sub: Any) -> None:
@@ -56,7 +50,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--freeze-backbone", action="store_true", help="train the heads only")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of labelled blocks held out (0.2)")
     p.add_argument("--classes", help="classes.json: order, names, colours and values of the classes")
-    p.add_argument("--bands", type=_int_list, help="raster bands feeding the model's inputs, e.g. 1,2,3")
+    p.add_argument("--bands", type=int_list, help="raster bands feeding the model's inputs, e.g. 1,2,3")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the sampling and the augmentation")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.add_argument("--debug", action="store_true", help="tracebacks on errors")

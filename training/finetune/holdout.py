@@ -8,7 +8,6 @@ of all rasters (:mod:`training.metrics`): OA, kappa, mIoU, mF1 and per-class IoU
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from typing import Any
@@ -16,23 +15,11 @@ from typing import Any
 import numpy as np
 from osgeo import gdal
 
-from engine import raster_io
+from engine import georef, raster_io
 from engine.atomic import remove_with_sidecars
-from engine.tiling import Window
 from training.finetune.classes import IGNORE, ClassTable
 from training.finetune.prepare import Prepared
 from training.metrics import ConfusionMatrix, summarize
-
-
-def to_source_window(win: Window, work: gdal.Dataset, source: gdal.Dataset) -> Window:
-    """The source-grid pixels covering a work-grid window (identity when the sizes agree)."""
-    if work.RasterXSize == source.RasterXSize and work.RasterYSize == source.RasterYSize:
-        return win
-    fy, fx = source.RasterYSize / work.RasterYSize, source.RasterXSize / work.RasterXSize
-    r0, c0 = math.floor(win.row * fy), math.floor(win.col * fx)
-    r1 = min(max(math.ceil(win.row_end * fy), r0 + 1), source.RasterYSize)
-    c1 = min(max(math.ceil(win.col_end * fx), c0 + 1), source.RasterXSize)
-    return Window(r0, c0, r1 - r0, c1 - c0)
 
 
 def compare(matrix: ConfusionMatrix, prediction: np.ndarray, reference: np.ndarray, num_predicted: int) -> None:
@@ -71,7 +58,7 @@ def evaluate_holdout(
     out = os.path.join(work_dir, "holdout_prediction.tif")
     for n, (i, block) in enumerate(jobs):
         source = raster_io.open_raster(data.rasters[i])
-        win = to_source_window(block, data.sources[i].dataset(), source)
+        win = georef.covering_window(block, data.sources[i].dataset(), source)
         request = PredictRequest(
             model=model_path,
             input=data.rasters[i],

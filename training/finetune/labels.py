@@ -23,7 +23,8 @@ import numpy as np
 from osgeo import gdal, ogr
 
 from engine.errors import ParameterError
-from engine.masks import polygon_features, raster_srs, window_grid
+from engine.georef import get_srs
+from engine.masks import polygon_features, window_grid
 from engine.tiling import Window
 from training.finetune.classes import IGNORE, ClassTable, value_key
 
@@ -167,7 +168,7 @@ class LabelSource:
         """The polygons in ``grid``'s CRS with an integer field ``cid`` (class id; -1 when not a class)."""
         key = (grid.GetProjection() or "") + "|" + (repr(sorted(table.codes.items())) if table else "")
         if key not in self._layers:
-            srs = raster_srs(grid)
+            srs = get_srs(grid)
             mem = ogr.GetDriverByName("Memory").CreateDataSource("labels")
             out = mem.CreateLayer("labels", srs=srs, geom_type=ogr.wkbMultiPolygon)
             out.CreateField(ogr.FieldDefn("cid", ogr.OFTInteger))
@@ -225,7 +226,7 @@ def _reproject_box(
     """The box in ``dst``'s CRS enclosing ``src``'s box (edges densified)."""
     from osgeo import osr
 
-    s, d = raster_srs(src), raster_srs(dst)
+    s, d = get_srs(src), get_srs(dst)
     if s is None or d is None or s.IsSame(d):
         return xmin, xmax, ymin, ymax
     ct = osr.CoordinateTransformation(s, d)

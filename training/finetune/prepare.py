@@ -9,7 +9,6 @@ later reads the same pixels the network trained on.
 from __future__ import annotations
 
 import os
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -114,12 +113,11 @@ def prepare_data(
     """Open the rasters, rasterise labels, split into blocks and chips (see the module docstring)."""
     opened = [raster_io.open_raster(r) for r, _ in pairs]
     gsd_m = target_gsd(opened[0], gsd)
-    wanted = types.SimpleNamespace(bands=band_names, value_range=value_range)  # what select_bands/input_range read
     sources, splits, chips, warnings = [], [], [], []
     for i, ((raster, _), ds, labels) in enumerate(zip(pairs, opened, label_sources, strict=True)):
         check_cancel()
-        band_list = raster_io.select_bands(ds, wanted, list(bands) if bands else None)  # type: ignore[arg-type]
-        rng = raster_io.input_range(ds, band_list, wanted, None)  # type: ignore[arg-type]
+        band_list = raster_io.select_bands(ds, band_names, list(bands) if bands else None)
+        rng = raster_io.input_range(ds, band_list, value_range, None)
         work = georef.work_dataset(ds, gsd_m)
         work_path = raster
         if work is not ds:
