@@ -33,13 +33,15 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> bool:
 POTSDAM_RASTER = ROOT / "resources" / "samples" / "potsdam_2_10_rgb.tif"  # 512×512 RGB, 5 cm, EPSG:32633
 POTSDAM_LABELS = ROOT / "resources" / "samples" / "potsdam_2_10_labels.tif"  # its classes 0..4, 255 unlabelled
 DEMO_MODEL = ROOT / "resources" / "models" / "demo_lite_potsdam.rspmodel"
-_FINETUNE_FIXTURES = ROOT / "tests" / "training" / "finetune" / "conftest.py"
+_FINETUNE_FIXTURES = ROOT / "tests" / "training" / "finetune" / "finetune_support.py"
 
 
 def polygons_from_raster(tif: str, gpkg: str, **kwargs: object) -> str:
-    """Polygons traced from a class raster (string field ``class`` with the Potsdam class names): the fine-tuning
-    tests' own helper (``tests/training/finetune/conftest.py``), loaded from its file so both test packages train on
-    the same labels."""
+    """Polygons traced from a class raster (string field ``class`` with the Potsdam class names).
+
+    The fine-tuning tests' own helper (``tests/training/finetune/finetune_support.py``), loaded from its file so both
+    test folders train on the same labels.
+    """
     import importlib.util
 
     module = sys.modules.get("finetune_test_fixtures")

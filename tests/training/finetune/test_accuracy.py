@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import LABELS_TIF, NAMES, label_array
+from finetune_support import LABELS_TIF, NAMES, label_array
 from osgeo import gdal
 
 from training.__main__ import main

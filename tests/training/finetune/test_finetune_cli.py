@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from conftest import DEMO_MODEL, LABELS_TIF, RASTER, ROOT
+from finetune_support import DEMO_MODEL, LABELS_TIF, RASTER, ROOT
 from osgeo import ogr, osr
 
 from training.__main__ import main

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import LABELS_TIF, NAMES, RASTER, label_array
+from finetune_support import LABELS_TIF, NAMES, RASTER, label_array
 from osgeo import gdal
 
 from engine.errors import ParameterError

@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import DEMO_MODEL, RASTER, label_array
+from finetune_support import DEMO_MODEL, RASTER, label_array
 from osgeo import gdal
 
 from engine.errors import CancelledError
