@@ -66,6 +66,42 @@ def potsdam_pixels(height: int, width: int) -> np.ndarray:
 RasterFactory = Callable[..., str]
 
 
+def write_geotiff(
+    path: str,
+    data: np.ndarray,
+    epsg: int | None = 32633,
+    origin: tuple[float, float] = (500000.0, 5800000.0),
+    pixel: tuple[float, float] = (0.5, 0.5),
+    nodata: float | None = None,
+    alpha: np.ndarray | None = None,
+    interp: bool = True,
+    dtype: int | None = None,
+    options: tuple[str, ...] = ("TILED=YES",),
+) -> str:
+    """GeoTIFF from ``data`` (C, H, W); RGB colour interpretation for 3 bands when ``interp``; optional alpha band."""
+    dtype = dtype if dtype is not None else gdal_array_type(data.dtype)
+    nb = data.shape[0] + (alpha is not None)
+    ds = gdal.GetDriverByName("GTiff").Create(path, data.shape[2], data.shape[1], nb, dtype, list(options))
+    ds.SetGeoTransform((origin[0], pixel[0], 0.0, origin[1], 0.0, -pixel[1]))
+    if epsg is not None:
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(epsg)
+        ds.SetProjection(srs.ExportToWkt())
+    for i in range(data.shape[0]):
+        band = ds.GetRasterBand(i + 1)
+        band.WriteArray(data[i])
+        if nodata is not None:
+            band.SetNoDataValue(nodata)
+        if interp and data.shape[0] == 3:
+            band.SetColorInterpretation((gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand)[i])
+    if alpha is not None:
+        band = ds.GetRasterBand(nb)
+        band.WriteArray(alpha)
+        band.SetColorInterpretation(gdal.GCI_AlphaBand)
+    band = ds = None
+    return path
+
+
 @pytest.fixture
 def make_raster(tmp_path) -> RasterFactory:
     """Write a GeoTIFF: ``make_raster(name, data (C,H,W), epsg=32633, origin=(x, y), pixel=(sx, sy), nodata=None)``."""
@@ -73,28 +109,7 @@ def make_raster(tmp_path) -> RasterFactory:
     def make(name: str, data: np.ndarray, epsg: int | None = 32633, origin: tuple[float, float] = (500000.0, 5800000.0),
              pixel: tuple[float, float] = (0.5, 0.5), nodata: float | None = None, alpha: np.ndarray | None = None,
              interp: bool = True) -> str:  # fmt: skip
-        path = str(tmp_path / name)
-        dtype = gdal_array_type(data.dtype)
-        nb = data.shape[0] + (alpha is not None)
-        ds = gdal.GetDriverByName("GTiff").Create(path, data.shape[2], data.shape[1], nb, dtype, ["TILED=YES"])
-        ds.SetGeoTransform((origin[0], pixel[0], 0.0, origin[1], 0.0, -pixel[1]))
-        if epsg is not None:
-            srs = osr.SpatialReference()
-            srs.ImportFromEPSG(epsg)
-            ds.SetProjection(srs.ExportToWkt())
-        for i in range(data.shape[0]):
-            band = ds.GetRasterBand(i + 1)
-            band.WriteArray(data[i])
-            if nodata is not None:
-                band.SetNoDataValue(nodata)
-            if interp and data.shape[0] == 3:
-                band.SetColorInterpretation((gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand)[i])
-        if alpha is not None:
-            band = ds.GetRasterBand(nb)
-            band.WriteArray(alpha)
-            band.SetColorInterpretation(gdal.GCI_AlphaBand)
-        ds = None
-        return path
+        return write_geotiff(str(tmp_path / name), data, epsg, origin, pixel, nodata, alpha, interp)
 
     return make
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from osgeo import gdal, ogr, osr
 
+from bench.baseline import slide_inference as mmseg_slide
 from engine.blending import LABEL_NODATA
 from engine.errors import BandMismatchError, CancelledError, OutputPathError
 from engine.inference import slide_inference
@@ -200,30 +201,12 @@ def test_existing_output_refused_and_cancel_leaves_nothing(model_path, make_rast
     assert set(os.listdir(tmp_path)) == before
 
 
-def mmseg_slide(model: torch.nn.Module, img: torch.Tensor, tile: int, stride: int, k: int) -> torch.Tensor:
-    """mmseg 0.21 ``slide_inference`` written out independently (logits averaged by a count matrix)."""
-    _, _, h, w = img.shape
-    h_grids = max(h - tile + stride - 1, 0) // stride + 1
-    w_grids = max(w - tile + stride - 1, 0) // stride + 1
-    preds = img.new_zeros((img.shape[0], k, h, w))
-    count = img.new_zeros((img.shape[0], 1, h, w))
-    for hi in range(h_grids):
-        for wi in range(w_grids):
-            y1, x1 = hi * stride, wi * stride
-            y2, x2 = min(y1 + tile, h), min(x1 + tile, w)
-            y1, x1 = max(y2 - tile, 0), max(x2 - tile, 0)
-            crop = model(img[:, :, y1:y2, x1:x2])
-            preds += torch.nn.functional.pad(crop, (x1, w - x2, y1, h - y2))
-            count[:, :, y1:y2, x1:x2] += 1
-    return preds / count
-
-
 @pytest.mark.parametrize(("h", "w"), [(100, 80), (40, 96)])
 def test_slide_inference_reference_equals_mmseg(model_path, h, w) -> None:
     model, _ = load_model_file(model_path)
     img = torch.from_numpy((potsdam_pixels(h, w).astype(np.float32) - 120) / 58)[None]
     with torch.no_grad():
-        expected = mmseg_slide(model, img, TILE, 48, NUM_CLASSES)
+        expected = mmseg_slide(model, img, NUM_CLASSES, TILE, 48)  # bench.baseline: written out independently
     got = slide_inference(model, img, TILE, 48, NUM_CLASSES, blend="reference")
     assert got.shape == (1, NUM_CLASSES, h, w)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

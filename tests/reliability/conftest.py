@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from osgeo import gdal, osr
 from PIL import Image
+
+from tests.engine.conftest import write_geotiff
 
 ROOT = Path(__file__).resolve().parents[2]
 POTSDAM_RGB = ROOT / "tests" / "data" / "potsdam" / "2_10_0_0_512_512_rgb.png"
@@ -60,25 +61,8 @@ def write_raster(
     nodata: float | None = None,
     gdal_type: int | None = None,
 ) -> Path:
-    """GeoTIFF from ``data`` (C, H, W) at 0.5 m in ``epsg`` (None: no CRS)."""
-    types = {
-        np.dtype("uint8"): gdal.GDT_Byte,
-        np.dtype("uint16"): gdal.GDT_UInt16,
-        np.dtype("float32"): gdal.GDT_Float32,
-    }
-    dtype = gdal_type if gdal_type is not None else types[data.dtype]
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[2], data.shape[1], data.shape[0], dtype)
-    ds.SetGeoTransform((500000.0, 0.5, 0.0, 5800000.0, 0.0, -0.5))
-    if epsg is not None:
-        srs = osr.SpatialReference()
-        srs.ImportFromEPSG(epsg)
-        ds.SetProjection(srs.ExportToWkt())
-    for i in range(data.shape[0]):
-        band = ds.GetRasterBand(i + 1)
-        band.WriteArray(data[i])
-        if nodata is not None:
-            band.SetNoDataValue(nodata)
-    ds = None
+    """GeoTIFF from ``data`` (C, H, W) at 0.5 m in ``epsg`` (None: no CRS), untiled, no colour interpretation."""
+    write_geotiff(str(path), data, epsg, nodata=nodata, interp=False, dtype=gdal_type, options=())
     return path
 
 

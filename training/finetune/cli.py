@@ -9,6 +9,7 @@ written under ``--output`` unless the run finished.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from typing import Any
@@ -28,7 +29,7 @@ def add_parsers(sub: Any) -> None:
         "codes 0 ok, 1 error, 130 cancelled. Start from --init MODEL.rspmodel, --backbone CKPT.pth [--arch A], "
         "or --arch A (scratch).",
     )
-    p.add_argument("--raster", action="append", required=True, help="GDAL raster (repeat for several)")
+    p.add_argument("--raster", dest="rasters", action="append", required=True, help="GDAL raster (repeat for several)")
     p.add_argument(
         "--labels",
         action="append",
@@ -76,28 +77,9 @@ def run_finetune(args: argparse.Namespace) -> int:
     from training.finetune.run import FinetuneRequest, finetune
 
     def work(emit: Any, cancel: Any) -> int:
-        request = FinetuneRequest(
-            rasters=tuple(args.raster),
-            labels=tuple(args.labels),
-            output=args.output,
-            class_field=args.class_field,
-            init=args.init,
-            backbone=args.backbone,
-            arch=args.arch,
-            iters=args.iters,
-            work_dir=args.work_dir,
-            resume=args.resume,
-            device=args.device,
-            batch_size=args.batch_size,
-            tile=args.tile,
-            gsd=args.gsd,
-            freeze_backbone=args.freeze_backbone,
-            val_fraction=args.val_fraction,
-            classes=args.classes,
-            bands=args.bands,
-            seed=args.seed,
-            overwrite=args.overwrite,
-        )
+        # every option has the name of the request field it fills
+        options = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneRequest)}
+        request = FinetuneRequest(**{**options, "rasters": tuple(args.rasters), "labels": tuple(args.labels)})
         finetune(request, on_event=emit, cancel=cancel)
         return EXIT_OK
 

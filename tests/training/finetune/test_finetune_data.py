@@ -11,18 +11,9 @@ from osgeo import gdal
 
 from engine.errors import ParameterError
 from engine.tiling import Window
+from training.finetune import split as sp
 from training.finetune.classes import IGNORE, KNOWN_COLOURS, PALETTE, build_table, read_classes_json, sort_values
 from training.finetune.labels import LabelError, LabelSource
-from training.finetune.split import (
-    Split,
-    block_windows,
-    candidate_chips,
-    check_sizes,
-    chips_per_block,
-    choose_holdout,
-    count_blocks,
-    training_chips,
-)
 
 
 def test_sort_values_numeric_and_names():
@@ -99,10 +90,10 @@ def test_missing_class_field_lists_the_fields(potsdam_polygons):
 
 def test_holdout_blocks_cover_classes_and_leave_training():
     counts = np.array([[10, 0, 0], [5, 5, 0], [0, 8, 2], [7, 0, 3], [0, 0, 0], [9, 9, 9]])
-    a = choose_holdout(counts, 0.4, seed=1)
+    a = sp.choose_holdout(counts, 0.4, seed=1)
     assert a.sum() == 2 and not a[4]
     assert (counts[~a].sum(axis=0) > 0).all()  # every class keeps training pixels
-    np.testing.assert_array_equal(a, choose_holdout(counts, 0.4, seed=1))  # deterministic
+    np.testing.assert_array_equal(a, sp.choose_holdout(counts, 0.4, seed=1))  # deterministic
 
 
 def test_chips_never_overlap_holdout_blocks():
@@ -112,14 +103,14 @@ def test_chips_never_overlap_holdout_blocks():
         return lab[w.row : w.row_end, w.col : w.col_end]
 
     extent = Window(0, 0, 512, 512)
-    blocks = block_windows(extent, 128)
+    blocks = sp.block_windows(extent, 128)
     assert len(blocks) == 16
-    counts = count_blocks(blocks, read, 5)
+    counts = sp.count_blocks(blocks, read, 5)
     assert counts.sum() == (lab != IGNORE).sum()
-    hold = choose_holdout(counts, 0.2, seed=0)
+    hold = sp.choose_holdout(counts, 0.2, seed=0)
     held = [b for b, h in zip(blocks, hold, strict=True) if h]
     assert len(held) == 3
-    chips = training_chips(candidate_chips(extent, 128, read, extent), held)
+    chips = sp.training_chips(sp.candidate_chips(extent, 128, read, extent), held)
     assert chips and all(not c.intersects(h) for c in chips for h in held)
 
 
@@ -128,24 +119,24 @@ def test_holdout_prefers_blocks_that_cost_fewest_chips():
     lab = np.zeros((512, 384), np.uint8)
     lab[:, 192:] = 1
     extent = Window(0, 0, 512, 384)
-    blocks = block_windows(extent, 128)
-    counts = count_blocks(blocks, lambda w: lab[w.row : w.row_end, w.col : w.col_end], 2)
-    chips = candidate_chips(extent, 256, lambda w: lab[w.row : w.row_end, w.col : w.col_end], extent)
-    per_block = chips_per_block(blocks, chips)
+    blocks = sp.block_windows(extent, 128)
+    counts = sp.count_blocks(blocks, lambda w: lab[w.row : w.row_end, w.col : w.col_end], 2)
+    chips = sp.candidate_chips(extent, 256, lambda w: lab[w.row : w.row_end, w.col : w.col_end], extent)
+    per_block = sp.chips_per_block(blocks, chips)
     kept = {}
     for seed in range(5):
         for aware in (True, False):
-            hold = choose_holdout(counts, 0.2, seed, per_block if aware else None)
+            hold = sp.choose_holdout(counts, 0.2, seed, per_block if aware else None)
             assert hold.sum() == 2
             held = [b for b, h in zip(blocks, hold, strict=True) if h]
-            kept[seed, aware] = len(training_chips(chips, held))
+            kept[seed, aware] = len(sp.training_chips(chips, held))
     assert all(kept[s, True] >= kept[s, False] for s in range(5))
     assert any(kept[s, True] > kept[s, False] for s in range(5))
 
 
 def test_too_few_labels_says_how_much_more_to_digitise():
     counts = np.array([[300, 0], [0, 200]])
-    split = Split([Window(0, 0, 64, 64), Window(0, 64, 64, 64)], counts, choose_holdout(counts, 0.2, 0))
+    split = sp.Split([Window(0, 0, 64, 64), Window(0, 64, 64, 64)], counts, sp.choose_holdout(counts, 0.2, 0))
     with pytest.raises(ParameterError) as err:
-        check_sizes([split], 0.05, 0.2, 64)
+        sp.check_sizes([split], 0.05, 0.2, 64)
     assert "too few labelled pixels" in str(err.value) and "digitise at least" in err.value.hint
