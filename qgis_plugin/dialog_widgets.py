@@ -89,13 +89,13 @@ class ModelCombo(QComboBox):
         super().__init__(parent)
         self.models: list[ModelEntry] = []
 
-    def set_models(self, models: list[ModelEntry], current: str, fallback: int = 0) -> None:
+    def set_models(self, models: list[ModelEntry], current: str, default: str = "") -> None:
         """List ``models`` and choose one, without emitting a change signal.
 
         Args:
             models: the models to list; one whose metadata cannot be read is marked "(unreadable)".
             current: the path of the model to choose ("" for none).
-            fallback: the item chosen when ``current`` is not listed.
+            default: the path of the model chosen when ``current`` is not listed; else the first is.
         """
         self.models = list(models)
         self.blockSignals(True)
@@ -104,7 +104,9 @@ class ModelCombo(QComboBox):
             label = entry.name if entry.info is not None else f"{entry.name} (unreadable)"
             self.addItem(label, entry.path)
         index = self.findData(current) if current else -1
-        self.setCurrentIndex(index if index >= 0 else fallback)
+        if index < 0:
+            index = max(self.findData(default) if default else -1, 0)
+        self.setCurrentIndex(index)
         self.blockSignals(False)
 
     def current_model(self) -> ModelEntry | None:

@@ -48,15 +48,15 @@ from .layer_inputs import (
     export_features,
     layer_file_path,
     vector_file_path,
+    write_style_classes,
 )
-from .model_catalog import format_metric, holdout_of, list_models, read_entry
+from .model_catalog import bundled_demo_model, format_metric, holdout_of, list_models, read_entry
 from .parameters import InvalidParametersError
 from .progress_stream import DoneEvent, ProgressEvent
 from .run_dialog import MESSAGE_TITLE, RunDialog
 from .train_parameters import (
     CLASSES_FILE_NAME,
     DEFAULT_VAL_FRACTION,
-    DEMO_MODEL_NAME,
     MAX_BATCH_SIZE,
     MAX_ITERATIONS,
     MAX_TILE,
@@ -65,7 +65,6 @@ from .train_parameters import (
     TRAINING_MODULE,
     StartKind,
     TrainParameters,
-    class_entry,
     default_iterations,
     has_unfinished_run,
     model_name_problem,
@@ -73,7 +72,6 @@ from .train_parameters import (
     resumable_labels,
     safe_model_name,
     work_folder_for,
-    write_classes_json,
 )
 
 START_LABELS = {StartKind.MODEL: "A model", StartKind.BACKBONE: "An RSP backbone file (pretraining checkpoint)"}
@@ -277,9 +275,7 @@ class TrainDialog(RunDialog):
     def refresh(self) -> None:
         """Reload the list of start models (the Segment dialog's list), keeping the choice; re-check the output."""
         current = self.model_combo.currentData() or plugin_settings.get_value("train_start_model", "")
-        models = list_models()
-        demo = next((i for i, e in enumerate(models) if e.bundled and e.name == DEMO_MODEL_NAME), 0)
-        self.model_combo.set_models(models, current, fallback=demo)  # default: the bundled demo model
+        self.model_combo.set_models(list_models(), current, default=bundled_demo_model() or "")
         self._on_raster_changed()
         self._on_labels_changed()
         self._on_start_changed()
@@ -468,8 +464,7 @@ class TrainDialog(RunDialog):
                     name=LABELS_FILE_NAME,
                 )  # fmt: skip
             if params.classes_json:
-                classes = categorized_classes(labels, params.class_field) or []
-                write_classes_json([class_entry(*c) for c in classes], params.classes_json)
+                write_style_classes(labels, params.class_field, params.work_folder)
         except LayerExportError as exc:
             raise InvalidParametersError(str(exc)) from exc
         params.validate()
