@@ -1,9 +1,10 @@
 """Widgets and small widget behaviours the plugin's dialogs share.
 
 Owns: the save-file widget for an output (:func:`output_file_widget`), the word-wrapped label whose height follows
-its text (:class:`FittedLabel`, the model box), the device choice that follows the environment check
-(:func:`apply_cuda_availability`) and the *Check environment* message box (:func:`show_environment_report`).
-Nothing here knows about a particular run; the dialogs build their forms from these.
+its text (:class:`FittedLabel`, the model box), the model choice (:class:`ModelCombo`), the device choice that
+remembers the last device and follows the environment check (:func:`device_combo`, :func:`apply_cuda_availability`)
+and the *Check environment* message box (:func:`show_environment_report`). Nothing here knows about a particular
+run; the dialogs build their forms from these.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from qgis.PyQt.QtWidgets import QApplication, QComboBox, QLabel, QMessageBox, QW
 
 from . import plugin_settings
 from .environment_check import check_environment
+from .model_catalog import ModelEntry
+from .parameters import DEVICES
 
 CUDA_DEVICE = "cuda"
 CPU_DEVICE = "cpu"
 CUDA_SETTING = "cuda_available"
+DEVICE_SETTING = "device"
 
 
 def output_file_widget(parent: QWidget, file_filter: str) -> QgsFileWidget:
@@ -72,6 +76,61 @@ class FittedLabel(QLabel):
         """Refit to the new width."""
         super().resizeEvent(event)
         self.fit()
+
+
+class ModelCombo(QComboBox):
+    """A choice of model: each listed model by name, its file's path as item data.
+
+    Attributes:
+        models: the listed models, in the combo box's order.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.models: list[ModelEntry] = []
+
+    def set_models(self, models: list[ModelEntry], current: str, default: str = "") -> None:
+        """List ``models`` and choose one, without emitting a change signal.
+
+        Args:
+            models: the models to list; one whose metadata cannot be read is marked "(unreadable)".
+            current: the path of the model to choose ("" for none).
+            default: the path of the model chosen when ``current`` is not listed; else the first is.
+        """
+        self.models = list(models)
+        self.blockSignals(True)
+        self.clear()
+        for entry in self.models:
+            label = entry.name if entry.info is not None else f"{entry.name} (unreadable)"
+            self.addItem(label, entry.path)
+        index = self.findData(current) if current else -1
+        if index < 0:
+            index = max(self.findData(default) if default else -1, 0)
+        self.setCurrentIndex(index)
+        self.blockSignals(False)
+
+    def current_model(self) -> ModelEntry | None:
+        """The chosen model, None when none is listed."""
+        index = self.currentIndex()
+        return self.models[index] if 0 <= index < len(self.models) else None
+
+
+def device_combo(parent: QWidget) -> QComboBox:
+    """The device choice (``cpu``, ``cuda``), set to the device last used.
+
+    CUDA is disabled once *Check environment* has found no GPU (see :func:`apply_cuda_availability`); a dialog
+    remembers the choice with :func:`save_device` when a run starts.
+    """
+    combo = QComboBox(parent)
+    combo.addItems(list(DEVICES))
+    combo.setCurrentText(str(plugin_settings.get_value(DEVICE_SETTING, CPU_DEVICE)))
+    apply_cuda_availability(combo, plugin_settings.get_value(CUDA_SETTING, None))
+    return combo
+
+
+def save_device(combo: QComboBox) -> None:
+    """Remember the chosen device for the next dialog (see :func:`device_combo`)."""
+    plugin_settings.set_value(DEVICE_SETTING, combo.currentText())
 
 
 def apply_cuda_availability(device_combo: QComboBox, available: Any) -> None:

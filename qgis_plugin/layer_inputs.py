@@ -12,7 +12,8 @@ Owns, for the dialogs and the Processing algorithms alike:
 - a Processing feature-source parameter → a single-layer GeoPackage (:func:`processing_features_path`, honouring
   "Selected features only");
 - a labels layer's categorised style → class names, colours and the field values they stand for
-  (:func:`categorized_classes`; the classes of a fine-tuning run).
+  (:func:`categorized_classes`; the classes of a fine-tuning run), written as ``classes.json`` by
+  :func:`write_style_classes`.
 
 The engine and training never see a QGIS layer: only these paths and numbers cross the process boundary.
 """
@@ -41,6 +42,8 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QVariant
+
+from .train_parameters import CLASSES_FILE_NAME, class_entry, write_classes_json
 
 if TYPE_CHECKING:
     from qgis.gui import QgsMapCanvas
@@ -268,3 +271,23 @@ def categorized_classes(layer: Any, field: str) -> list[LayerClass] | None:
         rgb = (color.red(), color.green(), color.blue()) if color is not None else (128, 128, 128)
         classes.append((category.label().strip() or str(value), rgb, value))
     return classes or None
+
+
+def write_style_classes(layer: Any, field: str, folder: str) -> str | None:
+    """Write the classes of ``layer``'s categorised style on ``field`` as ``<folder>/classes.json`` (``--classes``).
+
+    Args:
+        layer: the labels layer (any map layer, or None).
+        field: the class field.
+        folder: where ``classes.json`` goes (created when needed).
+
+    Returns:
+        The file written, or None when the layer is not styled by categories of ``field`` (nothing is written).
+
+    Raises:
+        InvalidParametersError: two categories have the same name.
+    """
+    classes = categorized_classes(layer, field) if field else None
+    if not classes:
+        return None
+    return write_classes_json([class_entry(*c) for c in classes], os.path.join(folder, CLASSES_FILE_NAME))

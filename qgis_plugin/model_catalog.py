@@ -3,7 +3,8 @@
 Bundled models live in ``<plugin>/models/`` (zip install) or ``resources/models/`` (source checkout); they are
 read-only (cannot be removed from the manager). A folder that does not exist simply contributes no models, so the
 plugin works before the demo model is added. Metadata is read with :func:`engine.model_file.read_model_info`
-(standard library only, no torch); an unreadable file is listed with its error instead of being hidden.
+(standard library only, no torch); an unreadable file is listed with its error instead of being hidden. The bundled
+demo model (:func:`bundled_demo_model`) is where fine-tuning starts unless the analyst chooses another start.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .plugin_paths import bundled_models_dirs
 
 USER_MODELS_DIRNAME = "rsp_models"
 MODEL_SUFFIX = ".rspmodel"
+DEMO_MODEL_NAME = "demo_lite_potsdam"  # the bundled demo model, fine-tuning's default start
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,15 @@ def list_models(user_dir: Path | None = None, bundled_dirs: list[Path] | None = 
             seen.add(path.name)
             entries.append(read_entry(path, bundled))
     return entries
+
+
+def bundled_demo_model() -> str | None:
+    """The bundled demo model file (fine-tuning's default start); None when the plugin has none."""
+    for folder in bundled_models_dirs():
+        path = folder / f"{DEMO_MODEL_NAME}{MODEL_SUFFIX}"
+        if path.is_file():
+            return str(path)
+    return None
 
 
 class ModelRemoveError(Exception):

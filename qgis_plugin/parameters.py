@@ -40,8 +40,23 @@ class InvalidParametersError(Exception):
     event of the engine's stream, never as an exception."""
 
 
+class CheckedParameters:
+    """What the run parameters (:class:`SegmentParameters`, ``TrainParameters``) share: :meth:`problems` lists what to
+    fix, :meth:`validate` raises it."""
+
+    def problems(self) -> list[str]:
+        """Every reason this run cannot start, in words an analyst can act on (empty when valid)."""
+        raise NotImplementedError
+
+    def validate(self) -> None:
+        """Raise :class:`InvalidParametersError` listing every problem, if any."""
+        problems = self.problems()
+        if problems:
+            raise InvalidParametersError("\n".join(problems))
+
+
 @dataclass(frozen=True)
-class SegmentParameters:
+class SegmentParameters(CheckedParameters):
     """One run of ``python -m engine predict``.
 
     Attributes:
@@ -121,12 +136,6 @@ class SegmentParameters:
         if self.min_area_m2 < 0 or self.simplify_m < 0:
             out.append("Minimum area and simplify tolerance must be >= 0.")
         return out
-
-    def validate(self) -> None:
-        """Raise :class:`InvalidParametersError` listing every problem, if any."""
-        problems = self.problems()
-        if problems:
-            raise InvalidParametersError("\n".join(problems))
 
     def engine_args(self) -> list[str]:
         """Arguments after ``<python> -m engine``: an argument list for QProcess, never a shell string."""

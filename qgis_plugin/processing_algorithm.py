@@ -1,7 +1,7 @@
 """Processing algorithm "Segment raster with RSP model" (``rspsegmentation:segmentraster``).
 
-Same options and the same engine subprocess as the dialog (:class:`.parameters.SegmentParameters`,
-:func:`.engine_runner.run_blocking`), so it works in the model builder, batch mode, ``processing.run`` and
+Same options and the same engine subprocess as the dialog (:class:`.parameters.SegmentParameters`, run by
+:func:`.processing_base.run_with_feedback`), so it works in the model builder, batch mode, ``processing.run`` and
 ``qgis_process``. Progress comes from the engine's stream; ``feedback.isCanceled()`` terminates the subprocess and
 its partial outputs are removed. Outputs are loaded and styled by :mod:`.layer_styling` when run from the GUI.
 """
@@ -13,7 +13,6 @@ from typing import Any
 
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -31,11 +30,10 @@ from qgis.core import (
 
 from . import plugin_settings
 from .engine_locator import ensure_engine_importable
-from .engine_runner import EngineRunError, run_blocking
-from .layer_inputs import LayerExportError, bbox_within_layer, layer_file_path, processing_features_path
+from .layer_inputs import LayerExportError, bbox_within_layer, processing_features_path
 from .layer_styling import categorized_renderer, paletted_renderer
 from .parameters import DEFAULT_BATCH_SIZE, DEVICES, MAX_BATCH_SIZE, ExtentMode, SegmentParameters, parse_band_list
-from .progress_stream import ProgressEvent
+from .processing_base import RspAlgorithm, check_parameters, raster_file, run_with_feedback
 
 INPUT = "INPUT"
 MODEL = "MODEL"
@@ -73,37 +71,14 @@ class StyleFromModel(QgsProcessingLayerPostProcessorInterface):
         layer.triggerRepaint()
 
 
-class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
-    """Segment raster with RSP model: the dialog's options as Processing parameters, the same engine subprocess."""
+class SegmentRasterAlgorithm(RspAlgorithm):
+    """Segments a raster with an RSP model file (.rspmodel) in a separate Python process (the interpreter set in the
+    plugin settings). Writes a classified GeoTIFF (class ids with the model's colours and names), optionally polygons
+    (class_id, class_name, area_m2) and a confidence raster. Extent and mask limit the processed area; windows stay on
+    the raster's own grid.
+    """
 
-    def name(self) -> str:
-        """The algorithm's id within the provider."""
-        return "segmentraster"
-
-    def displayName(self) -> str:
-        """The name shown in the Processing toolbox."""
-        return "Segment raster with RSP model"
-
-    def group(self) -> str:
-        """The toolbox group's name."""
-        return "Segmentation"
-
-    def groupId(self) -> str:
-        """The toolbox group's id."""
-        return "segmentation"
-
-    def shortHelpString(self) -> str:
-        """The help text shown next to the parameters."""
-        return (
-            "Segments a raster with an RSP model file (.rspmodel) in a separate Python process (the interpreter "
-            "set in the plugin settings). Writes a classified GeoTIFF (class ids with the model's colours and "
-            "names), optionally polygons (class_id, class_name, area_m2) and a confidence raster. Extent and mask "
-            "limit the processed area; windows stay on the raster's own grid."
-        )
-
-    def createInstance(self) -> SegmentRasterAlgorithm:
-        """A fresh instance (Processing copies algorithms per run)."""
-        return SegmentRasterAlgorithm()
+    ID, DISPLAY_NAME, GROUP = "segmentraster", "Segment raster with RSP model", "Segmentation"
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
         """Declare the parameters and outputs (the model defaults to the one last used in the dialog)."""
@@ -162,9 +137,7 @@ class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
     ) -> dict[str, Any]:
         """Run the engine on the input and return the written outputs (``{}`` when cancelled)."""
         layer = self.parameterAsRasterLayer(parameters, INPUT, context)
-        input_path = layer_file_path(layer)
-        if not input_path:
-            raise QgsProcessingException("The input must be a raster stored in a GDAL-readable file.")
+        input_path = raster_file(layer, "input raster")
         output = self.parameterAsOutputLayer(parameters, OUTPUT, context)
         vector = self.parameterAsOutputLayer(parameters, OUTPUT_VECTOR, context) or None
         confidence = self.parameterAsOutputLayer(parameters, OUTPUT_CONFIDENCE, context) or None
@@ -197,27 +170,11 @@ class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
             simplify_m=self.parameterAsDouble(parameters, SIMPLIFY, context),
             overwrite=True,  # Processing owns its destinations (temporary outputs or user-confirmed files)
         )
-        problems = params.problems()
-        if problems:
-            raise QgsProcessingException("\n".join(problems))
-        feedback.pushInfo(f"engine: {plugin_settings.interpreter()} -m engine {' '.join(params.engine_args())}")
-
-        def on_progress(event: ProgressEvent) -> None:
-            feedback.setProgress(event.percent)
-
-        try:
-            done = run_blocking(
-                plugin_settings.interpreter(),
-                params.engine_args(),
-                on_progress,
-                feedback.isCanceled,
-                params.output_paths(),
-            )
-        except EngineRunError as exc:
-            if exc.canceled:
-                feedback.reportError("Cancelled; no output was kept.")
-                return {}
-            raise QgsProcessingException(f"{exc.message} {exc.hint}".strip()) from exc
+        check_parameters(params)
+        done = run_with_feedback(params.engine_args(), params.output_paths(), feedback)
+        if done is None:
+            feedback.reportError("Cancelled; no output was kept.")
+            return {}
         self._style_outputs(params.model_path, context, {OUTPUT: ("raster", output), OUTPUT_VECTOR: ("vector", vector)})
         results: dict[str, Any] = {OUTPUT: done.labels or output}
         if vector:

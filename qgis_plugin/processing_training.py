@@ -2,8 +2,8 @@
 (``rspsegmentation:accuracy``).
 
 Both run the training package in the engine interpreter (``python -m training finetune|accuracy``) with
-:func:`.engine_runner.run_blocking`, like "Segment raster with RSP model" runs the engine, so they work in the model
-builder, batch mode, ``processing.run`` and ``qgis_process``. Their parameters mirror the command line
+:func:`.processing_base.run_with_feedback`, like "Segment raster with RSP model" runs the engine, so they work in the
+model builder, batch mode, ``processing.run`` and ``qgis_process``. Their parameters mirror the command line
 (:mod:`.train_parameters` builds it for the Train model dialog too); the hold-out or reference metrics come back as
 numeric outputs (``OA``, ``KAPPA``, ``MIOU``, ``MF1``, ×100).
 
@@ -16,12 +16,11 @@ bundled demo model is the start. The work folder is ``<output>_finetune`` next t
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from typing import Any
 
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeatureSourceDefinition,
@@ -43,23 +42,20 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from . import plugin_settings
 from .engine_locator import training_available
-from .engine_runner import EngineRunError, run_blocking
 from .layer_inputs import (
     LayerExportError,
-    categorized_classes,
     layer_file_path,
     processing_features_path,
     vector_layer_source,
+    write_style_classes,
 )
+from .model_catalog import bundled_demo_model
 from .parameters import DEVICES
-from .plugin_paths import bundled_models_dirs
+from .processing_base import RspAlgorithm, check_parameters, raster_file, run_with_feedback
 from .progress_stream import DoneEvent, ProgressEvent
 from .train_parameters import (
-    CLASSES_FILE_NAME,
     DEFAULT_VAL_FRACTION,
-    DEMO_MODEL_NAME,
     MAX_BATCH_SIZE,
     MAX_ITERATIONS,
     MAX_TILE,
@@ -69,8 +65,6 @@ from .train_parameters import (
     StartKind,
     TrainParameters,
     accuracy_args,
-    class_entry,
-    write_classes_json,
 )
 
 INPUT = "INPUT"
@@ -93,86 +87,44 @@ METRIC_OUTPUTS = {"OA": "OA", "KAPPA": "kappa", "MIOU": "mIoU", "MF1": "mF1"}  #
 ARCH_OPTIONS = ("find from the backbone file", *RSP_BACKBONE_ARCHS)
 
 
-def bundled_demo_model() -> str | None:
-    """The bundled demo model file, the default start; None when the plugin has none."""
-    for folder in bundled_models_dirs():
-        path = folder / f"{DEMO_MODEL_NAME}{MODEL_SUFFIX}"
-        if path.is_file():
-            return str(path)
-    return None
+def _loss_text(event: ProgressEvent) -> str:
+    """``"iteration 12/300, loss 0.5432"`` from a training progress event ("" without a loss)."""
+    if "loss" not in event.raw:
+        return ""
+    return f"iteration {event.done}/{event.total}, loss {float(event.raw['loss']):.4f}"
 
 
 def _run(
     args: list[str], outputs: list[str], feedback: QgsProcessingFeedback, progress_text: bool = False
 ) -> DoneEvent:
-    """``<interpreter> -m training <args>`` to the end; a failure becomes a ``QgsProcessingException``."""
+    """``<interpreter> -m training <args>`` to the end; a failure or a cancel becomes a ``QgsProcessingException``."""
     if not training_available():
         raise QgsProcessingException("The training package is missing from the plugin folder: reinstall the plugin.")
-    feedback.pushInfo(f"{plugin_settings.interpreter()} -m {TRAINING_MODULE} {' '.join(args)}")
-
-    def on_progress(event: ProgressEvent) -> None:
-        feedback.setProgress(event.percent)
-        if progress_text and "loss" in event.raw:
-            feedback.setProgressText(f"iteration {event.done}/{event.total}, loss {float(event.raw['loss']):.4f}")
-
-    try:
-        return run_blocking(
-            plugin_settings.interpreter(),
-            args,
-            on_progress,
-            feedback.isCanceled,
-            outputs,
-            module=TRAINING_MODULE,
-            on_status=feedback.pushInfo,
-        )
-    except EngineRunError as exc:
-        if exc.canceled:
-            raise QgsProcessingException("Cancelled; no output was kept.") from exc
-        raise QgsProcessingException(f"{exc.message} {exc.hint}".strip()) from exc
+    done = run_with_feedback(args, outputs, feedback, TRAINING_MODULE, _loss_text if progress_text else None)
+    if done is None:
+        raise QgsProcessingException("Cancelled; no output was kept.")
+    return done
 
 
 def _metric_results(values: dict[str, Any]) -> dict[str, Any]:
     return {name: values.get(key) for name, key in METRIC_OUTPUTS.items()}
 
 
-def _add_metric_outputs(algorithm: QgsProcessingAlgorithm, what: str) -> None:
+def _add_metric_outputs(algorithm: RspAlgorithm, what: str) -> None:
     for name, key in METRIC_OUTPUTS.items():
         algorithm.addOutput(QgsProcessingOutputNumber(name, f"{key} ({what}, ×100)"))
 
 
-class FinetuneAlgorithm(QgsProcessingAlgorithm):
-    """Fine-tune a model on labelled polygons; outputs the model file and its hold-out metrics."""
+class FinetuneAlgorithm(RspAlgorithm):
+    """Fine-tunes a model on polygons you digitised over a raster (python -m training finetune, in the interpreter set
+    in the plugin settings). Start from a model file (default: the bundled demo model) or an RSP pretraining checkpoint
+    (backbone file). Only labelled pixels train. A share of the labelled area, split into spatial blocks, is held out:
+    OA, kappa, mIoU and mF1 are measured there and stored in the model file. Classes come from the labels layer's
+    categorised style on the class field, else from the field's values. Checkpoints, report.json and a confusion matrix
+    go to <output>_finetune.
+    """
 
-    def name(self) -> str:
-        """The algorithm id within the provider."""
-        return "finetune"
-
-    def displayName(self) -> str:
-        """The name shown in the Processing toolbox."""
-        return "Fine-tune RSP model"
-
-    def group(self) -> str:
-        """The toolbox group."""
-        return "Training"
-
-    def groupId(self) -> str:
-        """The toolbox group id."""
-        return "training"
-
-    def shortHelpString(self) -> str:
-        """The help shown next to the parameters."""
-        return (
-            "Fine-tunes a model on polygons you digitised over a raster (python -m training finetune, in the "
-            "interpreter set in the plugin settings). Start from a model file (default: the bundled demo model) or "
-            "an RSP pretraining checkpoint (backbone file). Only labelled pixels train. A share of the labelled area, "
-            "split into spatial blocks, is held out: OA, kappa, mIoU and mF1 are measured there and stored in the "
-            "model file. Classes come from the labels layer's categorised style on the class field, else from the "
-            "field's values. Checkpoints, report.json and a confusion matrix go to <output>_finetune."
-        )
-
-    def createInstance(self) -> FinetuneAlgorithm:
-        """A fresh instance (Processing runs each execution on its own copy)."""
-        return FinetuneAlgorithm()
+    ID, DISPLAY_NAME, GROUP = "finetune", "Fine-tune RSP model", "Training"
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
         """Declare the parameters and outputs."""
@@ -233,9 +185,7 @@ class FinetuneAlgorithm(QgsProcessingAlgorithm):
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         """Run the training package in the engine interpreter and return its outputs."""
-        raster = layer_file_path(self.parameterAsRasterLayer(parameters, INPUT, context))
-        if not raster:
-            raise QgsProcessingException("The raster must be stored in a GDAL-readable file.")
+        raster = raster_file(self.parameterAsRasterLayer(parameters, INPUT, context), "raster")
         output = self.parameterAsFileOutput(parameters, OUTPUT, context)
         if not output.endswith(MODEL_SUFFIX):
             output += MODEL_SUFFIX
@@ -270,9 +220,7 @@ class FinetuneAlgorithm(QgsProcessingAlgorithm):
             freeze_backbone=self.parameterAsBool(parameters, FREEZE_BACKBONE, context),
             overwrite=True,  # Processing owns its destinations (temporary outputs or user-confirmed files)
         )
-        problems = params.problems()
-        if problems:
-            raise QgsProcessingException("\n".join(problems))
+        check_parameters(params)
         done = _run(params.finetune_args(), params.output_paths(), feedback, progress_text=True)
         metrics = dict(done.raw.get("metrics") or {})
         for row in done.raw.get("per_class") or []:
@@ -292,45 +240,18 @@ class FinetuneAlgorithm(QgsProcessingAlgorithm):
         if layer is None and isinstance(value, str):
             found = QgsProcessingUtils.mapLayerFromString(value, context)
             layer = found if isinstance(found, QgsVectorLayer) else None
-        classes = categorized_classes(layer, field) if layer is not None and field else None
-        if not classes:
-            return None
-        folder = tempfile.mkdtemp(prefix="rsp_classes_", dir=QgsProcessingUtils.tempFolder())
-        return write_classes_json([class_entry(*c) for c in classes], os.path.join(folder, CLASSES_FILE_NAME))
+        folder = os.path.join(QgsProcessingUtils.tempFolder(), f"rsp_classes_{uuid.uuid4().hex}")  # made when written
+        return write_style_classes(layer, field, folder)
 
 
-class AccuracyAlgorithm(QgsProcessingAlgorithm):
-    """Accuracy of a class raster against reference polygons or a reference class raster."""
+class AccuracyAlgorithm(RspAlgorithm):
+    """Compares a class raster (as Segment raster writes it: class names from its categories) with reference polygons
+    (and their class field) or a reference class raster, matching classes by name (python -m training accuracy).
+    Unlabelled and nodata pixels are ignored. Writes a JSON report (per-class IoU, F1, precision, recall, confusion
+    matrix) and returns OA, kappa, mIoU and mF1 (×100). Use reference labels the model did not train on.
+    """
 
-    def name(self) -> str:
-        """The algorithm id within the provider."""
-        return "accuracy"
-
-    def displayName(self) -> str:
-        """The name shown in the Processing toolbox."""
-        return "Compute accuracy"
-
-    def group(self) -> str:
-        """The toolbox group."""
-        return "Training"
-
-    def groupId(self) -> str:
-        """The toolbox group id."""
-        return "training"
-
-    def shortHelpString(self) -> str:
-        """The help shown next to the parameters."""
-        return (
-            "Compares a class raster (as Segment raster writes it: class names from its categories) with reference "
-            "polygons (and their class field) or a reference class raster, matching classes by name (python -m "
-            "training accuracy). Unlabelled and nodata pixels are ignored. Writes a JSON report (per-class IoU, F1, "
-            "precision, recall, confusion matrix) and returns OA, kappa, mIoU and mF1 (×100). Use reference labels "
-            "the model did not train on."
-        )
-
-    def createInstance(self) -> AccuracyAlgorithm:
-        """A fresh instance (Processing runs each execution on its own copy)."""
-        return AccuracyAlgorithm()
+    ID, DISPLAY_NAME, GROUP = "accuracy", "Compute accuracy", "Training"
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
         """Declare the parameters and outputs."""
@@ -354,9 +275,7 @@ class AccuracyAlgorithm(QgsProcessingAlgorithm):
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         """Run the training package in the engine interpreter and return its outputs."""
-        prediction = layer_file_path(self.parameterAsRasterLayer(parameters, PREDICTION, context))
-        if not prediction:
-            raise QgsProcessingException("The class raster must be stored in a GDAL-readable file.")
+        prediction = raster_file(self.parameterAsRasterLayer(parameters, PREDICTION, context), "class raster")
         reference_layer = self.parameterAsLayer(parameters, REFERENCE, context)
         field = self.parameterAsString(parameters, CLASS_FIELD, context) or None
         if isinstance(reference_layer, QgsRasterLayer):

@@ -1,9 +1,9 @@
 """The "Segment layer" dialog: gathers a :class:`SegmentParameters`, runs the engine subprocess, loads the results.
 
 The dialog only gathers parameters (:meth:`SegmentDialog.gather_parameters`); validation and the command line are
-in :mod:`.parameters`, layers → files and extents in :mod:`.layer_inputs`, the subprocess in :mod:`.engine_runner`,
-styling in :mod:`.layer_styling`. Choices are remembered in QgsSettings (output paths are not: they default next to
-each input raster).
+in :mod:`.parameters`, layers → files and extents in :mod:`.layer_inputs`, the run's lifecycle (progress, Cancel,
+errors) in :mod:`.run_dialog`, the subprocess in :mod:`.engine_runner`, styling in :mod:`.layer_styling`.
+Choices are remembered in QgsSettings (output paths are not: they default next to each input raster).
 """
 
 from __future__ import annotations
@@ -11,50 +11,46 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qgis.core import (
-    Qgis,
-    QgsApplication,
-    QgsMapLayerProxyModel,
-    QgsProxyProgressTask,
-    QgsRasterLayer,
-    QgsVectorLayer,
-)
-from qgis.gui import QgsMapLayerComboBox, QgsMessageBar
+from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer, QgsVectorLayer
+from qgis.gui import QgsMapLayerComboBox
 from qgis.PyQt.QtCore import QTemporaryDir
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDialog,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
 )
 
 from . import plugin_settings
-from .dialog_widgets import FittedLabel, apply_cuda_availability, output_file_widget, show_environment_report
+from .dialog_widgets import (
+    FittedLabel,
+    ModelCombo,
+    apply_cuda_availability,
+    device_combo,
+    output_file_widget,
+    save_device,
+    show_environment_report,
+)
 from .engine_runner import EngineRunner
 from .layer_inputs import MASK_FILE_NAME, LayerExportError, canvas_bbox, export_features, layer_file_path
 from .layer_styling import add_results_to_project
 from .model_catalog import ModelEntry, format_info_html, list_models
 from .parameters import (
     DEFAULT_BATCH_SIZE,
-    DEVICES,
     MAX_BATCH_SIZE,
     ExtentMode,
-    InvalidParametersError,
     SegmentParameters,
     default_band_mapping,
     default_output_paths,
     parse_band_list,
 )
 from .progress_stream import DoneEvent, ProgressEvent
+from .run_dialog import MESSAGE_TITLE, RunDialog
 
 EXTENT_LABELS = {
     ExtentMode.WHOLE_LAYER: "Whole layer",
@@ -62,7 +58,6 @@ EXTENT_LABELS = {
     ExtentMode.POLYGON_LAYER: "Features of a polygon layer",
     ExtentMode.SELECTED_FEATURES: "Selected features of a polygon layer",
 }
-MESSAGE_DURATION_S = 10
 
 
 def layer_band_names(layer: QgsRasterLayer) -> list[str]:
@@ -71,23 +66,23 @@ def layer_band_names(layer: QgsRasterLayer) -> list[str]:
     return [provider.colorInterpretationName(i) for i in range(1, layer.bandCount() + 1)]
 
 
-class SegmentDialog(QDialog):
+class SegmentDialog(RunDialog):
     """Non-modal dialog; one run at a time."""
 
+    FAILED_TITLE = "Segmentation failed"
+    STARTING_TEXT = "Starting the engine…"
+    CANCELLED_TEXT = "Cancelled; no output was kept."
+    CANCELLED_MESSAGE = "Segmentation cancelled; no output was kept."
+
     def __init__(self, iface: Any, parent: Any = None) -> None:
-        super().__init__(parent)
-        self.iface = iface
+        super().__init__(iface, parent)
         self.setWindowTitle("Segment layer – RSP Segmentation")
         self.setMinimumWidth(560)
         self.setObjectName("rspSegmentDialog")
-        self.runner: EngineRunner | None = None
-        self.task: QgsProxyProgressTask | None = None
-        self._run_params: SegmentParameters | None = None
         self._run_entry: ModelEntry | None = None
         self._tmp: QTemporaryDir | None = None
         self._auto_outputs: dict[str, str] = {}
         self._default_bands: tuple[int, ...] | None = None  # the mapping the engine chooses by itself
-        self.models: list[ModelEntry] = []
         self._build()
         self._restore_settings()
         self.refresh()
@@ -95,17 +90,14 @@ class SegmentDialog(QDialog):
     # -- widgets ---------------------------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
-        self.message_bar = QgsMessageBar(self)
-        layout.addWidget(self.message_bar)
-
+        layout = self._dialog_layout()
         form = QFormLayout()
         self.layer_combo = QgsMapLayerComboBox(self)
         self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.layer_combo.setObjectName("layerCombo")
         form.addRow("Raster layer", self.layer_combo)
         model_row = QHBoxLayout()
-        self.model_combo = QComboBox(self)
+        self.model_combo = ModelCombo(self)
         self.model_combo.setObjectName("modelCombo")
         self.manager_button = QPushButton("Models…", self)
         model_row.addWidget(self.model_combo, 1)
@@ -125,8 +117,7 @@ class SegmentDialog(QDialog):
         self.bands_edit.setObjectName("bandsEdit")
         self.bands_edit.setToolTip("Raster band number for each model input band, in the model's order")
         form.addRow("Bands", self.bands_edit)
-        self.device_combo = QComboBox(self)
-        self.device_combo.addItems(list(DEVICES))
+        self.device_combo = device_combo(self)
         form.addRow("Device", self.device_combo)
         self.batch_spin = QSpinBox(self)
         self.batch_spin.setRange(1, MAX_BATCH_SIZE)
@@ -157,36 +148,14 @@ class SegmentDialog(QDialog):
         out_form.addRow("", self.overwrite_check)
         layout.addWidget(outputs)
 
-        self.progress = QProgressBar(self)
-        self.progress.setRange(0, 100)
-        self.progress.setValue(0)
-        self.status_label = QLabel("", self)
-        self.status_label.setWordWrap(True)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status_label)
-        buttons = QHBoxLayout()
         self.check_button = QPushButton("Check environment", self)
-        self.run_button = QPushButton("Run", self)
-        self.run_button.setObjectName("runButton")
-        self.run_button.setDefault(True)
-        self.cancel_button = QPushButton("Cancel", self)
-        self.cancel_button.setObjectName("cancelButton")
-        self.cancel_button.setEnabled(False)
-        self.close_button = QPushButton("Close", self)
-        buttons.addWidget(self.check_button)
-        buttons.addStretch(1)
-        for button in (self.run_button, self.cancel_button, self.close_button):
-            buttons.addWidget(button)
-        layout.addLayout(buttons)
+        self._add_run_controls(layout, self.check_button)
 
         self.layer_combo.layerChanged.connect(self._on_inputs_changed)
         self.model_combo.currentIndexChanged.connect(self._on_inputs_changed)
         self.extent_combo.currentIndexChanged.connect(self._update_enabled)
         self.vector_check.toggled.connect(self._update_enabled)
         self.confidence_check.toggled.connect(self._update_enabled)
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.close_button.clicked.connect(self.close)
         self.check_button.clicked.connect(self.show_environment_check)
         self.manager_button.clicked.connect(self._open_manager)
 
@@ -195,24 +164,11 @@ class SegmentDialog(QDialog):
     def refresh(self) -> None:
         """Reload the model list (after the model manager changed it), keeping the current choice."""
         current = self.model_combo.currentData() or plugin_settings.get_value("model", "")
-        self.models = list_models()
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
-        for entry in self.models:
-            label = entry.name if entry.info is not None else f"{entry.name} (unreadable)"
-            self.model_combo.addItem(label, entry.path)
-        index = self.model_combo.findData(current)
-        self.model_combo.setCurrentIndex(index if index >= 0 else 0)
-        self.model_combo.blockSignals(False)
+        self.model_combo.set_models(list_models(), current)
         self._on_inputs_changed()
 
-    def current_model(self) -> ModelEntry | None:
-        """The model chosen in the combo box, or None when none is installed."""
-        index = self.model_combo.currentIndex()
-        return self.models[index] if 0 <= index < len(self.models) else None
-
     def _on_inputs_changed(self, *_args: Any) -> None:
-        entry = self.current_model()
+        entry = self.model_combo.current_model()
         self.model_info.setText(
             format_info_html(entry, brief=True) if entry else "No model installed: open <b>Models…</b> to import one."
         )
@@ -230,7 +186,7 @@ class SegmentDialog(QDialog):
 
     def _set_default_outputs(self) -> None:
         """Outputs follow the input and model until the user types their own paths."""
-        entry = self.current_model()
+        entry = self.model_combo.current_model()
         input_path = layer_file_path(self.layer_combo.currentLayer())
         defaults = default_output_paths(input_path, entry.path) if input_path and entry else {}
         for key, widget in (
@@ -249,16 +205,12 @@ class SegmentDialog(QDialog):
         self.min_area_spin.setEnabled(self.vector_check.isChecked())
         self.simplify_spin.setEnabled(self.vector_check.isChecked())
         self.confidence_out.setEnabled(self.confidence_check.isChecked())
-        running = self.runner is not None
-        self.run_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
+        super()._update_enabled()
 
     def _restore_settings(self) -> None:
         get = plugin_settings.get_value
         mode_index = self.extent_combo.findData(get("extent", ExtentMode.WHOLE_LAYER.value))
         self.extent_combo.setCurrentIndex(max(mode_index, 0))
-        self.device_combo.setCurrentText(str(get("device", "cpu")))
-        self._apply_cuda_availability(get("cuda_available", None))
         self.batch_spin.setValue(int(get("batch_size", DEFAULT_BATCH_SIZE, int)))
         self.vector_check.setChecked(bool(get("vector", True, bool)))
         self.confidence_check.setChecked(bool(get("confidence", False, bool)))
@@ -267,11 +219,10 @@ class SegmentDialog(QDialog):
         self.overwrite_check.setChecked(bool(get("overwrite", False, bool)))
 
     def _save_settings(self) -> None:
-        entry = self.current_model()
+        entry = self.model_combo.current_model()
         values = {
             "model": entry.path if entry else "",
             "extent": self.extent_combo.currentData(),
-            "device": self.device_combo.currentText(),
             "batch_size": self.batch_spin.value(),
             "vector": self.vector_check.isChecked(),
             "confidence": self.confidence_check.isChecked(),
@@ -281,6 +232,7 @@ class SegmentDialog(QDialog):
         }
         for key, value in values.items():
             plugin_settings.set_value(key, value)
+        save_device(self.device_combo)
 
     # -- parameters ------------------------------------------------------------------------------------------------
 
@@ -306,7 +258,7 @@ class SegmentDialog(QDialog):
             InvalidParametersError: the band list is not a list of numbers.
         """
         layer = self.layer_combo.currentLayer()
-        entry = self.current_model()
+        entry = self.model_combo.current_model()
         mode = ExtentMode(self.extent_combo.currentData())
         bands = parse_band_list(self.bands_edit.text())
         bbox = None
@@ -337,56 +289,25 @@ class SegmentDialog(QDialog):
 
     # -- running ---------------------------------------------------------------------------------------------------
 
-    def run(self) -> bool:
-        """Validate and start the engine; False (with the problems shown) when the run cannot start."""
-        if self.runner is not None:
-            return False
-        try:
-            params = self.gather_parameters()
-            params.validate()
-        except InvalidParametersError as exc:
-            self.message_bar.pushWarning("Cannot run", str(exc).replace("\n", " "))
-            self.status_label.setText(str(exc))
-            return False
-        self._save_settings()
-        self._run_params = params
-        self._run_entry = self.current_model()
-        self.runner = EngineRunner(plugin_settings.interpreter(), params.engine_args(), params.output_paths(), self)
-        self.runner.progress.connect(self._on_progress)
-        self.runner.status.connect(self.status_label.setText)
-        self.runner.finished_ok.connect(self._on_done)
-        self.runner.failed.connect(self._on_failed)
-        self.runner.canceled.connect(self._on_canceled)
-        self.task = QgsProxyProgressTask(f"Segmenting {Path(params.input_path).name}")
-        QgsApplication.taskManager().addTask(self.task)
-        self.progress.setValue(0)
-        self.status_label.setText("Starting the engine…")
-        self.runner.start()
-        self._update_enabled()
-        return True
+    def _checked_parameters(self) -> SegmentParameters:
+        params = self.gather_parameters()
+        params.validate()
+        return params
 
-    def cancel(self) -> None:
-        """Cancel the running engine (its partial outputs are removed)."""
-        if self.runner is not None:
-            self.status_label.setText("Cancelling…")
-            self.runner.cancel()
+    def _new_runner(self, params: SegmentParameters) -> EngineRunner:
+        self._run_entry = self.model_combo.current_model()
+        return EngineRunner(plugin_settings.interpreter(), params.engine_args(), params.output_paths(), self)
 
-    def _on_progress(self, event: ProgressEvent) -> None:
-        self.progress.setValue(int(event.percent))
+    def _task_title(self, params: SegmentParameters) -> str:
+        return f"Segmenting {Path(params.input_path).name}"
+
+    def _progress_text(self, event: ProgressEvent) -> str:
         eta = f", about {event.eta_s:.0f} s left" if event.eta_s is not None else ""
-        self.status_label.setText(f"{event.done} of {event.total} windows{eta}")
-        if self.task is not None:
-            self.task.setProxyProgress(event.percent)
+        return f"{event.done} of {event.total} windows{eta}"
 
     def _finish(self, ok: bool) -> None:
-        if self.task is not None:
-            self.task.finalize(ok)
-            self.task = None
-        if self.runner is not None:
-            self.runner.deleteLater()
-        self.runner = None
-        self._tmp = None
-        self._update_enabled()
+        super()._finish(ok)
+        self._tmp = None  # the exported mask polygons
 
     def _on_done(self, event: DoneEvent) -> None:
         params, entry = self._run_params, self._run_entry
@@ -402,28 +323,9 @@ class SegmentDialog(QDialog):
         input_name = layer.name() if layer is not None else Path(params.input_path).stem
         add_results_to_project(outputs, entry.info.class_names, entry.info.colors, input_name, entry.name)
         self.status_label.setText(f"Done: {outputs['raster']}")
-        self.iface.messageBar().pushSuccess("RSP Segmentation", f"Segmented {input_name} with {entry.name}")
+        self.iface.messageBar().pushSuccess(MESSAGE_TITLE, f"Segmented {input_name} with {entry.name}")
         self._auto_outputs = {}
         self._set_default_outputs()
-
-    def _on_failed(self, message: str, hint: str) -> None:
-        self._finish(False)
-        self.status_label.setText(f"{message}\n{hint}")
-        self.iface.messageBar().pushMessage(
-            "Segmentation failed", f"{message} {hint}", Qgis.Critical, MESSAGE_DURATION_S
-        )
-
-    def _on_canceled(self) -> None:
-        self._finish(False)
-        self.progress.setValue(0)
-        self.status_label.setText("Cancelled; no output was kept.")
-        self.iface.messageBar().pushInfo("RSP Segmentation", "Segmentation cancelled; no output was kept.")
-
-    def shutdown(self) -> None:
-        """Cancel a running engine (plugin unload / QGIS exit)."""
-        if self.runner is not None:
-            self.runner.cancel()
-            self.runner.wait(10_000)
 
     # -- helpers ---------------------------------------------------------------------------------------------------
 

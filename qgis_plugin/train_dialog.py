@@ -3,7 +3,9 @@
 The dialog gathers a :class:`.train_parameters.TrainParameters` (command line and validation there), writes the
 run's inputs into its work folder (the labels layer exported through :mod:`.layer_inputs` when it is not a plain file
 or only selected features are wanted; ``classes.json`` from the layer's categorised style), runs the training package
-with the engine runner (a subprocess of the engine interpreter) and shows its progress, loss and ETA. When the run
+with the engine runner (a subprocess of the engine interpreter; the run's lifecycle is :mod:`.run_dialog`'s) and
+shows its progress, loss and ETA. A cancelled run writes no model; its work folder keeps the last checkpoint for
+Resume. When the run
 finishes it shows the hold-out accuracy, announces the new model (:attr:`TrainDialog.model_trained`, so the Segment
 dialog refreshes its list) and offers to segment the layer with it (:attr:`TrainDialog.segment_requested`, handled by
 the plugin, which opens the Segment dialog with the layer and the model selected).
@@ -20,34 +22,23 @@ import os
 from pathlib import Path
 from typing import Any
 
-from qgis.core import (
-    Qgis,
-    QgsApplication,
-    QgsFieldProxyModel,
-    QgsMapLayerProxyModel,
-    QgsProxyProgressTask,
-    QgsRasterLayer,
-    QgsVectorLayer,
-)
-from qgis.gui import QgsCollapsibleGroupBox, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox, QgsMessageBar
+from qgis.core import QgsFieldProxyModel, QgsMapLayerProxyModel, QgsRasterLayer, QgsVectorLayer
+from qgis.gui import QgsCollapsibleGroupBox, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDialog,
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
 )
 
 from . import model_catalog, plugin_settings
-from .dialog_widgets import FittedLabel, apply_cuda_availability
+from .dialog_widgets import FittedLabel, ModelCombo, device_combo, save_device
 from .engine_locator import training_available
 from .engine_runner import EngineRunner
 from .layer_inputs import (
@@ -57,14 +48,15 @@ from .layer_inputs import (
     export_features,
     layer_file_path,
     vector_file_path,
+    write_style_classes,
 )
-from .model_catalog import ModelEntry, format_metric, holdout_of, list_models, read_entry
-from .parameters import DEVICES, InvalidParametersError
+from .model_catalog import bundled_demo_model, format_metric, holdout_of, list_models, read_entry
+from .parameters import InvalidParametersError
 from .progress_stream import DoneEvent, ProgressEvent
+from .run_dialog import MESSAGE_TITLE, RunDialog
 from .train_parameters import (
     CLASSES_FILE_NAME,
     DEFAULT_VAL_FRACTION,
-    DEMO_MODEL_NAME,
     MAX_BATCH_SIZE,
     MAX_ITERATIONS,
     MAX_TILE,
@@ -73,7 +65,6 @@ from .train_parameters import (
     TRAINING_MODULE,
     StartKind,
     TrainParameters,
-    class_entry,
     default_iterations,
     has_unfinished_run,
     model_name_problem,
@@ -81,13 +72,11 @@ from .train_parameters import (
     resumable_labels,
     safe_model_name,
     work_folder_for,
-    write_classes_json,
 )
 
 START_LABELS = {StartKind.MODEL: "A model", StartKind.BACKBONE: "An RSP backbone file (pretraining checkpoint)"}
 FIND_ARCH_LABEL = "Find from the file"
 BACKBONE_FILTER = "RSP pretraining checkpoints (*.pth *.pt);;All files (*)"
-MESSAGE_DURATION_S = 10
 SWATCH = "&nbsp;&nbsp;&nbsp;&nbsp;"
 
 
@@ -144,7 +133,7 @@ def results_html(
     )
 
 
-class TrainDialog(QDialog):
+class TrainDialog(RunDialog):
     """Non-modal dialog; one training run at a time.
 
     Signals:
@@ -155,31 +144,28 @@ class TrainDialog(QDialog):
     model_trained = pyqtSignal(str)
     segment_requested = pyqtSignal(object, str)
 
+    FAILED_TITLE = "Training failed"
+    STARTING_TEXT = "Starting the training…"
+    CANCELLED_TEXT = "Cancelled; no model was written."
+    CANCELLED_MESSAGE = "Training cancelled; no model was written."
+
     def __init__(self, iface: Any, parent: Any = None) -> None:
-        super().__init__(parent)
-        self.iface = iface
+        super().__init__(iface, parent)
         self.setWindowTitle("Train model – RSP Segmentation")
         self.setObjectName("rspTrainDialog")
         self.setMinimumWidth(600)
-        self.runner: EngineRunner | None = None
-        self.task: QgsProxyProgressTask | None = None
-        self.models: list[ModelEntry] = []
         self.trained_model: str | None = None
-        self._run_params: TrainParameters | None = None
         self._run_layer: QgsRasterLayer | None = None
         self._auto_iterations: int | None = None
         self._auto_name = ""
         self._watched_labels: QgsVectorLayer | None = None  # its style changes update the classes
         self._build()
-        self._restore_settings()
         self.refresh()
 
     # -- widgets ---------------------------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
-        self.message_bar = QgsMessageBar(self)
-        layout.addWidget(self.message_bar)
+        layout = self._dialog_layout()
         form = QFormLayout()
         self.raster_combo = QgsMapLayerComboBox(self)
         self.raster_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
@@ -204,7 +190,7 @@ class TrainDialog(QDialog):
         for kind, label in START_LABELS.items():
             self.start_combo.addItem(label, kind.value)
         form.addRow("Start from", self.start_combo)
-        self.model_combo = QComboBox(self)
+        self.model_combo = ModelCombo(self)
         self.model_combo.setObjectName("startModelCombo")
         form.addRow("Model", self.model_combo)
         backbone_row = QHBoxLayout()
@@ -222,8 +208,7 @@ class TrainDialog(QDialog):
         self.iterations_spin.setRange(1, MAX_ITERATIONS)
         self.iterations_spin.setObjectName("iterationsSpin")
         form.addRow("Iterations", self.iterations_spin)
-        self.device_combo = QComboBox(self)
-        self.device_combo.addItems(list(DEVICES))
+        self.device_combo = device_combo(self)
         form.addRow("Device", self.device_combo)
         self.name_edit = QLineEdit(self)
         self.name_edit.setObjectName("modelNameEdit")
@@ -266,35 +251,14 @@ class TrainDialog(QDialog):
         self.advanced_box = advanced
         layout.addWidget(advanced)
 
-        self.progress = QProgressBar(self)
-        self.progress.setRange(0, 100)
-        self.progress.setValue(0)
-        layout.addWidget(self.progress)
-        self.status_label = QLabel("", self)
-        self.status_label.setWordWrap(True)
-        self.status_label.setObjectName("statusLabel")
-        layout.addWidget(self.status_label)
         self.results_label = QLabel("", self)
         self.results_label.setTextFormat(Qt.RichText)
         self.results_label.setObjectName("resultsLabel")
         self.results_label.hide()
-        layout.addWidget(self.results_label)
-
-        buttons = QHBoxLayout()
         self.segment_button = QPushButton("Segment with the new model", self)
         self.segment_button.setObjectName("segmentWithNewModelButton")
         self.segment_button.hide()
-        self.run_button = QPushButton("Run", self)
-        self.run_button.setObjectName("runButton")
-        self.run_button.setDefault(True)
-        self.cancel_button = QPushButton("Cancel", self)
-        self.cancel_button.setObjectName("cancelButton")
-        self.close_button = QPushButton("Close", self)
-        buttons.addWidget(self.segment_button)
-        buttons.addStretch(1)
-        for button in (self.run_button, self.cancel_button, self.close_button):
-            buttons.addWidget(button)
-        layout.addLayout(buttons)
+        self._add_run_controls(layout, self.segment_button, below_status=self.results_label)
 
         self.raster_combo.layerChanged.connect(self._on_raster_changed)
         self.labels_combo.layerChanged.connect(self._on_labels_changed)
@@ -304,9 +268,6 @@ class TrainDialog(QDialog):
         self.arch_combo.currentIndexChanged.connect(self._on_start_changed)
         self.name_edit.textChanged.connect(self._update_output)
         self.overwrite_check.toggled.connect(self._update_enabled)
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.close_button.clicked.connect(self.close)
         self.segment_button.clicked.connect(self._request_segment)
 
     # -- state -----------------------------------------------------------------------------------------------------
@@ -314,17 +275,7 @@ class TrainDialog(QDialog):
     def refresh(self) -> None:
         """Reload the list of start models (the Segment dialog's list), keeping the choice; re-check the output."""
         current = self.model_combo.currentData() or plugin_settings.get_value("train_start_model", "")
-        self.models = list_models()
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
-        for entry in self.models:
-            label = entry.name if entry.info is not None else f"{entry.name} (unreadable)"
-            self.model_combo.addItem(label, entry.path)
-        index = self.model_combo.findData(current) if current else -1
-        if index < 0:  # default: the bundled demo model
-            index = next((i for i, e in enumerate(self.models) if e.bundled and e.name == DEMO_MODEL_NAME), 0)
-        self.model_combo.setCurrentIndex(index)
-        self.model_combo.blockSignals(False)
+        self.model_combo.set_models(list_models(), current, default=bundled_demo_model() or "")
         self._on_raster_changed()
         self._on_labels_changed()
         self._on_start_changed()
@@ -332,11 +283,6 @@ class TrainDialog(QDialog):
     def start_kind(self) -> StartKind:
         """A model file or an RSP backbone file, as chosen."""
         return StartKind(self.start_combo.currentData())
-
-    def current_model(self) -> ModelEntry | None:
-        """The chosen start model, None when the list is empty."""
-        index = self.model_combo.currentIndex()
-        return self.models[index] if 0 <= index < len(self.models) else None
 
     def output_model_path(self) -> str:
         """The new model's file in the profile's models folder ("" while the name is not valid)."""
@@ -403,7 +349,7 @@ class TrainDialog(QDialog):
         self.backbone_file.setEnabled(kind is StartKind.BACKBONE)
         self.arch_combo.setEnabled(kind is StartKind.BACKBONE)
         self.freeze_check.setEnabled(True)
-        entry = self.current_model()
+        entry = self.model_combo.current_model()
         if kind is StartKind.MODEL:
             arch = entry.info.arch if entry is not None and entry.info is not None else None
             iterations = default_iterations(arch) if arch else default_iterations("lite_resnet")
@@ -436,19 +382,10 @@ class TrainDialog(QDialog):
             self.overwrite_check.setChecked(False)
         self._update_enabled()
 
-    def _update_enabled(self, *_args: Any) -> None:
-        running = self.runner is not None
-        self.run_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
-
-    def _restore_settings(self) -> None:
-        self.device_combo.setCurrentText(str(plugin_settings.get_value("device", "cpu")))
-        apply_cuda_availability(self.device_combo, plugin_settings.get_value("cuda_available", None))
-
     def _save_settings(self) -> None:
-        entry = self.current_model()
+        entry = self.model_combo.current_model()
         plugin_settings.set_value("train_start_model", entry.path if entry else "")
-        plugin_settings.set_value("device", self.device_combo.currentText())
+        save_device(self.device_combo)
 
     # -- parameters ------------------------------------------------------------------------------------------------
 
@@ -470,7 +407,7 @@ class TrainDialog(QDialog):
             own = "" if self.selected_check.isChecked() else vector_file_path(labels)
             labels_path = (resume and resumable_labels(work)) or own or os.path.join(work, LABELS_FILE_NAME)
         classes = categorized_classes(labels, field) if field else None
-        entry = self.current_model()
+        entry = self.model_combo.current_model()
         kind = self.start_kind()
         return TrainParameters(
             raster_path=layer_file_path(self.raster_combo.currentLayer()),
@@ -509,7 +446,7 @@ class TrainDialog(QDialog):
         name_problem = model_name_problem(self.name_edit.text().strip())
         if name_problem:
             problems.append(name_problem)
-        elif any(e.bundled and e.name == self.name_edit.text().strip() for e in self.models):
+        elif any(e.bundled and e.name == self.name_edit.text().strip() for e in self.model_combo.models):
             problems.append("A model bundled with the plugin has this name: choose another name.")
         if self.selected_check.isChecked() and not self._selected_count():
             problems.append("No feature of the labels layer is selected: select labels, or untick 'Selected only'.")
@@ -527,8 +464,7 @@ class TrainDialog(QDialog):
                     name=LABELS_FILE_NAME,
                 )  # fmt: skip
             if params.classes_json:
-                classes = categorized_classes(labels, params.class_field) or []
-                write_classes_json([class_entry(*c) for c in classes], params.classes_json)
+                write_style_classes(labels, params.class_field, params.work_folder)
         except LayerExportError as exc:
             raise InvalidParametersError(str(exc)) from exc
         params.validate()
@@ -540,44 +476,25 @@ class TrainDialog(QDialog):
 
     # -- running ---------------------------------------------------------------------------------------------------
 
-    def run(self) -> bool:
-        """Validate, write the inputs and start ``python -m training finetune``; False (problems shown) if not."""
-        if self.runner is not None:
-            return False
-        try:
-            params = self.prepare_run()
-        except InvalidParametersError as exc:
-            self.message_bar.pushWarning("Cannot run", str(exc).replace("\n", " "))
-            self.status_label.setText(str(exc))
-            return False
-        self._save_settings()
-        self._run_params = params
+    def _checked_parameters(self) -> TrainParameters:
+        return self.prepare_run()
+
+    def _new_runner(self, params: TrainParameters) -> EngineRunner:
         self._run_layer = self.raster_combo.currentLayer()
         self.trained_model = None
         self.results_label.hide()
         self.segment_button.hide()
-        self.runner = EngineRunner(
+        runner = EngineRunner(
             plugin_settings.interpreter(), params.finetune_args(), params.output_paths(), self, module=TRAINING_MODULE
         )
-        self.runner.progress.connect(self._on_progress)
-        self.runner.status.connect(self.status_label.setText)
-        self.runner.other.connect(self._on_event)
-        self.runner.finished_ok.connect(self._on_done)
-        self.runner.failed.connect(self._on_failed)
-        self.runner.canceled.connect(self._on_canceled)
-        self.task = QgsProxyProgressTask(f"Training {Path(params.output_model).stem}")
-        QgsApplication.taskManager().addTask(self.task)
-        self.progress.setValue(0)
-        self.status_label.setText("Starting the training…")
-        self.runner.start()
-        self._update_enabled()
-        return True
+        runner.other.connect(self._on_event)
+        return runner
 
-    def cancel(self) -> None:
-        """Stop the training (SIGTERM; within seconds); no model is written, the checkpoint stays for Resume."""
-        if self.runner is not None:
-            self.status_label.setText("Cancelling…")
-            self.runner.cancel()
+    def _task_title(self, params: TrainParameters) -> str:
+        return f"Training {Path(params.output_model).stem}"
+
+    def _progress_text(self, event: ProgressEvent) -> str:
+        return progress_text(event)
 
     def _on_event(self, event: Any) -> None:
         if event.name == "start":
@@ -588,19 +505,8 @@ class TrainDialog(QDialog):
                 "accuracy figures."
             )
 
-    def _on_progress(self, event: ProgressEvent) -> None:
-        self.progress.setValue(int(event.percent))
-        self.status_label.setText(progress_text(event))
-        if self.task is not None:
-            self.task.setProxyProgress(event.percent)
-
     def _finish(self, ok: bool) -> None:
-        if self.task is not None:
-            self.task.finalize(ok)
-            self.task = None
-        if self.runner is not None:
-            self.runner.deleteLater()
-        self.runner = None
+        super()._finish(ok)
         self._update_output()  # the model now exists (Replace), or an unfinished run (Resume)
 
     def _on_done(self, event: DoneEvent) -> None:
@@ -639,26 +545,12 @@ class TrainDialog(QDialog):
         self._auto_name = ""  # keep showing the new model's name (now with 'Replace' available)
         self.model_trained.emit(path)
         self.refresh()
-        self.iface.messageBar().pushSuccess("RSP Segmentation", f"Trained {entry.name}: it is in the model list.")
+        self.iface.messageBar().pushSuccess(MESSAGE_TITLE, f"Trained {entry.name}: it is in the model list.")
 
-    def _on_failed(self, message: str, hint: str) -> None:
-        self._finish(False)
-        self.status_label.setText(f"{message}\n{hint}".strip())
-        self.iface.messageBar().pushMessage("Training failed", f"{message} {hint}", Qgis.Critical, MESSAGE_DURATION_S)
-
-    def _on_canceled(self) -> None:
-        self._finish(False)
-        self.progress.setValue(0)
+    def _cancelled_text(self) -> str:
         resumable = " Tick 'Resume' to continue from the last checkpoint." if self.resume_check.isEnabled() else ""
-        self.status_label.setText(f"Cancelled; no model was written.{resumable}")
-        self.iface.messageBar().pushInfo("RSP Segmentation", "Training cancelled; no model was written.")
+        return f"{self.CANCELLED_TEXT}{resumable}"
 
     def _request_segment(self) -> None:
         if self.trained_model and self._run_layer is not None:
             self.segment_requested.emit(self._run_layer, self.trained_model)
-
-    def shutdown(self) -> None:
-        """Cancel a running training (plugin unload / QGIS exit); its work folder keeps the last checkpoint."""
-        if self.runner is not None:
-            self.runner.cancel()
-            self.runner.wait(10_000)

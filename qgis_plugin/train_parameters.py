@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .parameters import DEVICES, InvalidParametersError
+from .parameters import DEVICES, CheckedParameters, InvalidParametersError
 
 TRAINING_MODULE = "training"
 MODEL_SUFFIX = ".rspmodel"
@@ -37,7 +37,6 @@ CLASSES_FILE_NAME = "classes.json"
 CHECKPOINT_FILE_NAME = "latest.pth"  # training.checkpoint.LATEST
 RUN_STATE_FILE_NAME = "finetune.json"  # training.finetune.run.STATE_FILE
 REPORT_FILE_NAME = "report.json"  # training.finetune.run.REPORT_FILE
-DEMO_MODEL_NAME = "demo_lite_potsdam"  # the bundled demo model, the default start
 
 # Iterations the training package runs when --iters is not given (training.finetune.run.RECIPES; a test keeps them
 # equal): the demo network is sized for a CPU, the RSP networks for a GPU.
@@ -148,7 +147,7 @@ def write_classes_json(entries: list[dict[str, Any]], path: str) -> str:
 
 
 @dataclass(frozen=True)
-class TrainParameters:
+class TrainParameters(CheckedParameters):
     """One run of ``python -m training finetune``.
 
     Attributes:
@@ -247,12 +246,6 @@ class TrainParameters:
         if self.classes_json is not None and not (inputs_pending or os.path.isfile(self.classes_json)):
             out.append(f"The classes file is missing: {self.classes_json}.")
         return out
-
-    def validate(self) -> None:
-        """Raise :class:`InvalidParametersError` listing every problem, if any."""
-        problems = self.problems()
-        if problems:
-            raise InvalidParametersError("\n".join(problems))
 
     def finetune_args(self) -> list[str]:
         """Arguments after ``<python> -m training``: an argument list for QProcess, never a shell string."""

@@ -1,4 +1,5 @@
-"""Fixtures for the plugin tests: real GeoTIFFs made with GDAL, model files, and an event-loop wait helper."""
+"""Fixtures for the plugin tests: real GeoTIFFs made with GDAL, model files, the project venv as the engine
+interpreter, the plugin's Processing provider, and an event-loop wait helper."""
 
 from __future__ import annotations
 
@@ -69,6 +70,33 @@ def real_model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "demo_random.rspmodel"
     save_model_file(path, model.state_dict(), model_info(arch))
     return path
+
+
+@pytest.fixture
+def venv_interpreter(monkeypatch) -> str:
+    """The project's ``.venv`` python as the plugin's engine interpreter (skips without one)."""
+    import qgis_plugin.plugin_settings as plugin_settings
+    from qgis_plugin.engine_locator import project_venv_python
+
+    venv = project_venv_python()
+    if venv is None:
+        pytest.skip("no .venv next to the repository's engine/ (run make setup)")
+    monkeypatch.setattr(plugin_settings, "interpreter", lambda: str(venv))
+    return str(venv)
+
+
+@pytest.fixture
+def provider(qgis_processing, venv_interpreter):
+    """The plugin's Processing provider, registered for the test; the project's layers are removed afterwards."""
+    from qgis.core import QgsApplication, QgsProject
+
+    from qgis_plugin.processing_provider import RspProcessingProvider
+
+    provider = RspProcessingProvider()
+    QgsApplication.processingRegistry().addProvider(provider)
+    yield provider
+    QgsApplication.processingRegistry().removeProvider(provider)
+    QgsProject.instance().removeAllMapLayers()
 
 
 @pytest.fixture

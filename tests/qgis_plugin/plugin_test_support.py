@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -15,6 +16,33 @@ SAMPLE_RASTER = DATA / "georef" / "webodm_orthophoto.tif"  # 212×212 RGBA drone
 CLASS_NAMES = ("impervious", "building", "low_vegetation", "tree", "car", "clutter")
 CLASS_COLORS = ((255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0))
 SEED = 0
+
+
+LayerCategory = tuple[str, str, tuple[int, int, int]]
+"""``(value, label, (r, g, b))``: one category of a categorised style."""
+
+# An analyst's categorised style on the labels' ``class`` field: their own names, colours and order (not the values').
+ANALYST_STYLE: list[LayerCategory] = [
+    ("building", "Houses", (200, 30, 30)),
+    ("impervious_surface", "Roads and squares", (120, 120, 120)),
+    ("tree", "Trees", (10, 120, 10)),
+    ("low_vegetation", "Grass", (150, 230, 100)),
+    ("car", "Cars", (250, 200, 0)),
+]
+
+
+def style_by_categories(layer: object, field: str, categories: list[LayerCategory], opacity: float = 1.0) -> None:
+    """Give the polygon layer ``layer`` a categorised style on ``field``: one category per entry, in that order."""
+    from qgis.core import QgsCategorizedSymbolRenderer, QgsRendererCategory, QgsSymbol, QgsWkbTypes
+    from qgis.PyQt.QtGui import QColor
+
+    styled = []
+    for value, label, rgb in categories:
+        symbol = QgsSymbol.defaultSymbol(QgsWkbTypes.PolygonGeometry)
+        symbol.setColor(QColor(*rgb))
+        symbol.setOpacity(opacity)
+        styled.append(QgsRendererCategory(value, symbol, label))
+    layer.setRenderer(QgsCategorizedSymbolRenderer(field, styled))
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> bool:
@@ -36,12 +64,9 @@ DEMO_MODEL = ROOT / "resources" / "models" / "demo_lite_potsdam.rspmodel"
 _FINETUNE_FIXTURES = ROOT / "tests" / "training" / "finetune" / "finetune_support.py"
 
 
-def polygons_from_raster(tif: str, gpkg: str, **kwargs: object) -> str:
-    """Polygons traced from a class raster (string field ``class`` with the Potsdam class names).
-
-    The fine-tuning tests' own helper (``tests/training/finetune/finetune_support.py``), loaded from its file so both
-    test folders train on the same labels.
-    """
+def _finetune_support() -> ModuleType:
+    """The fine-tuning tests' helpers (``tests/training/finetune/finetune_support.py``), loaded from their file so
+    both test folders work on the same labels."""
     import importlib.util
 
     module = sys.modules.get("finetune_test_fixtures")
@@ -51,4 +76,14 @@ def polygons_from_raster(tif: str, gpkg: str, **kwargs: object) -> str:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         sys.modules["finetune_test_fixtures"] = module
-    return module.polygons_from_raster(str(tif), str(gpkg), **kwargs)
+    return module
+
+
+def polygons_from_raster(tif: str, gpkg: str, **kwargs: object) -> str:
+    """Polygons traced from a class raster (string field ``class`` with the Potsdam class names)."""
+    return _finetune_support().polygons_from_raster(str(tif), str(gpkg), **kwargs)
+
+
+def potsdam_class_raster(path: Path, data: object, names: tuple[str, ...]) -> str:
+    """A GeoTIFF on the Potsdam labels' grid holding the class ids ``data`` (nodata 255) named ``names``."""
+    return _finetune_support().class_raster(path, data, names)

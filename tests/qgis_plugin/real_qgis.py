@@ -2,7 +2,9 @@
 
 Used by the ``gui`` tests (run under ``xvfb-run`` by ``make test-gui``). The plugin is installed the way a user
 installs it: the folder that ``scripts/package_plugin.py`` assembles, copied into
-``<profiles>/profiles/default/python/plugins/rsp_segmentation`` and enabled in ``QGIS3.ini``.
+``<profiles>/profiles/default/python/plugins/rsp_segmentation`` and enabled in ``QGIS3.ini``. The project QGIS opens
+is written by :func:`write_project`; the steps run inside QGIS with the driver's helpers (``pump``, ``wait_for``,
+``screenshot``, ``plugin``, ``open_dialog``, ``result_groups``, ``class_labels``, ``map_screenshot``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,40 @@ _DRIVER_PROLOGUE = textwrap.dedent(
 
     def plugin():
         return qgis.utils.plugins.get({plugin_name!r})
+
+    # Trigger the plugin's action, wait for its dialog (plugin().<attribute>), move it to (dx, dy) in the window.
+    def open_dialog(action, attribute, dx, dy):
+        wait_for(lambda: plugin() is not None, 30, "the plugin to load")
+        iface.mainWindow().findChild(QAction, action).trigger()
+        dlg = getattr(plugin(), attribute)
+        wait_for(lambda: dlg is not None and dlg.isVisible(), 10, "the dialog " + attribute)
+        dlg.move(iface.mainWindow().x() + dx, iface.mainWindow().y() + dy)
+        return dlg
+
+    # The layer-tree groups (the plugin puts each run's results in one).
+    def result_groups():
+        return [g for g in QgsProject.instance().layerTreeRoot().children() if hasattr(g, "findLayers")]
+
+    # The class labels of each paletted result layer, by layer name.
+    def class_labels():
+        labels = {{}}
+        for group in result_groups():
+            for node in group.findLayers():
+                renderer = node.layer().renderer()
+                if hasattr(renderer, "classes"):
+                    labels[node.layer().name()] = [c.label for c in renderer.classes()]
+        return labels
+
+    # Screenshot the main window showing the layer's extent, the layer tree expanded and no layer selected.
+    def map_screenshot(layer, name):
+        iface.layerTreeView().expandAll()
+        iface.layerTreeView().setCurrentLayer(None)
+        canvas = iface.mapCanvas()
+        canvas.setExtent(layer.extent())
+        canvas.refresh()
+        canvas.waitWhileRendering()
+        pump(1.0)
+        return screenshot(iface.mainWindow(), name)
     """
 )
 
@@ -122,6 +158,34 @@ def make_profile(
         lines.append("")
     (profile / "QGIS" / "QGIS3.ini").write_text("\n".join(lines), encoding="utf-8")
     return folder
+
+
+def write_project(folder: Path, raster: Path, name: str, project_file: str, others: list | None = None) -> Path:
+    """Write a QGIS project into ``folder`` (created if needed) for QGIS to open; return the project file.
+
+    Args:
+        folder: where the project and its raster go.
+        raster: the raster to copy (writable) to ``<folder>/<name>.tif``: the project's first layer, named ``name``;
+            the project's CRS is its CRS.
+        name: the raster layer's name and file stem.
+        project_file: the project's file name (``*.qgz``).
+        others: more layers, added after the raster.
+    """
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    folder.mkdir(exist_ok=True)
+    copy = folder / f"{name}.tif"
+    shutil.copy(raster, copy)
+    os.chmod(copy, 0o644)
+    project = QgsProject()
+    layer = QgsRasterLayer(str(copy), name, "gdal")
+    assert layer.isValid()
+    project.addMapLayers([layer, *(others or [])])
+    project.setCrs(layer.crs())
+    path = folder / project_file
+    assert project.write(str(path))
+    project.clear()
+    return path
 
 
 def run_qgis(

@@ -5,12 +5,10 @@ Segment layer on the bundled Potsdam sample gives the model's five classes, styl
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
-from real_qgis import run_qgis
+from real_qgis import run_qgis, write_project
 
 pytestmark = pytest.mark.gui
 
@@ -20,14 +18,9 @@ DEMO_CLASSES = ["impervious_surface", "building", "low_vegetation", "tree", "car
 
 STEPS = """
 def steps(result):
-    wait_for(lambda: plugin() is not None, 30, "the plugin to load")
     layer = list(QgsProject.instance().mapLayers().values())[0]
-    canvas = iface.mapCanvas()
-    canvas.setExtent(layer.extent())
-    iface.mainWindow().findChild(QAction, "rspSegmentLayerAction").trigger()
-    dlg = plugin().dialog
-    wait_for(lambda: dlg is not None and dlg.isVisible(), 10, "the dialog")
-    dlg.move(iface.mainWindow().x() + 700, iface.mainWindow().y() + 120)
+    iface.mapCanvas().setExtent(layer.extent())
+    dlg = open_dialog("rspSegmentLayerAction", "dialog", 700, 120)
     result["models"] = [dlg.model_combo.itemText(i) for i in range(dlg.model_combo.count())]
     index = next(i for i, t in enumerate(result["models"]) if "demo_lite_potsdam" in t)
     dlg.model_combo.setCurrentIndex(index)
@@ -38,42 +31,15 @@ def steps(result):
     dlg.run_button.click()
     wait_for(lambda: dlg.runner is None, 240, "the run to finish")
     result["status"] = dlg.status_label.text()
-    labels = {}
-    root = QgsProject.instance().layerTreeRoot()
-    for group in [g for g in root.children() if hasattr(g, "findLayers")]:
-        for node in group.findLayers():
-            renderer = node.layer().renderer()
-            if hasattr(renderer, "classes"):
-                labels[node.layer().name()] = [c.label for c in renderer.classes()]
-    result["labels"] = labels
+    result["labels"] = class_labels()
     dlg.hide()
-    iface.layerTreeView().expandAll()
-    canvas.setExtent(layer.extent())
-    canvas.refresh()
-    canvas.waitWhileRendering()
-    pump(1.0)
-    screenshot(iface.mainWindow(), "demo_map.png")
+    map_screenshot(layer, "demo_map.png")
 """
 
 
 @pytest.fixture
 def potsdam_project(qgis_app, tmp_path) -> Path:
-    from qgis.core import QgsProject, QgsRasterLayer
-
-    folder = tmp_path / "project"
-    folder.mkdir()
-    raster = folder / "potsdam_2_10.tif"
-    shutil.copy(SAMPLE, raster)
-    os.chmod(raster, 0o644)
-    project = QgsProject()
-    layer = QgsRasterLayer(str(raster), "potsdam_2_10", "gdal")
-    assert layer.isValid()
-    project.addMapLayer(layer)
-    project.setCrs(layer.crs())
-    path = folder / "demo.qgz"
-    assert project.write(str(path))
-    project.clear()
-    return path
+    return write_project(tmp_path / "project", SAMPLE, "potsdam_2_10", "demo.qgz")
 
 
 def test_bundled_demo_model_segments_the_sample(tmp_path, potsdam_project) -> None:

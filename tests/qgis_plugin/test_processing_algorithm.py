@@ -9,22 +9,6 @@ from plugin_test_support import CLASS_NAMES
 from qgis.core import QgsApplication, QgsPalettedRasterRenderer, QgsProcessingFeedback, QgsProject
 
 
-@pytest.fixture
-def provider(qgis_processing, monkeypatch):
-    import qgis_plugin.plugin_settings as plugin_settings
-    from qgis_plugin.engine_locator import project_venv_python
-    from qgis_plugin.processing_provider import RspProcessingProvider
-
-    venv = project_venv_python()
-    if venv is None:
-        pytest.skip("no .venv next to the repository's engine/ (run make setup)")
-    monkeypatch.setattr(plugin_settings, "interpreter", lambda: str(venv))
-    provider = RspProcessingProvider()
-    QgsApplication.processingRegistry().addProvider(provider)
-    yield provider
-    QgsApplication.processingRegistry().removeProvider(provider)
-
-
 def test_algorithm_is_registered(provider) -> None:
     algorithm = QgsApplication.processingRegistry().algorithmById("rspsegmentation:segmentraster")
     assert algorithm is not None

@@ -10,38 +10,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from osgeo import gdal
-from plugin_test_support import DEMO_MODEL, POTSDAM_LABELS, POTSDAM_RASTER, polygons_from_raster
+from plugin_test_support import (
+    DEMO_MODEL,
+    POTSDAM_LABELS,
+    POTSDAM_RASTER,
+    polygons_from_raster,
+    potsdam_class_raster,
+    style_by_categories,
+)
 from qgis.core import (
     QgsApplication,
-    QgsCategorizedSymbolRenderer,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProject,
-    QgsRendererCategory,
-    QgsSymbol,
     QgsVectorLayer,
-    QgsWkbTypes,
 )
-from qgis.PyQt.QtGui import QColor
 
 NAMES = ("impervious_surface", "building", "low_vegetation", "tree", "car")
-
-
-@pytest.fixture
-def provider(qgis_processing, monkeypatch):
-    import qgis_plugin.plugin_settings as plugin_settings
-    from qgis_plugin.engine_locator import project_venv_python
-    from qgis_plugin.processing_provider import RspProcessingProvider
-
-    venv = project_venv_python()
-    if venv is None:
-        pytest.skip("no .venv next to the repository's engine/ (run make setup)")
-    monkeypatch.setattr(plugin_settings, "interpreter", lambda: str(venv))
-    provider = RspProcessingProvider()
-    QgsApplication.processingRegistry().addProvider(provider)
-    yield provider
-    QgsApplication.processingRegistry().removeProvider(provider)
-    QgsProject.instance().removeAllMapLayers()
 
 
 @pytest.fixture(scope="module")
@@ -51,21 +36,13 @@ def traced_labels(tmp_path_factory) -> str:
 
 def perturbed_prediction(path) -> tuple[str, float]:
     """The label raster with two blocks relabelled, named like an engine output; and its OA (×100) by numpy."""
-    src = gdal.Open(str(POTSDAM_LABELS))
+    src = gdal.Open(str(POTSDAM_LABELS))  # keep the dataset alive while its band is read
     truth = src.GetRasterBand(1).ReadAsArray()
     wrong = truth.copy()
     wrong[:150, :200] = np.where(truth[:150, :200] == 255, 255, 3)  # a block called "tree"
     wrong[400:, 250:] = np.where(truth[400:, 250:] == 1, 0, wrong[400:, 250:])  # buildings called impervious
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), src.RasterXSize, src.RasterYSize, 1, gdal.GDT_Byte)
-    ds.SetGeoTransform(src.GetGeoTransform())
-    ds.SetProjection(src.GetProjection())
-    band = ds.GetRasterBand(1)
-    band.WriteArray(wrong)
-    band.SetNoDataValue(255)
-    band.SetCategoryNames(list(NAMES))
-    band = ds = src = None
     labelled = truth != 255
-    return str(path), 100.0 * float((wrong[labelled] == truth[labelled]).mean())
+    return potsdam_class_raster(path, wrong, NAMES), 100.0 * float((wrong[labelled] == truth[labelled]).mean())
 
 
 def test_algorithms_are_registered(provider) -> None:
@@ -81,13 +58,8 @@ def test_finetune_from_a_styled_labels_layer(provider, traced_labels, tmp_path) 
 
     labels = QgsVectorLayer(traced_labels, "labels", "ogr")
     styled = {"building": ("Houses", (200, 30, 30)), "impervious_surface": ("Roads", (120, 120, 120))}
-    categories = []
-    for value in ("building", "impervious_surface", "tree", "low_vegetation", "car"):
-        label, rgb = styled.get(value, (value, (10, 120, 10)))
-        symbol = QgsSymbol.defaultSymbol(QgsWkbTypes.PolygonGeometry)
-        symbol.setColor(QColor(*rgb))
-        categories.append(QgsRendererCategory(value, symbol, label))
-    labels.setRenderer(QgsCategorizedSymbolRenderer("class", categories))
+    values = ("building", "impervious_surface", "tree", "low_vegetation", "car")
+    style_by_categories(labels, "class", [(v, *styled.get(v, (v, (10, 120, 10)))) for v in values])
     QgsProject.instance().addMapLayer(labels)
     out = tmp_path / "models" / "mine.rspmodel"
     out.parent.mkdir()

@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-from qgis_plugin.progress_stream import (
-    DoneEvent,
-    ErrorEvent,
-    LineSplitter,
-    MalformedLine,
-    OtherEvent,
-    ProgressEvent,
-    parse_line,
-)
+from qgis_plugin.progress_stream import DoneEvent, ErrorEvent, MalformedLine, OtherEvent, ProgressEvent, parse_line
 
 
 def test_known_events() -> None:
@@ -46,6 +38,8 @@ def test_other_events_are_kept_apart_from_malformed_lines() -> None:
 
 
 def test_line_splitter_joins_chunks_and_flushes_tail() -> None:
+    from qgis_plugin.progress_stream import LineSplitter
+
     splitter = LineSplitter()
     assert splitter.feed(b'{"event":"prog') == []
     assert splitter.feed(b'ress","done":1,"total":2}\n{"ev') == ['{"event":"progress","done":1,"total":2}']

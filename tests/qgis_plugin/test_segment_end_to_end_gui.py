@@ -8,12 +8,11 @@ Screenshots (tests/artifacts/screenshots/): ``segment_dialog.png`` (dialog ready
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 from plugin_test_support import CLASS_NAMES, DATA
-from real_qgis import run_qgis
+from real_qgis import run_qgis, write_project
 
 pytestmark = pytest.mark.gui
 
@@ -22,15 +21,10 @@ URBAN_RASTER = DATA / "swissimage" / "lausanne_1091-322_00_big.tif"  # 875×600 
 STEPS = """
 def steps(result):
     from qgis.PyQt.QtCore import QTimer
-    wait_for(lambda: plugin() is not None, 30, "the plugin to load")
     layer = list(QgsProject.instance().mapLayers().values())[0]
-    canvas = iface.mapCanvas()
-    canvas.setExtent(layer.extent())
-    canvas.refresh()
-    iface.mainWindow().findChild(QAction, "rspSegmentLayerAction").trigger()
-    dlg = plugin().dialog
-    wait_for(lambda: dlg is not None and dlg.isVisible(), 10, "the dialog")
-    dlg.move(iface.mainWindow().x() + 700, iface.mainWindow().y() + 120)
+    iface.mapCanvas().setExtent(layer.extent())
+    iface.mapCanvas().refresh()
+    dlg = open_dialog("rspSegmentLayerAction", "dialog", 700, 120)
     dlg.layer_combo.setLayer(layer)
     dlg.vector_check.setChecked(True)
     dlg.confidence_check.setChecked(True)
@@ -62,8 +56,7 @@ def steps(result):
     dlg.run_button.click()
     wait_for(lambda: dlg.runner is None, 240, "the run to finish")
     result["status"] = dlg.status_label.text()
-    root = QgsProject.instance().layerTreeRoot()
-    groups = [g for g in root.children() if hasattr(g, "findLayers")]
+    groups = result_groups()
     result["groups"] = [g.name() for g in groups]
     layers = {}
     for group in groups:
@@ -78,35 +71,14 @@ def steps(result):
             layers[lyr.name()] = info
     result["layers"] = layers
     dlg.hide()
-    iface.layerTreeView().expandAll()
-    iface.layerTreeView().setCurrentLayer(None)
-    canvas.setExtent(layer.extent())
-    canvas.refresh()
-    canvas.waitWhileRendering()
-    pump(1.0)
-    screenshot(iface.mainWindow(), "map_with_results.png")
+    map_screenshot(layer, "map_with_results.png")
 """
 
 
 @pytest.fixture
 def urban_project(qgis_app, tmp_path) -> Path:
     """A .qgz holding a writable copy of the real SWISSIMAGE raster, project CRS from the layer."""
-    from qgis.core import QgsProject, QgsRasterLayer
-
-    folder = tmp_path / "project"
-    folder.mkdir()
-    raster = folder / "lausanne.tif"
-    shutil.copy(URBAN_RASTER, raster)
-    os.chmod(raster, 0o644)
-    project = QgsProject()
-    layer = QgsRasterLayer(str(raster), "lausanne", "gdal")
-    assert layer.isValid()
-    project.addMapLayer(layer)
-    project.setCrs(layer.crs())
-    path = folder / "segment.qgz"
-    assert project.write(str(path))
-    project.clear()
-    return path
+    return write_project(tmp_path / "project", URBAN_RASTER, "lausanne", "segment.qgz")
 
 
 def test_segment_layer_end_to_end(tmp_path, urban_project, real_model) -> None:

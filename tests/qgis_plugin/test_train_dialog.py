@@ -11,24 +11,19 @@ import shutil
 from pathlib import Path
 
 import pytest
-from plugin_test_support import DEMO_MODEL, POTSDAM_LABELS, POTSDAM_RASTER, polygons_from_raster, wait_until
-from qgis.core import (
-    QgsCategorizedSymbolRenderer,
-    QgsFeature,
-    QgsGeometry,
-    QgsProject,
-    QgsRasterLayer,
-    QgsRendererCategory,
-    QgsSymbol,
-    QgsVectorLayer,
-    QgsWkbTypes,
+from plugin_test_support import (
+    ANALYST_STYLE,
+    DEMO_MODEL,
+    POTSDAM_LABELS,
+    POTSDAM_RASTER,
+    polygons_from_raster,
+    style_by_categories,
+    wait_until,
 )
-from qgis.PyQt.QtGui import QColor
+from qgis.core import QgsFeature, QgsGeometry, QgsProject, QgsRasterLayer, QgsVectorLayer
 
 import qgis_plugin
 import qgis_plugin.model_catalog as model_catalog
-import qgis_plugin.plugin_settings as plugin_settings
-from qgis_plugin.engine_locator import project_venv_python
 from qgis_plugin.parameters import InvalidParametersError
 
 RUN_TIMEOUT_S = 300
@@ -41,14 +36,10 @@ def traced_labels(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def models_dir(tmp_path, monkeypatch) -> Path:
+def models_dir(tmp_path, monkeypatch, venv_interpreter) -> Path:
     folder = tmp_path / "profile" / "rsp_models"
     monkeypatch.setattr(model_catalog, "user_models_dir", lambda: folder)
     monkeypatch.setattr(model_catalog, "bundled_models_dirs", lambda: [DEMO_MODEL.parent])
-    venv = project_venv_python()
-    if venv is None:
-        pytest.skip("no .venv next to the repository's engine/ (run make setup)")
-    monkeypatch.setattr(plugin_settings, "interpreter", lambda: str(venv))
     return folder
 
 
@@ -88,22 +79,17 @@ def configure(dlg, raster, labels, iterations=TINY["iterations"]) -> None:
     dlg.device_combo.setCurrentText("cpu")
 
 
-def style_by_categories(layer: QgsVectorLayer) -> list[tuple[str, str, tuple[int, int, int]]]:
-    """A categorised style on ``class`` with the analyst's own names and colours (not the field's values)."""
-    chosen = [
-        ("building", "Houses", (200, 30, 30)),
-        ("impervious_surface", "Roads and squares", (120, 120, 120)),
-        ("tree", "Trees", (10, 120, 10)),
-        ("low_vegetation", "Grass", (150, 230, 100)),
-        ("car", "Cars", (250, 200, 0)),
-    ]
-    categories = []
-    for value, label, rgb in chosen:
-        symbol = QgsSymbol.defaultSymbol(QgsWkbTypes.PolygonGeometry)
-        symbol.setColor(QColor(*rgb))
-        categories.append(QgsRendererCategory(value, symbol, label))
-    layer.setRenderer(QgsCategorizedSymbolRenderer("class", categories))
-    return chosen
+def choose_one_building_labels(dlg, name: str, extent) -> QgsVectorLayer:
+    """A memory layer (EPSG:32633) with one ``building`` polygon covering ``extent``, chosen as the dialog's labels."""
+    memory = QgsVectorLayer("Polygon?crs=EPSG:32633&field=class:string", name, "memory")
+    feature = QgsFeature(memory.fields())
+    feature.setGeometry(QgsGeometry.fromRect(extent))
+    feature["class"] = "building"
+    memory.dataProvider().addFeatures([feature])
+    QgsProject.instance().addMapLayer(memory)
+    dlg.labels_combo.setLayer(memory)
+    dlg.field_combo.setField("class")
+    return memory
 
 
 def test_defaults(dialog, models_dir) -> None:
@@ -124,7 +110,7 @@ def test_defaults(dialog, models_dir) -> None:
 
 def test_classes_json_from_the_categorised_style(dialog, layers) -> None:
     _raster, labels = layers
-    chosen = style_by_categories(labels)  # the dialog follows the layer's style
+    style_by_categories(labels, "class", ANALYST_STYLE)  # the dialog follows the layer's style
     assert "Roads&nbsp;and&nbsp;squares" in dialog.classes_label.text()
     assert "rgb(200,30,30)" in dialog.classes_label.text()
     params = dialog.prepare_run()
@@ -132,7 +118,7 @@ def test_classes_json_from_the_categorised_style(dialog, layers) -> None:
     assert params.classes_json == str(Path(params.work_folder) / "classes.json")
     assert Path(params.work_folder) == Path(params.output_model).with_name("potsdam_2_10_finetuned_finetune")
     written = json.loads(Path(params.classes_json).read_text())
-    assert written == [{"name": label, "color": list(rgb), "value": value} for value, label, rgb in chosen]
+    assert written == [{"name": label, "color": list(rgb), "value": value} for value, label, rgb in ANALYST_STYLE]
     args = params.finetune_args()
     assert args[args.index("--classes") + 1] == params.classes_json
     assert args[args.index("--init") + 1] == str(DEMO_MODEL)
@@ -149,14 +135,7 @@ def test_selected_features_and_memory_layers_are_exported(dialog, layers) -> Non
     assert exported.featureCount() == 7
     assert "--classes" not in params.finetune_args()  # no categorised style: the field's values
 
-    memory = QgsVectorLayer("Polygon?crs=EPSG:32633&field=class:string", "scratch", "memory")
-    feature = QgsFeature(memory.fields())
-    feature.setGeometry(QgsGeometry.fromRect(labels.extent()))
-    feature["class"] = "building"
-    memory.dataProvider().addFeatures([feature])
-    QgsProject.instance().addMapLayer(memory)
-    dialog.labels_combo.setLayer(memory)
-    dialog.field_combo.setField("class")
+    choose_one_building_labels(dialog, "scratch", labels.extent())
     dialog.selected_check.setChecked(False)
     params = dialog.prepare_run()
     assert params.labels_path == str(Path(params.work_folder) / "labels.gpkg")
@@ -260,14 +239,7 @@ def test_resume_is_offered_for_an_interrupted_run_and_reuses_its_labels_export(d
 
 def test_engine_error_is_one_message_with_a_hint(dialog, layers) -> None:
     raster, _labels = layers
-    memory = QgsVectorLayer("Polygon?crs=EPSG:32633&field=class:string", "one class", "memory")
-    feature = QgsFeature(memory.fields())
-    feature.setGeometry(QgsGeometry.fromRect(raster.extent()))
-    feature["class"] = "building"
-    memory.dataProvider().addFeatures([feature])
-    QgsProject.instance().addMapLayer(memory)
-    dialog.labels_combo.setLayer(memory)
-    dialog.field_combo.setField("class")
+    choose_one_building_labels(dialog, "one class", raster.extent())
     assert dialog.run(), dialog.status_label.text()
     assert wait_until(lambda: dialog.runner is None, RUN_TIMEOUT_S)
     text = dialog.status_label.text()

@@ -9,36 +9,21 @@ resources/screenshots/ for the README) and ``train_map.png`` (the labels and the
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
-from plugin_test_support import POTSDAM_LABELS, POTSDAM_RASTER, polygons_from_raster
-from real_qgis import run_qgis
+from plugin_test_support import ANALYST_STYLE, POTSDAM_LABELS, POTSDAM_RASTER, polygons_from_raster, style_by_categories
+from real_qgis import run_qgis, write_project
 
 pytestmark = pytest.mark.gui
 
-# The analyst's own names and colours, set in the labels layer's categorised style (not the field's values).
-STYLE = [
-    ("impervious_surface", "Roads and squares", (170, 170, 170)),
-    ("building", "Buildings", (215, 40, 40)),
-    ("low_vegetation", "Grass", (150, 220, 90)),
-    ("tree", "Trees", (20, 120, 20)),
-    ("car", "Cars", (250, 200, 0)),
-]
-
 STEPS = """
 def steps(result):
-    wait_for(lambda: plugin() is not None, 30, "the plugin to load")
     project = QgsProject.instance()
     raster = project.mapLayersByName("potsdam_2_10")[0]
     labels = project.mapLayersByName("my labels")[0]
-    canvas = iface.mapCanvas()
-    canvas.setExtent(raster.extent())
-    iface.mainWindow().findChild(QAction, "rspTrainModelAction").trigger()
-    dlg = plugin().train_dialog
-    wait_for(lambda: dlg is not None and dlg.isVisible(), 10, "the Train model dialog")
-    dlg.move(iface.mainWindow().x() + 600, iface.mainWindow().y() + 40)
+    iface.mapCanvas().setExtent(raster.extent())
+    dlg = open_dialog("rspTrainModelAction", "train_dialog", 600, 40)
     dlg.raster_combo.setLayer(raster)
     dlg.labels_combo.setLayer(labels)
     result["field"] = dlg.field_combo.currentField()  # picked from the layer's style
@@ -66,61 +51,24 @@ def steps(result):
     seg.run_button.click()
     wait_for(lambda: seg.runner is None, 300, "the segmentation to finish")
     result["segment_status"] = seg.status_label.text()
-    labels_by_layer = {}
-    for group in [g for g in project.layerTreeRoot().children() if hasattr(g, "findLayers")]:
-        for node in group.findLayers():
-            renderer = node.layer().renderer()
-            if hasattr(renderer, "classes"):
-                labels_by_layer[node.layer().name()] = [c.label for c in renderer.classes()]
-    result["result_labels"] = labels_by_layer
+    result["result_labels"] = class_labels()
     dlg.hide()
     seg.hide()
-    iface.layerTreeView().expandAll()
-    canvas.setExtent(raster.extent())
-    canvas.refresh()
-    canvas.waitWhileRendering()
-    pump(1.0)
-    screenshot(iface.mainWindow(), "train_map.png")
+    map_screenshot(raster, "train_map.png")
 """
 
 
 @pytest.fixture
 def labelled_project(qgis_app, tmp_path) -> Path:
     """A .qgz with the Potsdam sample and polygons traced from its labels, styled by categories of ``class``."""
-    from qgis.core import (
-        QgsCategorizedSymbolRenderer,
-        QgsProject,
-        QgsRasterLayer,
-        QgsRendererCategory,
-        QgsSymbol,
-        QgsVectorLayer,
-        QgsWkbTypes,
-    )
-    from qgis.PyQt.QtGui import QColor
+    from qgis.core import QgsVectorLayer
 
     folder = tmp_path / "project"
     folder.mkdir()
-    raster_path = folder / "potsdam_2_10.tif"
-    shutil.copy(POTSDAM_RASTER, raster_path)
-    os.chmod(raster_path, 0o644)
-    labels_path = polygons_from_raster(POTSDAM_LABELS, folder / "my_labels.gpkg")
-    project = QgsProject()
-    raster = QgsRasterLayer(str(raster_path), "potsdam_2_10", "gdal")
-    labels = QgsVectorLayer(labels_path, "my labels", "ogr")
-    assert raster.isValid() and labels.isValid()
-    categories = []
-    for value, label, rgb in STYLE:
-        symbol = QgsSymbol.defaultSymbol(QgsWkbTypes.PolygonGeometry)
-        symbol.setColor(QColor(*rgb))
-        symbol.setOpacity(0.5)
-        categories.append(QgsRendererCategory(value, symbol, label))
-    labels.setRenderer(QgsCategorizedSymbolRenderer("class", categories))
-    project.addMapLayers([raster, labels])
-    project.setCrs(raster.crs())
-    path = folder / "labels.qgz"
-    assert project.write(str(path))
-    project.clear()
-    return path
+    labels = QgsVectorLayer(polygons_from_raster(POTSDAM_LABELS, folder / "my_labels.gpkg"), "my labels", "ogr")
+    assert labels.isValid()
+    style_by_categories(labels, "class", ANALYST_STYLE, opacity=0.5)  # the analyst's own names and colours
+    return write_project(folder, POTSDAM_RASTER, "potsdam_2_10", "labels.qgz", [labels])
 
 
 def test_labels_layer_to_trained_model_to_segmented_layer(tmp_path, labelled_project) -> None:
@@ -134,12 +82,12 @@ def test_labels_layer_to_trained_model_to_segmented_layer(tmp_path, labelled_pro
     model = Path(result["trained_model"])
     assert model.name == "potsdam_2_10_finetuned.rspmodel"
     assert model.parent.name == "rsp_models" and "qgis_profiles" in model.parts  # the profile's models folder
-    for text in ("Hold-out accuracy", "OA", "kappa", "mIoU", "mF1", "Buildings", "Roads and squares"):
+    for text in ("Hold-out accuracy", "OA", "kappa", "mIoU", "mF1", "Houses", "Roads and squares"):
         assert text in result["results"], text
     assert result["segment_model"] == "potsdam_2_10_finetuned"
     assert result["segment_layer"] == "potsdam_2_10"
     assert result["segment_status"].startswith("Done"), result["segment_status"]
     classes = [v for k, v in result["result_labels"].items() if k.endswith("classes")]
-    assert classes == [[label for _value, label, _rgb in STYLE]], result["result_labels"]
+    assert classes == [[label for _value, label, _rgb in ANALYST_STYLE]], result["result_labels"]
     for shot in result["screenshots"]:
         assert not shot.startswith("FAILED") and os.path.getsize(shot) > 5_000, shot

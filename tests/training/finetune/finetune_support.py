@@ -1,4 +1,5 @@
-"""Helpers of the fine-tuning tests: the bundled georeferenced Potsdam sample and polygons traced from its labels.
+"""Helpers of the fine-tuning tests: the bundled georeferenced Potsdam sample, polygons traced from its labels, and
+class rasters on its labels' grid (also used by the plugin tests, through ``tests/qgis_plugin/plugin_test_support.py``).
 
 The polygons are traced from the real label raster with GDAL (``gdal.Polygonize``), so rasterising them back onto
 the raster's grid must give the label raster again: an expectation that does not come from the code under test.
@@ -75,3 +76,18 @@ def label_array() -> np.ndarray:
     """The sample's label raster (0..4 classes, 255 unlabelled)."""
     ds = gdal.Open(LABELS_TIF)  # keep the dataset alive while its band is read
     return ds.GetRasterBand(1).ReadAsArray()
+
+
+def class_raster(path, data, names=None):
+    """A copy of the label raster's grid holding ``data`` (nodata 255), with category names when given."""
+    src = gdal.Open(LABELS_TIF)
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), src.RasterXSize, src.RasterYSize, 1, gdal.GDT_Byte)
+    ds.SetGeoTransform(src.GetGeoTransform())
+    ds.SetProjection(src.GetProjection())
+    band = ds.GetRasterBand(1)
+    band.WriteArray(data)
+    band.SetNoDataValue(255)
+    if names:
+        band.SetCategoryNames(list(names))
+    band = ds = None  # band first, then the dataset: closing writes the file and its .aux.xml
+    return str(path)

@@ -6,26 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from finetune_support import LABELS_TIF, NAMES, label_array
+from finetune_support import LABELS_TIF, NAMES, class_raster, label_array
 from osgeo import gdal
 
 from training.__main__ import main
 from training.finetune.accuracy import accuracy
-
-
-def class_raster(path, data, names=None):
-    """A copy of the label raster's grid holding ``data`` (nodata 255), with category names when given."""
-    src = gdal.Open(LABELS_TIF)
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), src.RasterXSize, src.RasterYSize, 1, gdal.GDT_Byte)
-    ds.SetGeoTransform(src.GetGeoTransform())
-    ds.SetProjection(src.GetProjection())
-    band = ds.GetRasterBand(1)
-    band.WriteArray(data)
-    band.SetNoDataValue(255)
-    if names:
-        band.SetCategoryNames(list(names))
-    band = ds = None  # band first, then the dataset: closing writes the file and its .aux.xml
-    return str(path)
 
 
 def independent(pred, ref, k):
