@@ -87,20 +87,13 @@ class DatasetPreset:
 
     def model_info_fields(self) -> dict[str, Any]:
         """Keyword arguments for :class:`engine.model_file.ModelInfo` (everything but arch, weights and provenance)."""
-        return dict(
-            num_classes=len(self.class_names),
-            class_names=self.class_names,
-            colors=self.colors,
-            bands=self.bands,
-            value_range=(0.0, 255.0),
-            mean=self.mean,
-            std=self.std,
-            gsd_m=self.gsd_m,
-            tile_size=self.tile_size,
-            stride=self.stride,
-            ignore_index=self.ignore_index,
-            dataset=self.dataset,
-        )
+        same_name = ("class_names", "colors", "bands", "mean", "std", "gsd_m", "tile_size", "stride", "ignore_index")
+        return {
+            **{name: getattr(self, name) for name in same_name},
+            "num_classes": len(self.class_names),
+            "value_range": (0.0, 255.0),  # the data sets' images are 8-bit
+            "dataset": self.dataset,
+        }
 
 
 DATASET_PRESETS: dict[str, DatasetPreset] = {

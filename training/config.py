@@ -27,6 +27,13 @@ DATASETS = ("potsdam", "isaid", "custom")  # custom: an analyst's own labels (py
 OPTIMIZERS = ("sgd", "adamw")
 
 
+# ModelInfo field ← TrainConfig field, for exported model files
+_MODEL_INFO_FROM_CONFIG = (
+    ("bands", "bands"), ("mean", "mean"), ("std", "std"), ("gsd_m", "gsd_m"),
+    ("tile_size", "test_tile"), ("stride", "test_stride"), ("ignore_index", "ignore_index"),
+)  # fmt: skip
+
+
 class ConfigError(ValueError):
     """A configuration is unknown or invalid; the message names the field and the valid values."""
 
@@ -142,6 +149,15 @@ class TrainConfig:
             problems.append("mean and std need 3 values, std > 0")
         if problems:
             raise ConfigError(f"invalid config {self.name!r}: " + "; ".join(problems))
+
+    def model_info_fields(self, value_range: tuple[float, float] = (0.0, 255.0)) -> dict[str, typing.Any]:
+        """What a model file (``engine.model_file.ModelInfo``) takes from this recipe: inputs, GSD, window, title.
+
+        Args:
+            value_range: raw value range the network was trained on (the recipes here all read 8-bit images).
+        """
+        fields = {key: getattr(self, attr) for key, attr in _MODEL_INFO_FROM_CONFIG}
+        return {**fields, "value_range": value_range, "dataset": self.dataset_title or self.dataset}
 
     def to_dict(self) -> dict[str, typing.Any]:
         """Every field by name (tuples stay tuples; JSON turns them into lists)."""

@@ -13,6 +13,7 @@ Images are read with PIL as (H, W, 3) uint8 in file channel order. Class names a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import typing
 
@@ -153,17 +154,8 @@ DATASET_CLASSES: dict[str, type[SegmentationFolder]] = {"potsdam": PotsdamDatase
 
 def train_pipeline(config: TrainConfig) -> TrainPipeline:
     """The training augmentation ``config`` describes."""
-    return TrainPipeline(
-        crop_size=config.crop_size,
-        resize_scale=config.resize_scale,
-        ratio_range=config.ratio_range,
-        cat_max_ratio=config.cat_max_ratio,
-        flip_prob=config.flip_prob,
-        photometric=config.photometric,
-        mean=config.mean,
-        std=config.std,
-        seg_pad_val=config.seg_pad_val,
-    )
+    # every field of the pipeline is the config field of the same name
+    return TrainPipeline(**{f.name: getattr(config, f.name) for f in dataclasses.fields(TrainPipeline)})
 
 
 def build_dataset(config: TrainConfig, split: str, train: bool) -> SegmentationFolder:

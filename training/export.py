@@ -58,15 +58,7 @@ def export_model(
         num_classes=k,
         class_names=tuple(cls.CLASSES[:k]),
         colors=tuple(cls.PALETTE[:k]),
-        bands=config.bands,
-        value_range=(0.0, 255.0),
-        mean=config.mean,
-        std=config.std,
-        gsd_m=config.gsd_m,
-        tile_size=config.test_tile,
-        stride=config.test_stride,
-        ignore_index=config.ignore_index,
-        dataset=config.dataset_title or config.dataset,
+        **config.model_info_fields(),
         metrics=metrics,
         description=description
         or f"UperNet {config.arch} trained with preset {config.name} on {config.dataset_title or config.dataset}."

@@ -116,7 +116,7 @@ class FinetuneTrainer(Trainer):
 
 def make_config(
     start: Start, table: ClassTable, data: Prepared, recipe: Recipe, tile: int, iters: int, batch: int, cuda: bool,
-    seed: int, work_dir: str, eight_bit: bool,
+    seed: int, work_dir: str, eight_bit: bool, labels: str = "",
 ) -> TrainConfig:  # fmt: skip
     """The training recipe of a fine-tuning run as a :class:`TrainConfig` (so checkpoints carry it)."""
     from training.config import TrainConfig
@@ -159,7 +159,7 @@ def make_config(
         std=tuple(start.std),  # type: ignore[arg-type]
         bands=start.bands,
         gsd_m=data.gsd_m,
-        dataset_title="own labels",
+        dataset_title=f"own labels ({labels})",
     )
 
 
@@ -168,8 +168,8 @@ def train(
     iters: int, batch: int, work_dir: str, on_event: Any, cancel: threading.Event,
 ) -> tuple[Start, FinetuneTrainer]:  # fmt: skip
     """Build the start network and train it on the chips; returns it with the trainer (weights in ``segmentor``)."""
+    from training.datasets import train_pipeline
     from training.finetune.run import _emit
-    from training.transforms import TrainPipeline
 
     _emit(on_event, "status", message="building the start network")
     torch.manual_seed(request.seed)  # fresh heads start the same in every run with this seed
@@ -182,12 +182,11 @@ def train(
     device = request.device or "auto"
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     eight_bit = tuple(start.value_range) == (0.0, 255.0)
-    config = make_config(start, table, data, recipe, tile, iters, batch, cuda, request.seed, work_dir, eight_bit)
-    pipeline = TrainPipeline(
-        crop_size=tile, resize_scale=tile, ratio_range=config.ratio_range, cat_max_ratio=config.cat_max_ratio,
-        flip_prob=config.flip_prob, photometric=eight_bit, mean=config.mean, std=config.std, seg_pad_val=IGNORE,
-    )  # fmt: skip
-    dataset = ChipDataset(data.sources, data.chips, pipeline, eight_bit)
+    labels = ", ".join(os.path.basename(p.split("|")[0]) for p in dict.fromkeys(request.labels))
+    config = make_config(
+        start, table, data, recipe, tile, iters, batch, cuda, request.seed, work_dir, eight_bit, labels
+    )
+    dataset = ChipDataset(data.sources, data.chips, train_pipeline(config), eight_bit)
     from training.trainer import TrainingError
 
     try:
@@ -221,15 +220,7 @@ def evaluate_and_write(
         num_classes=table.num_classes,
         class_names=table.names,
         colors=table.colors,
-        bands=start.bands,
-        value_range=start.value_range,
-        mean=start.mean,
-        std=start.std,
-        gsd_m=data.gsd_m,
-        tile_size=tile,
-        stride=tile * 3 // 4,
-        ignore_index=None,
-        dataset=f"own labels ({labels_names})",
+        **trainer.config.model_info_fields(start.value_range),  # the start's inputs, the run's GSD and window
     )
     held_model = os.path.join(work_dir, HOLDOUT_MODEL)
     save_model_file(held_model, state, info)
