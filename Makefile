@@ -53,6 +53,7 @@ clean:
 
 bench:
 	$(PY) -m bench --out bench_output
+	$(PY) -m bench.finetune --out bench_output
 
 # The bundled demo model: prepare the split, train from scratch (seeded), evaluate on the held-out quarter, export.
 DEMO_RUN := build/demo_run

@@ -3,8 +3,8 @@
 1. **Whole run**: ``python -m training finetune`` from the bundled demo model, 300 iterations (the demo network's
    default) on a 1024×600-pixel labelled area, in its own process: wall time from process start to exit (label
    rasterising, split, chips, training, hold-out evaluation through the engine, model file) and its peak RSS. The
-   area is a crop of iSAID image P0003 (../shared/data, real pixels, georeferencing assigned) with polygons traced
-   from its semantic mask.
+   area is a crop of iSAID image P0003 (../shared/data, real pixels, georeferencing assigned; without ../shared, the
+   project's own crop of it with its mirror image, see :func:`isaid_area`) with polygons traced from its mask.
 2. **Seconds per iteration** of every registered architecture at 256² and 512² chips (batch 2 on a CPU), with and
    without ``--freeze-backbone``: the fine-tuning trainer's own step (chip reading, augmentation, forward, backward,
    AdamW) on the bundled Potsdam sample, median of 3 steps after one warm-up step.
@@ -95,12 +95,25 @@ def trace(label_tif: str, gpkg: str, names: tuple[str, ...]) -> str:
     return gpkg
 
 
+def isaid_area() -> tuple[np.ndarray, np.ndarray]:
+    """The 1024×600 image and class mask: from ../shared/data when present (a checkout next to it), else the
+    project's own 700×623 crop of the same image (tests/data/isaid) extended by its mirror image."""
+    if os.path.isdir(SHARED):
+        image = np.array(Image.open(os.path.join(SHARED, "images", "P0003.png")).convert("RGB"))
+        mask = np.array(Image.open(os.path.join(SHARED, "semantic_masks_index", "P0003_semantic_idx.png")))
+    else:
+        own = os.path.join(ROOT, "tests", "data", "isaid")
+        image = np.array(Image.open(os.path.join(own, "P0003_crop.png")).convert("RGB"))
+        mask = np.array(Image.open(os.path.join(own, "P0003_crop_semantic_idx_DERIVED.png")))
+        image, mask = np.concatenate([image, image[:, ::-1]], 1), np.concatenate([mask, mask[:, ::-1]], 1)
+    return image[: AREA[1], : AREA[0]], mask[: AREA[1], : AREA[0]]
+
+
 def whole_run(tmp: str, iters: int) -> dict[str, object]:
     """Fine-tune the demo model on the iSAID crop in a child process; wall time and peak RSS."""
-    image = np.array(Image.open(os.path.join(SHARED, "images", "P0003.png")).convert("RGB"))[: AREA[1], : AREA[0]]
-    mask = np.array(Image.open(os.path.join(SHARED, "semantic_masks_index", "P0003_semantic_idx.png")))
+    image, mask = isaid_area()
     raster = georeferenced(image, os.path.join(tmp, "p0003.tif"), 0.3)
-    labels = trace(georeferenced(mask[: AREA[1], : AREA[0]], os.path.join(tmp, "p0003_labels.tif"), 0.3, 255),
+    labels = trace(georeferenced(mask, os.path.join(tmp, "p0003_labels.tif"), 0.3, 255),
                    os.path.join(tmp, "p0003_labels.gpkg"), ISAID_CLASSES)  # fmt: skip
     cmd = [sys.executable, "-m", "training", "finetune", "--raster", raster, "--labels", labels, "--class-field",
            "class", "--output", os.path.join(tmp, "p0003.rspmodel"), "--init", DEMO, "--iters", str(iters),
