@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from engine.cli import int_list
-from engine.events import EXIT_OK
+from engine.events import DONE, EXIT_OK
 
 log = logging.getLogger("training")
 
@@ -97,7 +97,7 @@ def run_accuracy(args: argparse.Namespace) -> int:
     def work(emit: Any, cancel: Any) -> int:
         report = accuracy(args.prediction, args.reference, args.class_field, args.output, cancel=cancel)
         print(format_report(report), file=sys.stderr)
-        emit({"event": "done", "outputs": {"report": args.output} if args.output else {}, **_headline(report)})
+        emit({"event": DONE, "outputs": {"report": args.output} if args.output else {}, **_headline(report)})
         return EXIT_OK
 
     return run_cancellable(work, args.debug)

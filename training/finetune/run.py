@@ -20,7 +20,6 @@ different run.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import os
@@ -31,8 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import CancelledError, ParameterError
+from engine.events import DONE, START, STATUS, event
 from engine.model_file import ModelInfo
-from training.finetune.classes import IGNORE, ClassTable, build_table, read_classes_json
+from training.finetune.classes import ClassTable, build_table, read_classes_json
 from training.finetune.labels import LabelSource
 from training.finetune.split import block_size
 
@@ -119,9 +119,10 @@ class FinetuneResult:
     seconds: float
 
 
-def _emit(on_event: EventCallback | None, event: str, **fields: Any) -> None:
+def emit(on_event: EventCallback | None, name: str, **fields: Any) -> None:
+    """Send the event ``name`` (:mod:`engine.events`) with ``fields`` to ``on_event`` when there is one."""
     if on_event is not None:
-        on_event({"event": event, **fields})
+        on_event(event(name, **fields))
 
 
 def _class_table(
@@ -176,9 +177,9 @@ def _check_resume(work_dir: str, fingerprint: dict[str, Any], resume: bool, on_e
                 "run without --resume to start again, or pass the interrupted run's options",
             )
     elif not resume and os.path.isfile(os.path.join(work_dir, "latest.pth")):
-        _emit(
+        emit(
             on_event,
-            "status",
+            STATUS,
             message=f"starting afresh in {work_dir} (its checkpoints are replaced; --resume continues)",
         )
     os.makedirs(work_dir, exist_ok=True)
@@ -216,12 +217,12 @@ def finetune(
     iters = request.iters or recipe.iters
     batch = request.batch_size or recipe.batch_size
 
-    _emit(on_event, "status", message="reading the labels")
+    emit(on_event, STATUS, message="reading the labels")
     label_files = {p: LabelSource(p, request.class_field) for p in dict.fromkeys(request.labels)}
     table, notes = _class_table(request, list(label_files.values()), info)
     work_dir = request.work_folder
     _check_resume(work_dir, _fingerprint(request, table), request.resume, on_event)
-    _emit(on_event, "status", message=f"{table.num_classes} classes: {', '.join(table.names)}; rasterising the labels")
+    emit(on_event, STATUS, message=f"{table.num_classes} classes: {', '.join(table.names)}; rasterising the labels")
     band_names = info.bands if info else ("red", "green", "blue")
     value_range = info.value_range if info else (0.0, 255.0)
     data = prepare_data(
@@ -229,11 +230,11 @@ def finetune(
         request.bands, request.gsd, tile, block_size(tile), request.val_fraction, request.seed, work_dir, check_cancel,
     )  # fmt: skip
     for note in notes + data.warnings:
-        _emit(on_event, "status", message=note)
+        emit(on_event, STATUS, message=note)
     held = sum(len(s.holdout_blocks) for s in data.splits)
-    _emit(
+    emit(
         on_event,
-        "start",
+        START,
         rasters=list(request.rasters),
         classes=list(table.names),
         gsd_m=data.gsd_m,
@@ -250,9 +251,9 @@ def finetune(
     start, trainer = train(request, data, table, arch, recipe, tile, iters, batch, work_dir, on_event, cancel)
     metrics, report = evaluate_and_write(request, data, table, start, trainer, tile, work_dir, on_event, cancel)
     result = FinetuneResult(os.path.abspath(request.output), metrics, report, round(time.monotonic() - t0, 1))
-    _emit(
+    emit(
         on_event,
-        "done",
+        DONE,
         outputs={"model": result.model, "report": report},
         model=result.model,
         metrics={k: metrics[k] for k in ("OA", "kappa", "mIoU", "mF1")},
@@ -267,4 +268,4 @@ def created_today() -> str:
     return datetime.date.today().isoformat()
 
 
-__all__ = ["IGNORE", "RECIPES", "FinetuneRequest", "FinetuneResult", "Recipe", "dataclasses", "finetune"]
+__all__ = ["RECIPES", "FinetuneRequest", "FinetuneResult", "Recipe", "emit", "finetune"]

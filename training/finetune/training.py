@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from engine.errors import CancelledError
+from engine.events import PROGRESS, STATUS
 from training.checkpoint import rng_state, set_rng_state
 from training.finetune.chips import ChipDataset
 from training.finetune.classes import IGNORE, ClassTable
@@ -102,7 +103,7 @@ class FinetuneTrainer(Trainer):
         rate = (it - self._start_iter) / max(time.monotonic() - self._t0, 1e-9)
         self.on_event(
             {
-                "event": "progress",
+                "event": PROGRESS,
                 "done": it,
                 "total": total,
                 "iteration": it,
@@ -169,13 +170,13 @@ def train(
 ) -> tuple[Start, FinetuneTrainer]:  # fmt: skip
     """Build the start network and train it on the chips; returns it with the trainer (weights in ``segmentor``)."""
     from training.datasets import train_pipeline
-    from training.finetune.run import _emit
+    from training.finetune.run import emit
 
-    _emit(on_event, "status", message="building the start network")
+    emit(on_event, STATUS, message="building the start network")
     torch.manual_seed(request.seed)  # fresh heads start the same in every run with this seed
     start = build_start(table.num_classes, table.names, request.init, request.backbone, arch)
     for w in start.warnings:
-        _emit(on_event, "status", message=w)
+        emit(on_event, STATUS, message=w)
     if request.freeze_backbone:
         for p in start.model.backbone.parameters():
             p.requires_grad = False
@@ -197,7 +198,7 @@ def train(
         raise ParameterError(str(exc), "use --device cpu, or --device cuda on a machine with a GPU") from exc
     if request.freeze_backbone:
         trainer.frozen.append(start.model.backbone)
-    _emit(on_event, "status", message=f"training {start.arch} on {trainer.device} for {iters} iterations")
+    emit(on_event, STATUS, message=f"training {start.arch} on {trainer.device} for {iters} iterations")
     trainer.run(resume=request.resume)
     return start, trainer
 
@@ -210,7 +211,7 @@ def evaluate_and_write(
     from engine.model_file import ModelInfo, load_model_file, save_model_file
     from training.evaluate import save_confusion_png
     from training.finetune.holdout import evaluate_holdout
-    from training.finetune.run import CONFUSION_FILE, HOLDOUT_MODEL, REPORT_FILE, _emit, created_today
+    from training.finetune.run import CONFUSION_FILE, HOLDOUT_MODEL, REPORT_FILE, created_today, emit
     from training.metrics import write_json
 
     state = trainer.state_dict()
@@ -224,12 +225,12 @@ def evaluate_and_write(
     )
     held_model = os.path.join(work_dir, HOLDOUT_MODEL)
     save_model_file(held_model, state, info)
-    _emit(on_event, "status", message="measuring the held-out blocks with the engine")
+    emit(on_event, STATUS, message="measuring the held-out blocks with the engine")
     model, _ = load_model_file(held_model, device=str(trainer.device))
     model.set_lowres_fusion(True)  # what `engine predict` runs by default
     summary = evaluate_holdout(
         held_model, (model, trainer.device), data, table, work_dir, trainer.config.samples_per_gpu, cancel,
-        on_block=lambda d, t: _emit(on_event, "status", message=f"held-out block {d}/{t}"),
+        on_block=lambda d, t: emit(on_event, STATUS, message=f"held-out block {d}/{t}"),
     )  # fmt: skip
     os.remove(held_model)
     train_pixels = int(sum(s.counts[~s.holdout].sum() for s in data.splits))
