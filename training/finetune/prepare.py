@@ -25,6 +25,7 @@ from training.finetune.split import (
     block_windows,
     candidate_chips,
     check_sizes,
+    chip_sizes,
     chips_per_block,
     choose_holdout,
     count_blocks,
@@ -37,7 +38,7 @@ LABEL_OPTIONS = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
 
 @dataclass
 class Prepared:
-    """The data of a run: per raster its source, split and chips; the GSD (None without CRS) and warnings."""
+    """The data of a run: per raster its source, split and chips; the GSD (None without CRS), chip size, warnings."""
 
     sources: list[RasterSource]
     splits: list[Split]
@@ -45,6 +46,7 @@ class Prepared:
     rasters: list[str]
     labels: list[LabelSource]
     gsd_m: float | None
+    chip: int  # training chip side (the tile, or smaller when a small labelled area needs it)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -113,7 +115,10 @@ def prepare_data(
     """Open the rasters, rasterise labels, split into blocks and chips (see the module docstring)."""
     opened = [raster_io.open_raster(r) for r, _ in pairs]
     gsd_m = target_gsd(opened[0], gsd)
-    sources, splits, chips, warnings = [], [], [], []
+    sources: list[RasterSource] = []
+    splits: list[Split] = []
+    chips: list[tuple[int, Window]] = []
+    warnings: list[str] = []
     for i, ((raster, _), ds, labels) in enumerate(zip(pairs, opened, label_sources, strict=True)):
         check_cancel()
         band_list = raster_io.select_bands(ds, band_names, list(bands) if bands else None)
@@ -138,20 +143,30 @@ def prepare_data(
         src = RasterSource(
             work_path, band_list, rng, value_range, label_path, extent, work.RasterXSize, work.RasterYSize
         )
-        blocks = block_windows(extent, block)
-        counts = count_blocks(blocks, src.read_labels, table.num_classes)
-        candidates = candidate_chips(extent, tile, src.read_labels, src.bounds)
-        split = Split(
-            blocks, counts, choose_holdout(counts, val_fraction, seed + i, chips_per_block(blocks, candidates))
-        )
-        chips += [(i, w) for w in training_chips(candidates, split.holdout_blocks)]
-        splits.append(split)
         sources.append(src)
+    blocks = [block_windows(s.label_extent, block) for s in sources]
+    counts = [count_blocks(b, s.read_labels, table.num_classes) for b, s in zip(blocks, sources, strict=True)]
+    for chip in chip_sizes(tile):  # a smaller chip when a small labelled area leaves no tile-sized one
+        check_cancel()
+        splits, chips = [], []
+        for i, src in enumerate(sources):
+            candidates = candidate_chips(src.label_extent, chip, src.read_labels, src.bounds)
+            per_block = chips_per_block(blocks[i], candidates)
+            split = Split(blocks[i], counts[i], choose_holdout(counts[i], val_fraction, seed + i, per_block))
+            chips += [(i, w) for w in training_chips(candidates, split.holdout_blocks)]
+            splits.append(split)
+        if chips:
+            break
     check_sizes(splits, gsd_m, val_fraction, block)
     if not chips:
         raise ParameterError(
-            f"no {tile}×{tile} training chip fits between the held-out blocks",
+            f"no {chip}×{chip} training chip fits between the held-out blocks",
             "digitise a larger area, or pass a smaller --tile",
+        )
+    if chip < tile:
+        warnings.append(
+            f"the labelled area leaves no {tile}×{tile} chip outside the held-out blocks: training on {chip}×{chip} "
+            "chips (digitise a larger area for full-size chips)"
         )
     measured = sum((s.counts[s.holdout] > 0).any(axis=0) for s in splits)
     unmeasured = [n for n, m in zip(table.names, measured, strict=True) if not m]
@@ -160,4 +175,4 @@ def prepare_data(
             f"no held-out block holds {', '.join(unmeasured)}: their accuracy is not measured (digitise them in more "
             "than one place)"
         )
-    return Prepared(sources, splits, chips, [r for r, _ in pairs], label_sources, gsd_m, warnings)
+    return Prepared(sources, splits, chips, [r for r, _ in pairs], label_sources, gsd_m, chip, warnings)

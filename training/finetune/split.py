@@ -53,6 +53,14 @@ def block_size(tile: int) -> int:
     return max(MIN_BLOCK, tile // 2)
 
 
+def chip_sizes(tile: int) -> list[int]:
+    """Training chip sides to try, largest first: the tile, then halves down to :data:`MIN_BLOCK`."""
+    sizes = [tile]
+    while sizes[-1] // 2 >= MIN_BLOCK and sizes[-1] % 64 == 0:
+        sizes.append(sizes[-1] // 2)
+    return sizes
+
+
 def block_windows(extent: Window, block: int) -> list[Window]:
     """Blocks of a grid anchored at pixel (0, 0) that intersect ``extent``, clipped to it."""
     out = []

@@ -140,3 +140,18 @@ def test_too_few_labels_says_how_much_more_to_digitise():
     with pytest.raises(ParameterError) as err:
         sp.check_sizes([split], 0.05, 0.2, 64)
     assert "too few labelled pixels" in str(err.value) and "digitise at least" in err.value.hint
+
+
+def test_small_labelled_area_trains_on_smaller_chips(tmp_path):
+    from training.finetune.prepare import prepare_data
+
+    labels = LabelSource(LABELS_TIF)
+    table = build_table(labels.values())
+    # 512² labelled: blocks of 256, one held out; no 512² chip avoids it, 256² chips do
+    data = prepare_data([(RASTER, LABELS_TIF)], None, table, [labels], ("red", "green", "blue"), (0.0, 255.0),
+                        None, None, 512, sp.block_size(512), 0.2, 0, str(tmp_path), lambda: None)  # fmt: skip
+    assert data.chip == 256 and data.chips
+    assert any("training on 256×256 chips" in w for w in data.warnings)
+    held = data.splits[0].holdout_blocks
+    assert len(held) == 1 and all(not w.intersects(h) for _, w in data.chips for h in held)
+    assert sp.chip_sizes(512) == [512, 256, 128, 64] and sp.chip_sizes(96) == [96]
