@@ -70,7 +70,7 @@ def test_model_start_arguments_parse_with_the_training_cli(files) -> None:
     ]  # fmt: skip
     ns = parse(args)
     assert ns.command == "finetune"
-    assert (ns.raster, ns.labels, ns.class_field, ns.output) == (
+    assert (ns.rasters, ns.labels, ns.class_field, ns.output) == (
         [files["ortho.tif"]],
         [files["labels.gpkg"]],
         "class",
