@@ -239,6 +239,7 @@ def finetune(
         classes=list(table.names),
         gsd_m=data.gsd_m,
         tile=tile,
+        chip=data.chip,
         iterations=iters,
         batch_size=batch,
         chips=len(data.chips),
