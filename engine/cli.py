@@ -1,4 +1,5 @@
-"""``python -m engine``: ``predict`` (this module) and ``import``/``info`` (``engine.importer``).
+"""``python -m engine``: ``predict`` (this module), ``import``/``info`` (``engine.importer``), ``warmup``
+(``engine.warmup``).
 
 Output protocol of ``predict``: one JSON object per line on stdout (the events of :mod:`engine.events`); logs on
 stderr. When stdout is a terminal, a progress bar on stderr replaces the ``progress`` lines. No traceback unless
@@ -89,7 +90,15 @@ def add_predict_parser(sub: Any) -> None:
         "--compile",
         choices=("auto", "on", "off"),
         default="auto",
-        help="torch.compile the network (auto: CPU runs of 256+ windows when g++ exists; 1-2 min once, then cached)",
+        help="torch.compile the network (auto: on CPU when the expected saving beats the compile cost, "
+        "1-2 min the first time, ≈ 10 s once cached; see python -m engine warmup)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: bfloat16 where the CPU/GPU computes it natively and the network's bf16 labels were measured "
+        "≥ 99.5 %% equal to fp32's, else fp32 (always fp32 with --exact or --blend reference)",
     )
     p.add_argument(
         "--exact",
@@ -141,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_parser(name, help="(unavailable: engine.importer missing)").set_defaults(func=missing)
     else:
         register_cli(sub)
+    from engine.warmup import add_parser as add_warmup_parser
+
+    add_warmup_parser(sub)
     return parser
 
 
@@ -193,4 +205,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.unraisablehook = lambda unraisable: log.debug("ignored in %r: %s", unraisable.object, unraisable.exc_value)
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    code = int(args.func(args))
+    inference = sys.modules.get("engine.inference")  # loaded by the commands that run torch
+    # a cancelled run may have left torch work running (e.g. compiling): do not wait for it
+    if inference is not None and inference.abandoned_work():
+        log.info("exiting without waiting for the abandoned network computation")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

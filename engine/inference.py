@@ -13,23 +13,28 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
+import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine import compile_plan, precision
 from engine.blending import check_blend, window_weight
-from engine.errors import ParameterError
+from engine.compile_plan import COMPILE_AUTO_MIN_WINDOWS, Decision
+from engine.errors import CancelledError, ParameterError
 from engine.model_file import ModelInfo, load_model_file
 from engine.tiling import axis_spans
+
+__all__ = ["COMPILE_AUTO_MIN_WINDOWS", "CompiledBatches", "WindowRunner", "compile_for_run", "run_windows"]
 
 log = logging.getLogger(__name__)
 
 COMPILE_MODES = ("auto", "on", "off")
-# ``--compile auto`` compiles runs of at least this many windows: torch.compile costs 40-120 s the first time per
-# network and batch shape (≈ 6 s from the on-disk cache afterwards) and saves 0.3-0.9 s per 512² RSP window on 2 cores.
-COMPILE_AUTO_MIN_WINDOWS = 256
+ABANDON_POLL_S = 0.05  # how often a waiting run looks at its cancel event
 
 
 def forward_logits(
@@ -98,12 +103,63 @@ def slide_inference(
 
 
 def run_windows(
-    model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor], batch: np.ndarray, device: torch.device
+    model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    batch: np.ndarray,
+    device: torch.device,
+    precision_name: str = "fp32",
 ) -> np.ndarray:
-    """``(B, C, t, t)`` float32 numpy inputs → ``(B, K, t, t)`` float32 numpy logits, under ``inference_mode``."""
-    with torch.inference_mode():
+    """``(B, C, t, t)`` float32 numpy inputs → ``(B, K, t, t)`` float32 numpy logits, under ``inference_mode``.
+
+    ``precision_name`` ``"bf16"`` runs the forward under bfloat16 autocast (:mod:`engine.precision`); the logits
+    come back as float32 either way, so blending accumulates in float32.
+    """
+    with torch.inference_mode(), precision.autocast(precision_name, device.type):
         x = torch.from_numpy(batch).to(device, non_blocking=True)
         return forward_logits(model, x).float().cpu().numpy()
+
+
+T = TypeVar("T")
+_abandoned: list[threading.Thread] = []
+
+
+def call_abandonable(fn: Callable[[], T], cancel: threading.Event | None, what: str = "rsp-work") -> T:
+    """``fn()`` run in a daemon thread while this one watches ``cancel``; the way a run stops within a second or two
+    whatever torch is doing (loading, compiling for a minute, a long forward): C++ code cannot be interrupted, so on
+    cancel the thread is left to finish on its own and :class:`CancelledError` is raised here at once.
+
+    Thread-local torch state (``inference_mode``, autocast) must be set inside ``fn``. A command-line process that
+    abandoned work exits without waiting for it (:func:`abandoned_work`).
+
+    Raises:
+        CancelledError: ``cancel`` was set before ``fn`` returned. Anything ``fn`` raised.
+    """
+    if cancel is None:
+        return fn()
+    result: dict[str, Any] = {}
+    finished = threading.Event()
+
+    def target() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # handed to the waiting thread
+            result["error"] = exc
+        finally:
+            finished.set()
+
+    worker = threading.Thread(target=target, name=what, daemon=True)
+    worker.start()
+    while not finished.wait(ABANDON_POLL_S):
+        if cancel.is_set():
+            _abandoned.append(worker)
+            raise CancelledError("cancelled")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def abandoned_work() -> bool:
+    """Whether work left behind by :func:`call_abandonable` is still running (the CLI then exits at once)."""
+    return any(t.is_alive() for t in _abandoned)
 
 
 def cpp_compiler() -> str | None:
@@ -142,13 +198,30 @@ def check_compile_mode(mode: str, on_cpu: bool) -> None:
         raise ValueError("--compile on needs a C++ compiler (g++): install one (Debian: apt install g++) or use off")
 
 
-def compile_for_run(
-    model: torch.nn.Module, mode: str, n_windows: int, batch_size: int
-) -> torch.nn.Module | CompiledBatches:
-    """The model to run ``n_windows`` windows with, compiled or not per ``mode``.
+def compile_decision(mode: str, model: torch.nn.Module, n_windows: int, entry: dict[str, Any] | None) -> Decision:
+    """Whether a run of ``n_windows`` windows compiles, per ``--compile`` ``mode``.
 
-    ``auto`` compiles on CPU with a C++ compiler and at least :data:`COMPILE_AUTO_MIN_WINDOWS` windows; ``on`` always;
-    ``off`` never.
+    ``on`` always, ``off`` never; ``auto`` on CPU with a C++ compiler when the expected saving beats the compile cost
+    (:func:`engine.compile_plan.decide` with the key's recorded ``entry``), never on other devices.
+
+    Raises:
+        ValueError: unknown ``mode``, or ``on`` without a C++ compiler on CPU.
+    """
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    check_compile_mode(mode, on_cpu)
+    if mode != "auto":
+        return Decision(mode == "on", f"--compile {mode}")
+    if not on_cpu:
+        return Decision(False, "--compile auto compiles on CPU only")
+    if not cpp_compiler():
+        return Decision(False, "no C++ compiler (g++)")
+    return compile_plan.decide(n_windows, entry)
+
+
+def compile_for_run(
+    model: torch.nn.Module, mode: str, n_windows: int, batch_size: int, entry: dict[str, Any] | None = None
+) -> torch.nn.Module | CompiledBatches:
+    """The model to run ``n_windows`` windows with, compiled or not per :func:`compile_decision`.
 
     Compiled and eager outputs differ only in float rounding (max |Δlogit| ≈ 2e-7 measured); a run with ``auto`` may
     compile a whole raster and not a small sub-extent, so their labels are then equal up to that rounding.
@@ -156,12 +229,96 @@ def compile_for_run(
     Raises:
         ValueError: unknown ``mode``, or ``on`` without a C++ compiler on CPU.
     """
-    on_cpu = next(model.parameters()).device.type == "cpu"
-    check_compile_mode(mode, on_cpu)
-    if mode == "off" or (mode == "auto" and (n_windows < COMPILE_AUTO_MIN_WINDOWS or not on_cpu or not cpp_compiler())):
+    decision = compile_decision(mode, model, n_windows, entry)
+    if not decision.compile:
         return model
-    log.info("compiling the network for batches of %d (first time per network: 1-2 min)", batch_size)
+    log.info("compiling the network for batches of %d (%s)", batch_size, decision.reason)
     return CompiledBatches(model, batch_size)
+
+
+class WindowRunner:
+    """Runs a run's batches of windows: precision, optional compilation, cancellation, and timing.
+
+    Each batch runs through :func:`call_abandonable`, so a cancel ends the run within
+    :data:`ABANDON_POLL_S` whatever phase the network is in (the first compiled batch compiles for up to two
+    minutes). It times the batches and, at :meth:`record`, stores the per-window times and the compile cost in the
+    compile measurements (:mod:`engine.compile_plan`) that the next ``--compile auto`` decision reads.
+
+    Args:
+        model: the eager network.
+        device: its torch device.
+        precision_name: ``"fp32"`` or ``"bf16"`` (resolved, see :func:`engine.precision.resolve_precision`).
+        mode: ``--compile`` value.
+        n_windows: windows the run will compute (for the ``auto`` decision).
+        batch_size: full batch size.
+        key: :func:`engine.compile_plan.graph_key` of this network and run (None: nothing read or recorded).
+        cancel: the run's cancel event.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: torch.device,
+        precision_name: str,
+        mode: str,
+        n_windows: int,
+        batch_size: int,
+        key: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.model, self.device, self.precision, self.batch_size = model, device, precision_name, batch_size
+        self.key, self.cancel = key, cancel
+        self.entry = compile_plan.read_registry().get(key, {}) if key else {}
+        self.decision = compile_decision(mode, model, n_windows, self.entry)
+        self.net: torch.nn.Module | CompiledBatches = model
+        if self.decision.compile:
+            log.info("compiling the network for batches of %d (%s)", batch_size, self.decision.reason)
+            self.net = CompiledBatches(model, batch_size)
+        self.first_compiled_s: float | None = None
+        self.best: dict[str, float] = {}
+        self.cache_warm = self.decision.warm
+
+    def stay_eager(self) -> None:
+        """Run every batch eagerly (compiling failed elsewhere)."""
+        self.net = self.model
+
+    @property
+    def compiling(self) -> bool:
+        """Whether full batches run through ``torch.compile``."""
+        return isinstance(self.net, CompiledBatches)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Logits ``(B, K, t, t)`` of the ``(B, C, t, t)`` inputs.
+
+        Raises:
+            CancelledError: the run was cancelled meanwhile.
+        """
+        t0 = time.perf_counter()
+        out = call_abandonable(lambda: run_windows(self.net, batch, self.device, self.precision), self.cancel)
+        seconds = time.perf_counter() - t0
+        full = len(batch) == self.batch_size
+        compiled = isinstance(self.net, CompiledBatches) and self.net.compiled is not None and full
+        if compiled and self.first_compiled_s is None:
+            self.first_compiled_s = seconds
+        elif full:
+            name = "compiled_s" if compiled else "eager_s"
+            self.best[name] = min(self.best.get(name, float("inf")), seconds / len(batch))
+        return out
+
+    def record(self) -> None:
+        """Store this run's measurements (:func:`engine.compile_plan.record`); never raises for a file problem."""
+        if not self.key:
+            return
+        measured: dict[str, float | None] = {}
+        if self.compiling:
+            measured["compiled_s"] = self.best.get("compiled_s")
+            if self.first_compiled_s is not None and isinstance(self.net, CompiledBatches) and self.net.compiled:
+                per_batch = self.best.get("compiled_s", 0.0) * self.batch_size
+                cost = max(self.first_compiled_s - per_batch, 0.1)
+                measured["warm_compile_s" if self.cache_warm else "cold_compile_s"] = cost
+        else:
+            measured["eager_s"] = self.best.get("eager_s")
+        compile_plan.record(self.key, **measured)
 
 
 def select_device(name: str | None = None) -> torch.device:

@@ -43,6 +43,9 @@ class ArchSpec:
             values it computed itself; they are also allowed to be absent).
         checkpoint_keys: where RSP's ``init_weights`` looks for the weights in a backbone file, in order.
         description: one line for humans.
+        bf16_agreement: share of pixels whose label is the same computed in bfloat16 (autocast) as in float32, on a
+            trained model of this architecture over a real raster (``python -m bench.precision``); None when not
+            measured. ``--precision auto`` uses bf16 only at ≥ 0.995 (:mod:`engine.precision`).
     """
 
     backbone: Callable[[], nn.Module]
@@ -55,6 +58,7 @@ class ArchSpec:
     backbone_dropped: tuple[str, ...] = ()
     checkpoint_keys: tuple[str, ...] = ("state_dict", "model")
     description: str = ""
+    bf16_agreement: float | None = None
 
 
 def feature_channels(backbone: nn.Module) -> tuple[int, ...]:
