@@ -207,9 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     code = int(args.func(args))
     inference = sys.modules.get("engine.inference")  # loaded by the commands that run torch
-    # a cancelled run may have left torch work running (e.g. compiling): do not wait for it
-    if inference is not None and inference.abandoned_work():
-        log.info("exiting without waiting for the abandoned network computation")
+    abandoned = inference is not None and inference.abandoned_work()
+    if abandoned or "torch._inductor" in sys.modules:
+        # A cancelled run may have left torch work running (e.g. a forward pass), and torch.compile's worker pool
+        # takes seconds to shut down at exit: the outputs are final (or removed) by now, so exit without waiting.
+        logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -312,7 +312,11 @@ class WindowRunner:
         measured: dict[str, float | None] = {}
         if self.compiling:
             measured["compiled_s"] = self.best.get("compiled_s")
-            if self.first_compiled_s is not None and isinstance(self.net, CompiledBatches) and self.net.compiled:
+            if (
+                self.first_compiled_s is not None
+                and isinstance(self.net, CompiledBatches)
+                and self.net.compiled is not None
+            ):
                 per_batch = self.best.get("compiled_s", 0.0) * self.batch_size
                 cost = max(self.first_compiled_s - per_batch, 0.1)
                 measured["warm_compile_s" if self.cache_warm else "cold_compile_s"] = cost

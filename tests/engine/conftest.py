@@ -122,3 +122,9 @@ def gdal_array_type(dtype: np.dtype) -> int:
 def read(path: str, band: int = 1) -> np.ndarray:
     ds = gdal.Open(path)
     return ds.GetRasterBand(band).ReadAsArray()
+
+
+@pytest.fixture(autouse=True)
+def compile_measurements_in_tmp(tmp_path_factory, monkeypatch) -> None:
+    """Engine tests record compile measurements (and compile) under the session's tmp folder, never in ~/.cache."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "inductor"))
