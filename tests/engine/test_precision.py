@@ -1,4 +1,4 @@
-"""``--precision``: which precision ``auto`` picks (mocked CPU flags), fp32 unchanged, bf16 agreement on a trained net."""
+"""``--precision``: what ``auto`` picks (mocked CPU flags), fp32 unchanged, bf16 agreement on a trained network."""
 
 from __future__ import annotations
 
@@ -72,7 +72,9 @@ def test_the_start_event_names_the_precision(model_path, make_raster, tmp_path, 
     raster = make_raster("in.tif", potsdam_pixels(64, 64))
     seen = []
     cpu({"avx512_bf16"})
-    for req in ({"precision": "bf16"}, {"precision": "auto", "exact": True}, {"precision": "auto", "blend": "reference"}):
+    auto = {"precision": "auto"}
+    requests = ({"precision": "bf16"}, {**auto, "exact": True}, {**auto, "blend": "reference"})
+    for req in requests:
         events = []
         predict(PredictRequest(model=model_path, input=raster, output=str(tmp_path / "o.tif"), overwrite=True, **req),
                 on_event=events.append)  # fmt: skip
@@ -101,5 +103,5 @@ def test_cli_takes_precision(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     start = json.loads(proc.stdout.splitlines()[0])
     assert start["event"] == "start" and start["precision"] == "fp32" and out.exists()
-    bad = subprocess.run(cmd[:-1] + ["fp16"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    bad = subprocess.run([*cmd[:-1], "fp16"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert bad.returncode == 1 and "fp16" in bad.stdout
