@@ -19,6 +19,7 @@ from pathlib import Path
 from .engine_locator import ensure_engine_importable
 
 DEVICES = ("cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")  # python -m engine predict --precision
 DEFAULT_BATCH_SIZE = 4
 MAX_BATCH_SIZE = 256
 DEFAULT_MIN_AREA_M2 = 0.0
@@ -75,6 +76,8 @@ class SegmentParameters(CheckedParameters):
         simplify_m: polygon simplification tolerance in metres; 0 disables it.
         overwrite: replace existing outputs.
         threads: torch CPU threads, None for the engine's default.
+        precision: ``"auto"`` (bfloat16 where the CPU/GPU computes it natively and the network's bf16 labels were
+            measured equal to fp32's on ≥ 99.5 % of pixels), ``"fp32"`` or ``"bf16"`` (``--precision``).
     """
 
     input_path: str
@@ -92,6 +95,7 @@ class SegmentParameters(CheckedParameters):
     simplify_m: float = DEFAULT_SIMPLIFY_M
     overwrite: bool = False
     threads: int | None = None
+    precision: str = "auto"
     extra: dict[str, str] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
@@ -131,6 +135,8 @@ class SegmentParameters(CheckedParameters):
             out.append(f"Device must be one of {', '.join(DEVICES)}.")
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
             out.append(f"Batch size must be 1..{MAX_BATCH_SIZE}.")
+        if self.precision not in PRECISIONS:
+            out.append(f"Precision must be one of {', '.join(PRECISIONS)}.")
         if self.bands is not None and (not self.bands or any(b < 1 for b in self.bands)):
             out.append("Band numbers start at 1.")
         if self.min_area_m2 < 0 or self.simplify_m < 0:
@@ -154,6 +160,8 @@ class SegmentParameters(CheckedParameters):
         args += ["--device", self.device, "--batch-size", str(self.batch_size)]
         if self.threads:
             args += ["--threads", str(self.threads)]
+        if self.precision != "auto":
+            args += ["--precision", self.precision]
         if self.overwrite:
             args.append("--overwrite")
         for key, value in self.extra.items():

@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
@@ -32,7 +33,15 @@ from . import plugin_settings
 from .engine_locator import ensure_engine_importable
 from .layer_inputs import LayerExportError, bbox_within_layer, processing_features_path
 from .layer_styling import categorized_renderer, paletted_renderer
-from .parameters import DEFAULT_BATCH_SIZE, DEVICES, MAX_BATCH_SIZE, ExtentMode, SegmentParameters, parse_band_list
+from .parameters import (
+    DEFAULT_BATCH_SIZE,
+    DEVICES,
+    MAX_BATCH_SIZE,
+    PRECISIONS,
+    ExtentMode,
+    SegmentParameters,
+    parse_band_list,
+)
 from .processing_base import RspAlgorithm, check_parameters, raster_file, run_with_feedback
 
 INPUT = "INPUT"
@@ -42,6 +51,12 @@ MASK = "MASK"
 BANDS = "BANDS"
 DEVICE = "DEVICE"
 BATCH_SIZE = "BATCH_SIZE"
+PRECISION = "PRECISION"
+PRECISION_LABELS = (
+    "auto (bf16 where the CPU/GPU runs it natively and it was measured to match fp32)",
+    "fp32 (reference numbers)",
+    "bf16",
+)
 MIN_AREA = "MIN_AREA"
 SIMPLIFY = "SIMPLIFY"
 OUTPUT = "OUTPUT"
@@ -105,6 +120,9 @@ class SegmentRasterAlgorithm(RspAlgorithm):
                 MAX_BATCH_SIZE,
             )
         )
+        precision = QgsProcessingParameterEnum(PRECISION, "Precision", options=list(PRECISION_LABELS), defaultValue=0)
+        precision.setFlags(precision.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(precision)
         self.addParameter(
             QgsProcessingParameterNumber(
                 MIN_AREA, "Minimum polygon area (m²)", QgsProcessingParameterNumber.Double, 0.0, False, 0.0
@@ -166,6 +184,7 @@ class SegmentRasterAlgorithm(RspAlgorithm):
             bands=bands,
             device=DEVICES[self.parameterAsEnum(parameters, DEVICE, context)],
             batch_size=self.parameterAsInt(parameters, BATCH_SIZE, context),
+            precision=PRECISIONS[self.parameterAsEnum(parameters, PRECISION, context)],
             min_area_m2=self.parameterAsDouble(parameters, MIN_AREA, context),
             simplify_m=self.parameterAsDouble(parameters, SIMPLIFY, context),
             overwrite=True,  # Processing owns its destinations (temporary outputs or user-confirmed files)

@@ -42,3 +42,30 @@ def test_interpreter_setting_and_default(qgis_app, tmp_path) -> None:
     finally:
         plugin_settings.set_interpreter("")
     assert plugin_settings.interpreter() == default_interpreter()
+
+
+def test_compile_ahead_starts_engine_warmup_and_stops_on_request(qgis_app, real_model, venv_interpreter,
+                                                                 monkeypatch) -> None:  # fmt: skip
+    """The environment check's *Compile ahead* runs ``engine warmup`` for the chosen model (a real process) and its
+    Stop button cancels it: the status line says so and nothing is recorded."""
+    from plugin_test_support import wait_until
+
+    import qgis_plugin.model_catalog as model_catalog
+    from qgis_plugin import settings_dialog
+    from qgis_plugin.settings_dialog import COMPILE_BUTTON, SettingsDialog
+
+    entry = model_catalog.read_entry(real_model)
+    monkeypatch.setattr(settings_dialog, "list_models", lambda: [entry])
+    dialog = SettingsDialog()
+    dialog.interpreter.setFilePath(venv_interpreter)
+    assert dialog.warm_model.count() == 1 and dialog.warm_model.currentData() == str(real_model)
+    dialog.warm_button.click()
+    runner = dialog._warm_runner
+    assert runner is not None and runner.args[:3] == ["warmup", "--model", str(real_model)]
+    assert dialog.warm_button.text() == "Stop"
+    assert wait_until(runner.is_running, 10)
+    dialog.warm_button.click()  # Stop
+    assert wait_until(lambda: dialog.warm_button.text() == COMPILE_BUTTON, 15)
+    assert not runner.is_running()
+    assert "Stopped" in dialog.warm_status.text()
+    dialog.reject()

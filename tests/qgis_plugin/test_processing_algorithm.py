@@ -13,6 +13,9 @@ def test_algorithm_is_registered(provider) -> None:
     algorithm = QgsApplication.processingRegistry().algorithmById("rspsegmentation:segmentraster")
     assert algorithm is not None
     assert algorithm.displayName() == "Segment raster with RSP model"
+    precision = algorithm.parameterDefinition("PRECISION")
+    assert precision.flags() & precision.FlagAdvanced and precision.defaultValue() == 0
+    assert [o.split(" ")[0] for o in precision.options()] == ["auto", "fp32", "bf16"]
 
 
 def test_processing_run_on_real_raster(provider, real_model, sample_raster, tmp_path) -> None:
@@ -29,6 +32,7 @@ def test_processing_run_on_real_raster(provider, real_model, sample_raster, tmp_
             "MODEL": str(real_model),
             "DEVICE": 0,
             "BATCH_SIZE": 4,
+            "PRECISION": 1,  # fp32
             "OUTPUT": str(out),
             "OUTPUT_VECTOR": str(polys),
         },

@@ -208,3 +208,14 @@ def test_long_model_description_is_not_clipped(dialog, qgis_app, models_dir) -> 
     seen = {image.pixelColor(x, y).getRgb()[:3] for x in range(0, image.width(), 2) for y in range(image.height())}
     for color in ((0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0)):  # building, low veg., tree, car
         assert color in seen, color
+
+
+def test_precision_is_an_advanced_choice_passed_to_the_engine(dialog) -> None:
+    assert dialog.findChild(object, "advancedGroup").isCollapsed()  # advanced: out of the way by default
+    combo = dialog.precision_combo
+    assert [combo.itemData(i) for i in range(combo.count())] == ["auto", "fp32", "bf16"]
+    assert combo.currentData() == "auto"
+    assert "--precision" not in dialog.gather_parameters().engine_args()  # auto is the engine's default
+    combo.setCurrentIndex(combo.findData("fp32"))
+    args = dialog.gather_parameters().engine_args()
+    assert args[args.index("--precision") + 1] == "fp32"
