@@ -48,3 +48,30 @@ def predict_labels(model: torch.nn.Module, path: str, info: ModelInfo, tile: int
     """Labels (H, W) uint8 of the raster at ``path`` the seed's way."""
     logits = slide_inference(model, read_normalised(path, info), info.num_classes, tile, stride)
     return logits.argmax(1)[0].numpy().astype(np.uint8)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.baseline MODEL INPUT OUTPUT [THREADS]``: the seed's way as a whole process (timed by the
+    bench from process start to exit, like ``python -m engine predict``): labels written as a GeoTIFF."""
+    import sys
+
+    from engine.model_file import load_model_file
+
+    args = sys.argv[1:] if argv is None else argv
+    model_path, raster, output = args[:3]
+    if len(args) > 3:
+        torch.set_num_threads(int(args[3]))
+    model, info = load_model_file(model_path)
+    model.set_lowres_fusion(False)  # the reference float order: what the seed computes
+    labels = predict_labels(model, raster, info, info.tile_size, info.stride)
+    src = gdal.Open(raster)
+    out = gdal.GetDriverByName("GTiff").Create(output, src.RasterXSize, src.RasterYSize, 1, gdal.GDT_Byte)
+    out.SetGeoTransform(src.GetGeoTransform())
+    out.SetProjection(src.GetProjection())
+    out.GetRasterBand(1).WriteArray(labels)
+    out = None
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
