@@ -73,6 +73,13 @@ def add_predict_parser(sub: Any) -> None:
     )
     p.add_argument("--mask", help="vector file: process only inside its polygons (combinable with --bbox/--window)")
     p.add_argument("--bbox-crs", help="CRS of --bbox, e.g. EPSG:4326 (default: the raster's)")
+    p.add_argument(
+        "--gsd",
+        default="model",
+        metavar="model|native|METRES",
+        help="ground sample distance the network reads the raster at: the model's (default), the raster's own, "
+        "or metres (e.g. 0.3)",
+    )
     p.add_argument("--bands", type=int_list, metavar="1,2,3", help="raster bands feeding the model's inputs")
     p.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")

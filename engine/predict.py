@@ -64,6 +64,8 @@ class PredictRequest:
         window: pixel window ``(xoff, yoff, xsize, ysize)`` of the source raster (GDAL order).
         bbox: ``(xmin, ymin, xmax, ymax)`` in ``bbox_crs`` (default: the raster's CRS).
         mask: vector file whose polygons limit the processed area (pixels outside are nodata).
+        gsd: the GSD the network reads the raster at: ``"model"`` (the model file's, default), ``"native"`` (the
+            raster's own) or metres (a float or its text); see :func:`engine.georef.parse_gsd`.
         bands: 1-based raster bands feeding the model's inputs in order (default: :func:`engine.bands.map_bands`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``; None = CUDA when available, else CPU.
         batch_size: windows per forward pass.
@@ -94,6 +96,7 @@ class PredictRequest:
     bbox_crs: str | None = None
     mask: str | None = None
     bands: tuple[int, ...] | None = None
+    gsd: str | float = georef.GSD_MODEL
     device: str | None = None
     batch_size: int = 4
     threads: int | None = None
@@ -110,6 +113,7 @@ class PredictRequest:
 
     def __post_init__(self) -> None:
         """Check the options that need no file; :class:`ParameterError` says which one is wrong."""
+        object.__setattr__(self, "gsd", georef.parse_gsd(self.gsd))
         if sum(x is not None for x in (self.window, self.bbox)) > 1:
             raise ParameterError("give at most one of --window and --bbox")
         if self.compile not in ("auto", "on", "off"):
@@ -262,7 +266,7 @@ def prepare(
     normalizer = raster_io.Normalizer.create(
         info, raster_io.input_range(source, bands, info.value_range, request.value_max)
     )
-    work = georef.work_dataset(source, info.gsd_m)
+    work = georef.work_dataset(source, georef.target_gsd(request.gsd, info.gsd_m, source))
     region = georef.requested_window(source, request.window, request.bbox, request.bbox_crs)
     polygons = None
     if request.mask:
@@ -310,6 +314,7 @@ def start_event(ctx: RunContext, total: int, device: Any) -> None:
         region={"xoff": r.col, "yoff": r.row, "xsize": r.width, "ysize": r.height},
         resampled=ctx.resampled,
         work_size=[ctx.work.RasterXSize, ctx.work.RasterYSize],
+        **georef.gsd_fields(ctx.source, ctx.work, ctx.request.gsd),
         tile=ctx.tile,
         stride=ctx.stride,
         blend=ctx.request.blend,
