@@ -23,6 +23,45 @@ DEFAULT_BATCH_SIZE = 4
 MAX_BATCH_SIZE = 256
 DEFAULT_MIN_AREA_M2 = 0.0
 DEFAULT_SIMPLIFY_M = 0.0
+GSD_MODEL, GSD_NATIVE = "model", "native"  # the engine's named --gsd choices
+GSD_TOLERANCE = 0.05  # engine.georef.GSD_TOLERANCE: a GSD this close to the layer's is read without resampling
+
+
+def parse_gsd_text(text: str) -> str | None:
+    """A ``--gsd`` value as the engine takes it: ``"model"``, ``"native"`` or metres as text; None when invalid."""
+    value = text.strip().lower()
+    if value in (GSD_MODEL, GSD_NATIVE):
+        return value
+    try:
+        metres = float(value)
+    except ValueError:
+        return None
+    return _num(metres) if 0 < metres < float("inf") else None
+
+
+def gsd_summary(choice: str, model_gsd: float | None, layer_gsd: float | None) -> str:
+    """One line for the dialog: the GSD the network reads the layer at, and the resampling factor.
+
+    Args:
+        choice: ``"model"``, ``"native"`` or metres as text (:func:`parse_gsd_text`).
+        model_gsd: the model file's GSD in metres (None: the model has none).
+        layer_gsd: the layer's pixel size in metres (None: unknown, e.g. no CRS).
+
+    Returns:
+        e.g. ``"Reads at 0.5 m/px (the model's GSD); layer pixels 0.25 m: resampling factor 2"``.
+    """
+    if choice == GSD_NATIVE or (choice == GSD_MODEL and not model_gsd):
+        why = "the layer's own resolution" if choice == GSD_NATIVE else "the model has no GSD"
+        size = f"{layer_gsd:.3g} m/px" if layer_gsd else "its own resolution"
+        return f"Reads at {size} ({why}); resampling factor 1"
+    used = float(model_gsd if choice == GSD_MODEL else choice)  # type: ignore[arg-type]
+    why = "the model's GSD" if choice == GSD_MODEL else "chosen"
+    if not layer_gsd:
+        return f"Reads at {used:.3g} m/px ({why}); the layer's pixel size is unknown"
+    factor = used / layer_gsd
+    if abs(factor - 1) <= GSD_TOLERANCE:
+        return f"Reads at {layer_gsd:.3g} m/px (within 5 % of {why}, {used:.3g} m): resampling factor 1"
+    return f"Reads at {used:.3g} m/px ({why}); layer pixels {layer_gsd:.3g} m: resampling factor {factor:.3g}"
 
 
 class ExtentMode(StrEnum):
@@ -75,6 +114,7 @@ class SegmentParameters(CheckedParameters):
         simplify_m: polygon simplification tolerance in metres; 0 disables it.
         overwrite: replace existing outputs.
         threads: torch CPU threads, None for the engine's default.
+        gsd: ``--gsd``: ``"model"`` (default), ``"native"`` or metres as text.
     """
 
     input_path: str
@@ -92,6 +132,7 @@ class SegmentParameters(CheckedParameters):
     simplify_m: float = DEFAULT_SIMPLIFY_M
     overwrite: bool = False
     threads: int | None = None
+    gsd: str = GSD_MODEL
     extra: dict[str, str] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
@@ -135,6 +176,8 @@ class SegmentParameters(CheckedParameters):
             out.append("Band numbers start at 1.")
         if self.min_area_m2 < 0 or self.simplify_m < 0:
             out.append("Minimum area and simplify tolerance must be >= 0.")
+        if parse_gsd_text(self.gsd) is None:
+            out.append(f"GSD must be 'model', 'native' or a number of metres > 0, got {self.gsd!r}.")
         return out
 
     def engine_args(self) -> list[str]:
@@ -151,6 +194,8 @@ class SegmentParameters(CheckedParameters):
             args += ["--mask", self.mask_path]
         if self.bands:
             args += ["--bands", ",".join(str(b) for b in self.bands)]
+        if self.gsd != GSD_MODEL:
+            args += ["--gsd", parse_gsd_text(self.gsd) or self.gsd]
         args += ["--device", self.device, "--batch-size", str(self.batch_size)]
         if self.threads:
             args += ["--threads", str(self.threads)]

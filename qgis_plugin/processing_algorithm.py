@@ -32,7 +32,15 @@ from . import plugin_settings
 from .engine_locator import ensure_engine_importable
 from .layer_inputs import LayerExportError, bbox_within_layer, processing_features_path
 from .layer_styling import categorized_renderer, paletted_renderer
-from .parameters import DEFAULT_BATCH_SIZE, DEVICES, MAX_BATCH_SIZE, ExtentMode, SegmentParameters, parse_band_list
+from .parameters import (
+    DEFAULT_BATCH_SIZE,
+    DEVICES,
+    GSD_MODEL,
+    MAX_BATCH_SIZE,
+    ExtentMode,
+    SegmentParameters,
+    parse_band_list,
+)
 from .processing_base import RspAlgorithm, check_parameters, raster_file, run_with_feedback
 
 INPUT = "INPUT"
@@ -40,6 +48,7 @@ MODEL = "MODEL"
 EXTENT = "EXTENT"
 MASK = "MASK"
 BANDS = "BANDS"
+GSD = "GSD"
 DEVICE = "DEVICE"
 BATCH_SIZE = "BATCH_SIZE"
 MIN_AREA = "MIN_AREA"
@@ -93,6 +102,11 @@ class SegmentRasterAlgorithm(RspAlgorithm):
             )
         )
         self.addParameter(QgsProcessingParameterString(BANDS, "Bands (e.g. 1,2,3; empty = by colour)", optional=True))
+        self.addParameter(
+            QgsProcessingParameterString(
+                GSD, "Ground sample distance: model, native or metres (e.g. 0.3)", defaultValue=GSD_MODEL
+            )
+        )
         self.addParameter(QgsProcessingParameterEnum(DEVICE, "Device", options=list(DEVICES), defaultValue=0))
         self.addParameter(
             QgsProcessingParameterNumber(
@@ -164,6 +178,7 @@ class SegmentRasterAlgorithm(RspAlgorithm):
             bbox=bbox,
             mask_path=mask,
             bands=bands,
+            gsd=(self.parameterAsString(parameters, GSD, context) or GSD_MODEL).strip(),
             device=DEVICES[self.parameterAsEnum(parameters, DEVICE, context)],
             batch_size=self.parameterAsInt(parameters, BATCH_SIZE, context),
             min_area_m2=self.parameterAsDouble(parameters, MIN_AREA, context),

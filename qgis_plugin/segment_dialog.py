@@ -37,20 +37,32 @@ from .dialog_widgets import (
     show_environment_report,
 )
 from .engine_runner import EngineRunner
-from .layer_inputs import MASK_FILE_NAME, LayerExportError, canvas_bbox, export_features, layer_file_path
+from .layer_inputs import (
+    MASK_FILE_NAME,
+    LayerExportError,
+    canvas_bbox,
+    export_features,
+    layer_file_path,
+    layer_pixel_size_m,
+)
 from .layer_styling import add_results_to_project
 from .model_catalog import ModelEntry, format_info_html, list_models
 from .parameters import (
     DEFAULT_BATCH_SIZE,
+    GSD_MODEL,
+    GSD_NATIVE,
     MAX_BATCH_SIZE,
     ExtentMode,
     SegmentParameters,
     default_band_mapping,
     default_output_paths,
+    gsd_summary,
     parse_band_list,
 )
 from .progress_stream import DoneEvent, ProgressEvent
 from .run_dialog import MESSAGE_TITLE, RunDialog
+
+GSD_LABELS = {GSD_MODEL: "The model's GSD", GSD_NATIVE: "The layer's own resolution", "metres": "Custom (metres)"}
 
 EXTENT_LABELS = {
     ExtentMode.WHOLE_LAYER: "Whole layer",
@@ -117,6 +129,23 @@ class SegmentDialog(RunDialog):
         self.bands_edit.setObjectName("bandsEdit")
         self.bands_edit.setToolTip("Raster band number for each model input band, in the model's order")
         form.addRow("Bands", self.bands_edit)
+        gsd_row = QHBoxLayout()
+        self.gsd_combo = QComboBox(self)
+        self.gsd_combo.setObjectName("gsdCombo")
+        for key, label in GSD_LABELS.items():
+            self.gsd_combo.addItem(label, key)
+        self.gsd_spin = QDoubleSpinBox(self)
+        self.gsd_spin.setObjectName("gsdSpin")
+        self.gsd_spin.setRange(0.01, 1000.0)
+        self.gsd_spin.setDecimals(3)
+        self.gsd_spin.setValue(0.5)
+        self.gsd_spin.setSuffix(" m/px")
+        gsd_row.addWidget(self.gsd_combo, 1)
+        gsd_row.addWidget(self.gsd_spin)
+        form.addRow("Resolution (GSD)", gsd_row)
+        self.gsd_info = FittedLabel(self)
+        self.gsd_info.setObjectName("gsdInfo")
+        form.addRow("", self.gsd_info)
         self.device_combo = device_combo(self)
         form.addRow("Device", self.device_combo)
         self.batch_spin = QSpinBox(self)
@@ -154,6 +183,8 @@ class SegmentDialog(RunDialog):
         self.layer_combo.layerChanged.connect(self._on_inputs_changed)
         self.model_combo.currentIndexChanged.connect(self._on_inputs_changed)
         self.extent_combo.currentIndexChanged.connect(self._update_enabled)
+        self.gsd_combo.currentIndexChanged.connect(self._update_enabled)
+        self.gsd_spin.valueChanged.connect(self._update_enabled)
         self.vector_check.toggled.connect(self._update_enabled)
         self.confidence_check.toggled.connect(self._update_enabled)
         self.check_button.clicked.connect(self.show_environment_check)
@@ -205,13 +236,26 @@ class SegmentDialog(RunDialog):
         self.min_area_spin.setEnabled(self.vector_check.isChecked())
         self.simplify_spin.setEnabled(self.vector_check.isChecked())
         self.confidence_out.setEnabled(self.confidence_check.isChecked())
+        self.gsd_spin.setEnabled(self.gsd_combo.currentData() == "metres")
+        entry = self.model_combo.current_model()
+        model_gsd = entry.info.gsd_m if entry is not None and entry.info is not None else None
+        self.gsd_info.setText(
+            gsd_summary(self._gsd_choice(), model_gsd, layer_pixel_size_m(self.layer_combo.currentLayer()))
+        )
         super()._update_enabled()
+
+    def _gsd_choice(self) -> str:
+        """``--gsd`` of the widgets: ``model``, ``native`` or the custom metres as text."""
+        choice = str(self.gsd_combo.currentData())
+        return f"{self.gsd_spin.value():g}" if choice == "metres" else choice
 
     def _restore_settings(self) -> None:
         get = plugin_settings.get_value
         mode_index = self.extent_combo.findData(get("extent", ExtentMode.WHOLE_LAYER.value))
         self.extent_combo.setCurrentIndex(max(mode_index, 0))
         self.batch_spin.setValue(int(get("batch_size", DEFAULT_BATCH_SIZE, int)))
+        self.gsd_combo.setCurrentIndex(max(self.gsd_combo.findData(get("gsd", GSD_MODEL)), 0))
+        self.gsd_spin.setValue(float(get("gsd_m", 0.5, float)))
         self.vector_check.setChecked(bool(get("vector", True, bool)))
         self.confidence_check.setChecked(bool(get("confidence", False, bool)))
         self.min_area_spin.setValue(float(get("min_area_m2", 0.0, float)))
@@ -224,6 +268,8 @@ class SegmentDialog(RunDialog):
             "model": entry.path if entry else "",
             "extent": self.extent_combo.currentData(),
             "batch_size": self.batch_spin.value(),
+            "gsd": self.gsd_combo.currentData(),
+            "gsd_m": self.gsd_spin.value(),
             "vector": self.vector_check.isChecked(),
             "confidence": self.confidence_check.isChecked(),
             "min_area_m2": self.min_area_spin.value(),
@@ -280,6 +326,7 @@ class SegmentDialog(RunDialog):
             bbox=bbox,
             mask_path=mask,
             bands=None if bands == self._default_bands else bands,
+            gsd=self._gsd_choice(),
             device=self.device_combo.currentText(),
             batch_size=self.batch_spin.value(),
             min_area_m2=self.min_area_spin.value(),
