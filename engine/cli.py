@@ -1,4 +1,5 @@
-"""``python -m engine``: ``predict`` (this module) and ``import``/``info`` (``engine.importer``).
+"""``python -m engine``: ``predict`` (this module), ``batch`` (:mod:`engine.batch`), ``import``/``info``
+(``engine.importer``).
 
 Output protocol of ``predict``: one JSON object per line on stdout (the events of :mod:`engine.events`); logs on
 stderr. When stdout is a terminal, a progress bar on stderr replaces the ``progress`` lines. No traceback unless
@@ -132,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m engine", description="RSP segmentation engine")
     sub = parser.add_subparsers(dest="command", required=True)
     add_predict_parser(sub)
+    from engine.batch import add_batch_parser
+
+    add_batch_parser(sub)
     try:
         from engine.importer import register_cli
     except ImportError as exc:
