@@ -9,6 +9,10 @@ Decisions (where the issue is silent):
 - **Geographic CRS** (degrees): the pixel size in metres is computed on the WGS84 ellipsoid at the raster's centre
   latitude (separately east-west and north-south), so resampling makes pixels square on the ground; pixel areas use
   each row's own latitude.
+- **Mercator CRSs** (EPSG:3857 of web basemaps, EPSG:3395): their metres are true only at the equator (a 3857 pixel
+  of 0.6 m is 0.41 m on the ground at 46°N), so pixel sizes and areas are the ground's, at the raster's centre
+  latitude (sizes) or each row's latitude (areas), from the projection's local scale. Other projected CRSs keep their
+  own units (their scale error is a fraction of a percent).
 - **GSD resampling**: when the raster's GSD differs from the model's ``gsd_m`` by more than
   :data:`GSD_TOLERANCE`, the raster is read through a GDAL warped VRT at the model's GSD with the same origin
   (pixel (0,0) corner), so the tiling grid stays anchored to the raster; the labels are warped back to the source
@@ -88,7 +92,36 @@ def pixel_size_m(ds: gdal.Dataset) -> tuple[float, float] | None:
         unit = srs.GetAngularUnits()  # radians per unit
         return sx * unit * n * math.cos(math.radians(lat)), sy * unit * m
     unit = srs.GetLinearUnits()
+    if is_mercator(srs):
+        cx = gt[0] + gt[1] * ds.RasterXSize / 2
+        cy = gt[3] + gt[5] * ds.RasterYSize / 2
+        kx, ky = mercator_ground_scale(srs, cx, np.array([cy]))
+        return sx * unit * float(kx[0]), sy * unit * float(ky[0])
     return sx * unit, sy * unit
+
+
+def is_mercator(srs: osr.SpatialReference) -> bool:
+    """Whether ``srs`` is a (pseudo-)Mercator projection, whose metres are ground metres only at the equator."""
+    return bool(srs.IsProjected()) and srs.GetAttrValue("PROJECTION") in ("Mercator_1SP", "Mercator_2SP")
+
+
+def mercator_ground_scale(srs: osr.SpatialReference, x: float, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ground metres per projected metre, east-west and north-south, at ``(x, y)`` for each of ``ys``.
+
+    Measured on the WGS84 ellipsoid through the projection itself (half a metre either side of each point), so it
+    holds for the spherical Web Mercator (EPSG:3857) and the ellipsoidal Mercator (EPSG:3395) alike.
+    """
+    geo = srs.CloneGeogCS()
+    geo.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    ct = osr.CoordinateTransformation(srs, geo)
+    h = 0.5
+    pts = [(x + dx, float(y) + dy) for y in ys for dx, dy in ((-h, 0), (h, 0), (0, -h), (0, h))]
+    ll = np.asarray(ct.TransformPoints(pts))[:, :2].reshape(len(ys), 4, 2)
+    lat = ll[:, :, 1].mean(axis=1)
+    m, n = ellipsoid_radii(lat)
+    kx = np.radians(ll[:, 1, 0] - ll[:, 0, 0]) * n * np.cos(np.radians(lat)) / (2 * h)
+    ky = np.radians(ll[:, 3, 1] - ll[:, 2, 1]) * m / (2 * h)
+    return np.abs(kx), np.abs(ky)
 
 
 def row_pixel_areas_m2(ds: gdal.Dataset, rows: np.ndarray) -> np.ndarray | None:
@@ -99,7 +132,11 @@ def row_pixel_areas_m2(ds: gdal.Dataset, rows: np.ndarray) -> np.ndarray | None:
     gt = ds.GetGeoTransform()
     if not srs.IsGeographic():
         unit = srs.GetLinearUnits()
-        return np.full(rows.shape, abs(gt[1] * gt[5] - gt[2] * gt[4]) * unit * unit)
+        area = np.full(rows.shape, abs(gt[1] * gt[5] - gt[2] * gt[4]) * unit * unit)
+        if is_mercator(srs):
+            kx, ky = mercator_ground_scale(srs, gt[0] + gt[1] * ds.RasterXSize / 2, gt[3] + gt[5] * (rows + 0.5))
+            area = area * kx * ky
+        return area
     unit = srs.GetAngularUnits()
     lats = gt[3] + gt[5] * (rows + 0.5)  # north-up rasters; rotation terms are ignored for areas
     m, n = ellipsoid_radii(lats)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from osgeo import gdal
 
-from engine import events, georef, outputs, raster_io, streaming
+from engine import events, georef, outputs, raster_io, sources, streaming
 from engine.atomic import temporary_path
 from engine.blending import CONFIDENCE_NODATA, LABEL_NODATA, BandAccumulator, check_blend
 from engine.errors import CancelledError, ParameterError
@@ -57,7 +57,8 @@ class PredictRequest:
 
     Attributes:
         model: model file (``.rspmodel``).
-        input: GDAL-readable raster.
+        input: GDAL-readable raster: a file or any GDAL dataset name (``/vsicurl/``, ``/vsizip/``, an ``http(s)://``
+            URL, a WMS/XYZ service description; see :mod:`engine.sources`).
         output: class-id GeoTIFF to write (uint8, nodata 255).
         vector: optional GeoPackage of polygons (``class_id``, ``class_name``, ``area_m2``).
         confidence: optional float32 GeoTIFF of the chosen class's probability (nodata -1).
@@ -260,6 +261,8 @@ def prepare(
     if info.num_classes > LABEL_NODATA:
         raise ParameterError(f"{info.num_classes} classes do not fit a uint8 raster with nodata {LABEL_NODATA}")
     source = raster_io.open_raster(request.input)
+    region = georef.requested_window(source, request.window, request.bbox, request.bbox_crs)
+    source, region = sources.clip_web_service(source, region, request.window is not None or request.bbox is not None)
     if georef.get_srs(source) is None:
         log.warning("%s has no CRS: outputs carry its geotransform only and areas are unknown", request.input)
     bands = raster_io.select_bands(source, info.bands, list(request.bands) if request.bands else None)
@@ -267,7 +270,6 @@ def prepare(
         info, raster_io.input_range(source, bands, info.value_range, request.value_max)
     )
     work = georef.work_dataset(source, georef.target_gsd(request.gsd, info.gsd_m, source))
-    region = georef.requested_window(source, request.window, request.bbox, request.bbox_crs)
     polygons = None
     if request.mask:
         polygons = PolygonMask(request.mask, source)
@@ -414,6 +416,7 @@ def complete(ctx: RunContext, work: dict[str, str], tmps: dict[str, str], ran: i
     )
     labels = tmps[events.LABELS]
     classes = outputs.class_statistics(labels, ctx.info, ctx.source, ctx.region_src)
+    sources.warn_unserved(ctx.source, classes, ctx.region_src)
     if req.vector:
         ctx.check_cancel()
         area = outputs.pixel_area_m2(ctx.source, ctx.region_src)
