@@ -132,7 +132,8 @@ def wms_service_xml(
         url: the GetMap endpoint (without request parameters).
         layers: comma-separated WMS layer names.
         crs: e.g. ``EPSG:2056``.
-        bbox: ``(xmin, ymin, xmax, ymax)`` in ``crs``, x/y (easting/northing) order.
+        bbox: ``(xmin, ymin, xmax, ymax)`` in ``crs``, x/y (easting/northing) order (GDAL swaps the axes of the
+            GetMap request itself where WMS 1.3.0 needs it, e.g. EPSG:4326).
         size: ``(width, height)`` pixels: the extent at the chosen GSD.
         image_format: MIME type asked of the server (PNG keeps transparency).
         styles: WMS styles.
@@ -144,7 +145,7 @@ def wms_service_xml(
   <Service name="WMS">
     <Version>{escape(version)}</Version><ServerUrl>{escape(url)}</ServerUrl>
     <{key}>{escape(crs)}</{key}><ImageFormat>{escape(image_format)}</ImageFormat>
-    <Layers>{escape(layers)}</Layers><Styles>{escape(styles)}</Styles><BBoxOrder>xyXY</BBoxOrder>
+    <Layers>{escape(layers)}</Layers><Styles>{escape(styles)}</Styles>
     <Transparent>TRUE</Transparent>
   </Service>
   <DataWindow>

@@ -115,6 +115,9 @@ class SegmentParameters(CheckedParameters):
         overwrite: replace existing outputs.
         threads: torch CPU threads, None for the engine's default.
         gsd: ``--gsd``: ``"model"`` (default), ``"native"`` or metres as text.
+        input_bbox: ``--bbox`` the input itself needs (a web tile layer: the extent in its CRS), sent in every extent
+            mode (with ``--mask`` for polygons).
+        input_problems: why the input layer cannot be read for this run (e.g. a web download too large).
     """
 
     input_path: str
@@ -133,13 +136,15 @@ class SegmentParameters(CheckedParameters):
     overwrite: bool = False
     threads: int | None = None
     gsd: str = GSD_MODEL
+    input_bbox: tuple[float, float, float, float] | None = None
+    input_problems: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         """Every reason this run cannot start, in words an analyst can act on (empty when valid)."""
-        out: list[str] = []
-        if not self.input_path or not os.path.isfile(self.input_path):
-            out.append("Choose a raster layer stored in a file (GeoTIFF or any GDAL format).")
+        out: list[str] = list(self.input_problems)
+        if not self.input_problems and (not self.input_path or not os.path.isfile(self.input_path)):
+            out.append("Choose a raster layer: a file (GeoTIFF or any GDAL format) or a web layer (XYZ, WMS).")
         if not self.model_path or not os.path.isfile(self.model_path):
             out.append("Choose a model (install one in the Model manager).")
         outputs = [p for p in (self.output_raster, self.output_vector, self.output_confidence) if p]
@@ -188,9 +193,10 @@ class SegmentParameters(CheckedParameters):
             args += ["--simplify", _num(self.simplify_m)]
         if self.output_confidence:
             args += ["--confidence", self.output_confidence]
-        if self.extent_mode is ExtentMode.CANVAS and self.bbox is not None:
-            args += ["--bbox", ",".join(_num(v) for v in self.bbox)]
-        elif self.extent_mode in (ExtentMode.POLYGON_LAYER, ExtentMode.SELECTED_FEATURES) and self.mask_path:
+        box = self.input_bbox if self.input_bbox is not None else self.bbox
+        if box is not None and (self.input_bbox is not None or self.extent_mode is ExtentMode.CANVAS):
+            args += ["--bbox", ",".join(_num(v) for v in box)]
+        if self.extent_mode in (ExtentMode.POLYGON_LAYER, ExtentMode.SELECTED_FEATURES) and self.mask_path:
             args += ["--mask", self.mask_path]
         if self.bands:
             args += ["--bands", ",".join(str(b) for b in self.bands)]

@@ -11,7 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer, QgsVectorLayer
+from qgis.core import (
+    QgsCoordinateTransform,
+    QgsMapLayerProxyModel,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
 from qgis.gui import QgsMapLayerComboBox
 from qgis.PyQt.QtCore import QTemporaryDir
 from qgis.PyQt.QtWidgets import (
@@ -61,6 +68,14 @@ from .parameters import (
 )
 from .progress_stream import DoneEvent, ProgressEvent
 from .run_dialog import MESSAGE_TITLE, RunDialog
+from .web_layers import (
+    WebLayerProblem,
+    default_web_outputs,
+    is_web_layer,
+    max_web_pixels,
+    web_request,
+    write_description,
+)
 
 GSD_LABELS = {GSD_MODEL: "The model's GSD", GSD_NATIVE: "The layer's own resolution", "metres": "Custom (metres)"}
 
@@ -93,6 +108,7 @@ class SegmentDialog(RunDialog):
         self.setObjectName("rspSegmentDialog")
         self._run_entry: ModelEntry | None = None
         self._tmp: QTemporaryDir | None = None
+        self._web_tmp: QTemporaryDir | None = None  # the web layer's service description, kept for the run
         self._auto_outputs: dict[str, str] = {}
         self._default_bands: tuple[int, ...] | None = None  # the mapping the engine chooses by itself
         self._build()
@@ -218,8 +234,11 @@ class SegmentDialog(RunDialog):
     def _set_default_outputs(self) -> None:
         """Outputs follow the input and model until the user types their own paths."""
         entry = self.model_combo.current_model()
-        input_path = layer_file_path(self.layer_combo.currentLayer())
+        layer = self.layer_combo.currentLayer()
+        input_path = layer_file_path(layer)
         defaults = default_output_paths(input_path, entry.path) if input_path and entry else {}
+        if entry and is_web_layer(layer):
+            defaults = default_web_outputs(layer, entry.path)
         for key, widget in (
             ("raster", self.raster_out),
             ("vector", self.vector_out),
@@ -239,10 +258,21 @@ class SegmentDialog(RunDialog):
         self.gsd_spin.setEnabled(self.gsd_combo.currentData() == "metres")
         entry = self.model_combo.current_model()
         model_gsd = entry.info.gsd_m if entry is not None and entry.info is not None else None
-        self.gsd_info.setText(
-            gsd_summary(self._gsd_choice(), model_gsd, layer_pixel_size_m(self.layer_combo.currentLayer()))
-        )
+        self.gsd_info.setText(self._resolution_text(model_gsd))
         super()._update_enabled()
+
+    def _resolution_text(self, model_gsd: float | None) -> str:
+        """The GSD line; for a web layer also the download (pixel size, raster size) and why it is refused."""
+        layer = self.layer_combo.currentLayer()
+        if not is_web_layer(layer):
+            return gsd_summary(self._gsd_choice(), model_gsd, layer_pixel_size_m(layer))
+        try:
+            request = self._web_request(layer, ExtentMode(self.extent_combo.currentData()))
+        except WebLayerProblem as exc:
+            return str(exc)
+        lines = [request.summary(), gsd_summary(self._gsd_choice(), model_gsd, request.pixel_m)]
+        too_large = request.size_problem(max_web_pixels())
+        return "<br>".join(lines + ([f"<b>{too_large}</b>"] if too_large else []))
 
     def _gsd_choice(self) -> str:
         """``--gsd`` of the widgets: ``model``, ``native`` or the custom metres as text."""
@@ -297,6 +327,52 @@ class SegmentDialog(RunDialog):
         except LayerExportError:
             return None
 
+    def _gsd_metres(self) -> float | None:
+        """The GSD in metres the run reads at (None: the layer's own)."""
+        choice = self._gsd_choice()
+        if choice == GSD_NATIVE:
+            return None
+        if choice == GSD_MODEL:
+            entry = self.model_combo.current_model()
+            return entry.info.gsd_m if entry is not None and entry.info is not None else None
+        return float(choice)
+
+    def _web_extent(self, layer: QgsRasterLayer, mode: ExtentMode) -> tuple[float, float, float, float]:
+        """The run's extent in the web layer's CRS (a web layer covers the world: the whole layer is refused)."""
+        if mode is ExtentMode.CANVAS:
+            bbox = canvas_bbox(self.iface.mapCanvas(), layer)
+        elif mode is ExtentMode.WHOLE_LAYER:
+            raise WebLayerProblem(
+                f"Layer '{layer.name()}' is a web layer, which covers the whole world: choose 'Current map canvas "
+                "view' or polygons as the extent."
+            )
+        else:
+            polygons = self.mask_combo.currentLayer()
+            if not isinstance(polygons, QgsVectorLayer):
+                raise WebLayerProblem("Choose a polygon layer (with selected features for 'Selected features').")
+            rect = polygons.boundingBoxOfSelected() if mode is ExtentMode.SELECTED_FEATURES else polygons.extent()
+            transform = QgsCoordinateTransform(polygons.crs(), layer.crs(), QgsProject.instance())
+            rect = transform.transformBoundingBox(QgsRectangle(rect)).intersect(layer.extent())
+            bbox = None if rect.isEmpty() else (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        if bbox is None:
+            raise WebLayerProblem("The extent does not overlap the layer: pan to it or choose another extent.")
+        return bbox
+
+    def _web_request(self, layer: QgsRasterLayer, mode: ExtentMode) -> Any:
+        return web_request(layer, self._web_extent(layer, mode), self._gsd_metres())
+
+    def _web_input(self, layer: QgsRasterLayer, mode: ExtentMode) -> tuple[str, Any, tuple[str, ...]]:
+        """``(description path, --bbox, problems)`` of a web layer for this run (nothing written when refused)."""
+        try:
+            request = self._web_request(layer, mode)
+        except WebLayerProblem as exc:
+            return "", None, (str(exc),)
+        too_large = request.size_problem(max_web_pixels())
+        if too_large:
+            return "", None, (too_large,)
+        self._web_tmp = QTemporaryDir()
+        return write_description(request, self._web_tmp.path()), request.bbox, ()
+
     def gather_parameters(self) -> SegmentParameters:
         """Read the widgets into a :class:`SegmentParameters` (not validated: call ``problems()``).
 
@@ -309,6 +385,12 @@ class SegmentDialog(RunDialog):
         bands = parse_band_list(self.bands_edit.text())
         bbox = None
         mask = None
+        input_path, input_bbox, input_problems = layer_file_path(layer), None, ()
+        if is_web_layer(layer):
+            input_path, input_bbox, input_problems = self._web_input(layer, mode)
+            if not self.raster_out.filePath().strip():
+                input_problems += ("Save the project first (outputs of a web layer go to its folder) or choose the "
+                                   "output paths.",)  # fmt: skip
         if isinstance(layer, QgsRasterLayer):
             if mode is ExtentMode.CANVAS:
                 bbox = canvas_bbox(self.iface.mapCanvas(), layer)
@@ -317,7 +399,7 @@ class SegmentDialog(RunDialog):
                 if isinstance(polygons, QgsVectorLayer):
                     mask = self._export_mask(polygons, layer, mode is ExtentMode.SELECTED_FEATURES)
         return SegmentParameters(
-            input_path=layer_file_path(layer),
+            input_path=input_path,
             model_path=entry.path if entry and entry.info is not None else "",
             output_raster=self.raster_out.filePath().strip(),
             output_vector=self.vector_out.filePath().strip() if self.vector_check.isChecked() else None,
@@ -332,6 +414,8 @@ class SegmentDialog(RunDialog):
             min_area_m2=self.min_area_spin.value(),
             simplify_m=self.simplify_spin.value(),
             overwrite=self.overwrite_check.isChecked(),
+            input_bbox=input_bbox,
+            input_problems=input_problems,
         )
 
     # -- running ---------------------------------------------------------------------------------------------------
@@ -355,6 +439,7 @@ class SegmentDialog(RunDialog):
     def _finish(self, ok: bool) -> None:
         super()._finish(ok)
         self._tmp = None  # the exported mask polygons
+        self._web_tmp = None  # the web layer's description
 
     def _on_done(self, event: DoneEvent) -> None:
         params, entry = self._run_params, self._run_entry
