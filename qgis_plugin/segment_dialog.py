@@ -223,7 +223,9 @@ class SegmentDialog(RunDialog):
         layer = self.layer_combo.currentLayer()
         if entry is not None and entry.info is not None and isinstance(layer, QgsRasterLayer):
             # The engine's rule; sent as --bands only when the analyst changes it (see gather_parameters).
-            self._default_bands = default_band_mapping(entry.info.bands, layer_band_names(layer))
+            # A web layer is read through its GDAL description: red, green, blue and alpha (engine.web_tiles).
+            names = ["Red", "Green", "Blue", "Alpha"] if is_web_layer(layer) else layer_band_names(layer)
+            self._default_bands = default_band_mapping(entry.info.bands, names)
             self.bands_edit.setText(",".join(str(b) for b in self._default_bands or ()))
             self.bands_edit.setPlaceholderText(
                 f"{len(entry.info.bands)} band numbers for {', '.join(entry.info.bands)}"

@@ -79,6 +79,7 @@ def web_dialog(qgis_iface, qgis_new_project, qgis_canvas, tile_server, metadata_
 def test_xyz_layer_becomes_a_service_description_with_size_shown(web_dialog) -> None:
     dlg, _layer, project_dir = web_dialog
     assert dlg.raster_out.filePath() == str(project_dir / "basemap_potsdam_demo_classes.tif")  # project folder
+    assert dlg.bands_edit.text() == "1,2,3"  # the description's red, green, blue
     info = dlg.gsd_info.text()
     assert "at 0.809 m/px (zoom 17, about" in info  # the model's 0.5 m is finer than the layer's last level
     params = dlg.gather_parameters()
