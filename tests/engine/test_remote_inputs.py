@@ -227,3 +227,21 @@ def test_names_are_classified() -> None:
     assert not sources.is_remote("/data/a.tif") and sources.is_local_path("/data/a.tif")
     assert not sources.is_local_path("/vsizip/a.zip/b.tif")
     assert sources.describe("<GDAL_WMS><ServerUrl>http://h/t/${z}</ServerUrl>") == "the web service at http://h/t/${z}"
+
+
+def test_cli_xyz_and_cog(model_path, site, tmp_path) -> None:
+    server, pyramid = site
+    xml = tmp_path / "xyz.xml"
+    xml.write_text(xyz_service_xml(f"{server.url}/tiles/{{z}}/{{x}}/{{y}}.png", ZOOM))
+    bbox = ",".join(repr(v) for v in pyramid_bbox(pyramid, 40))
+    out = str(tmp_path / "xyz.tif")
+    proc = engine_cli("predict", "--model", model_path, "--input", str(xml), f"--bbox={bbox}", "--output", out,
+                      "--threads", "1", "--compile", "off")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    done = json.loads(proc.stdout.splitlines()[-1])
+    assert done["event"] == "done" and gdal.Open(out).RasterXSize == 80
+    cog = str(tmp_path / "cog.tif")
+    proc = engine_cli("predict", "--model", model_path, "--input", f"{server.url}/ortho.tif", "--output", cog,
+                      "--window", "0,0,96,64", "--threads", "1", "--compile", "off")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert gdal.Open(cog).GetGeoTransform() == pytest.approx(gdal.Open(SWISSIMAGE).GetGeoTransform())
