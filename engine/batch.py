@@ -220,8 +220,7 @@ def run_batch(
         }
         try:
             for index, (label, job) in enumerate(jobs, start=1):
-                finals = {k: v for k, v in (("output", job.output), ("vector", job.vector),
-                                            ("confidence", job.confidence)) if v}  # fmt: skip
+                finals = job.output_paths()  # {role: path}, the roles of engine.events
                 if not t.overwrite and all(os.path.exists(p) for p in finals.values()):
                     entry = {"input": label, "status": "skipped", "outputs": finals, "seconds": 0.0}
                 else:

@@ -130,6 +130,9 @@ class SegmentDialog(RunDialog):
         self.manager_button = QPushButton("Models…", self)
         model_row.addWidget(self.model_combo, 1)
         model_row.addWidget(self.manager_button)
+        self.several_button = QPushButton("Several rasters…", self)
+        self.several_button.setToolTip("Segment several layers or a folder of rasters with one model load")
+        self.several_button.clicked.connect(self._open_several)
         form.addRow("Model", model_row)
         self.model_info = FittedLabel(self)  # its height follows its text: a long description is never clipped
         self.model_info.setObjectName("modelInfo")
@@ -195,6 +198,7 @@ class SegmentDialog(RunDialog):
 
         self.check_button = QPushButton("Check environment", self)
         self._add_run_controls(layout, self.check_button)
+        layout.itemAt(layout.count() - 1).layout().insertWidget(1, self.several_button)
 
         self.layer_combo.layerChanged.connect(self._on_inputs_changed)
         self.model_combo.currentIndexChanged.connect(self._on_inputs_changed)
@@ -470,6 +474,14 @@ class SegmentDialog(RunDialog):
     def _apply_cuda_availability(self, available: Any) -> None:
         """Disable the CUDA choice once Check environment has found no GPU (unknown before the first check)."""
         apply_cuda_availability(self.device_combo, available)
+
+    def _open_several(self) -> None:
+        """The plugin's "Segment several rasters…" action (:mod:`.batch_dialog`)."""
+        from qgis.PyQt.QtWidgets import QAction
+
+        action = self.iface.mainWindow().findChild(QAction, "rspSegmentSeveralAction")
+        if action is not None:
+            action.trigger()
 
     def _open_manager(self) -> None:
         from .model_manager_dialog import ModelManagerDialog
