@@ -87,6 +87,22 @@ def layer_file_path(layer: Any) -> str:
     return path if os.path.isfile(path) else ""
 
 
+def layer_gdal_name(layer: Any) -> str:
+    """The GDAL dataset name behind a raster layer of the ``gdal`` provider that is not a local file.
+
+    Args:
+        layer: any map layer (or None).
+
+    Returns:
+        A ``/vsicurl/``, ``/vsizip/``, ``/vsis3/``... name (a remote COG, a raster in an archive), or ``""`` (a
+        local file: see :func:`layer_file_path`; another provider; not a raster layer).
+    """
+    if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
+        return ""
+    name = layer.source().split("|")[0]
+    return name if name.startswith("/vsi") else ""
+
+
 def layer_pixel_size_m(layer: Any) -> float | None:
     """A raster layer's east-west pixel size in metres (at the layer's centre for geographic CRSs).
 

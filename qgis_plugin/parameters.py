@@ -143,7 +143,8 @@ class SegmentParameters(CheckedParameters):
     def problems(self) -> list[str]:
         """Every reason this run cannot start, in words an analyst can act on (empty when valid)."""
         out: list[str] = list(self.input_problems)
-        if not self.input_problems and (not self.input_path or not os.path.isfile(self.input_path)):
+        local = bool(self.input_path) and os.path.isfile(self.input_path)
+        if not self.input_problems and not local and not self.input_path.startswith("/vsi"):
             out.append("Choose a raster layer: a file (GeoTIFF or any GDAL format) or a web layer (XYZ, WMS).")
         if not self.model_path or not os.path.isfile(self.model_path):
             out.append("Choose a model (install one in the Model manager).")

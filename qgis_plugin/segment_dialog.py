@@ -50,6 +50,7 @@ from .layer_inputs import (
     canvas_bbox,
     export_features,
     layer_file_path,
+    layer_gdal_name,
     layer_pixel_size_m,
 )
 from .layer_styling import add_results_to_project
@@ -243,7 +244,7 @@ class SegmentDialog(RunDialog):
         layer = self.layer_combo.currentLayer()
         input_path = layer_file_path(layer)
         defaults = default_output_paths(input_path, entry.path) if input_path and entry else {}
-        if entry and is_web_layer(layer):
+        if entry and (is_web_layer(layer) or layer_gdal_name(layer)):  # remote: the project's folder
             defaults = default_web_outputs(layer, entry.path)
         for key, widget in (
             ("raster", self.raster_out),
@@ -391,7 +392,7 @@ class SegmentDialog(RunDialog):
         bands = parse_band_list(self.bands_edit.text())
         bbox = None
         mask = None
-        input_path, input_bbox, input_problems = layer_file_path(layer), None, ()
+        input_path, input_bbox, input_problems = layer_file_path(layer) or layer_gdal_name(layer), None, ()
         if is_web_layer(layer):
             input_path, input_bbox, input_problems = self._web_input(layer, mode)
             if not self.raster_out.filePath().strip():

@@ -179,3 +179,42 @@ def test_processing_segments_the_xyz_layer_on_the_tiles_grid(provider, real_mode
     finally:
         QgsProject.instance().removeAllMapLayers()
     assert not (tmp_path / "w.tif").exists()
+
+
+def test_remote_cog_layer_in_processing_and_dialog(provider, real_model, tile_server, tmp_path, qgis_iface) -> None:
+    import processing
+
+    server, _ = tile_server
+    gdal.Translate(os.path.join(server.root, "ortho.tif"), SWISSIMAGE, format="COG")
+    layer = QgsRasterLayer(f"/vsicurl/{server.url}/ortho.tif", "remote ortho", "gdal")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    source = gdal.Open(SWISSIMAGE)
+    gt = source.GetGeoTransform()
+    xmin, ymax = gt[0] + 100 * gt[1], gt[3] + 50 * gt[5]
+    xmax, ymin = xmin + 64 * gt[1], ymax + 48 * gt[5]
+    out = tmp_path / "classes.tif"
+    try:
+        processing.run(
+            "rspsegmentation:segmentraster",
+            {"INPUT": layer.id(), "MODEL": str(real_model), "EXTENT": f"{xmin},{xmax},{ymin},{ymax} [EPSG:2056]",
+             "OUTPUT": str(out)},
+        )  # fmt: skip
+        ds = gdal.Open(str(out))
+        assert ds.GetGeoTransform() == pytest.approx((xmin, gt[1], 0.0, ymax, 0.0, gt[5]))
+        assert (ds.RasterXSize, ds.RasterYSize) == (64, 48)
+        from qgis_plugin.segment_dialog import SegmentDialog
+
+        project_dir = tmp_path / "project"
+        project_dir.mkdir()
+        QgsProject.instance().setFileName(str(project_dir / "p.qgz"))
+        dlg = SegmentDialog(qgis_iface)
+        dlg.layer_combo.setLayer(layer)
+        params = dlg.gather_parameters()
+        assert params.input_path == f"/vsicurl/{server.url}/ortho.tif"
+        assert params.output_raster.startswith(str(project_dir))  # a remote layer's outputs: the project folder
+        dlg.close()
+        dlg.deleteLater()
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+        QgsProject.instance().setFileName("")
