@@ -245,3 +245,26 @@ def test_cli_xyz_and_cog(model_path, site, tmp_path) -> None:
                       "--window", "0,0,96,64", "--threads", "1", "--compile", "off")  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert gdal.Open(cog).GetGeoTransform() == pytest.approx(gdal.Open(SWISSIMAGE).GetGeoTransform())
+
+
+def test_web_tiles_templates_zoom_and_standard_library_only() -> None:
+    import ast
+    import sys
+
+    from engine import web_tiles
+
+    assert web_tiles.gdal_tile_url("https://t/{z}/{x}/{y}.png") == ("https://t/${z}/${x}/${y}.png", True)
+    assert web_tiles.gdal_tile_url("https://t/{z}/{x}/{-y}.png") == ("https://t/${z}/${x}/${y}.png", False)
+    assert "<YOrigin>bottom</YOrigin>" in web_tiles.xyz_service_xml("https://t/{z}/{x}/{-y}.png", 3)
+    for bad, text in (("https://t/{q}.png", "quadkey"), ("https://t/{z}/{x}.png", "lacks")):
+        with pytest.raises(web_tiles.WebLayerError, match=text):
+            web_tiles.gdal_tile_url(bad)
+    assert web_tiles.zoom_for_gsd(0.3, 0.0) == 19  # 0.30 m at the equator
+    assert web_tiles.zoom_for_gsd(0.3, 60.0) == 18  # half that on the ground at 60°N
+    assert web_tiles.zoom_for_gsd(0.01, 47.0, zmax=19) == 19 and web_tiles.zoom_for_gsd(50000, 47.0, zmin=3) == 3
+    assert web_tiles.extent_pixels((0.0, 0.0, 2 * web_tiles.xyz_resolution(10), 1.0), 10) == (2, 1)
+    with open(web_tiles.__file__, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    modules = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    modules |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert modules <= set(sys.stdlib_module_names) | {"__future__"}  # the plugin imports it in QGIS's Python
