@@ -437,7 +437,9 @@ class SegmentDialog(RunDialog):
         return EngineRunner(plugin_settings.interpreter(), params.engine_args(), params.output_paths(), self)
 
     def _task_title(self, params: SegmentParameters) -> str:
-        return f"Segmenting {Path(params.input_path).name}"
+        layer = self.layer_combo.currentLayer()
+        web = params.input_bbox is not None or layer_gdal_name(layer) or is_web_layer(layer)
+        return f"Segmenting {layer.name() if web and layer is not None else Path(params.input_path).name}"
 
     def _progress_text(self, event: ProgressEvent) -> str:
         eta = f", about {event.eta_s:.0f} s left" if event.eta_s is not None else ""
