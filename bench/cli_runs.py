@@ -91,6 +91,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['default_precision']}, {'yes' if r['default_compiled'] else 'no'} | "
             f"{r['speedup_default']:.2f}× {100 * r['agreement_default']:.2f} % | "
             f"{r['speedup_reference_fp32']:.2f}× {100 * r['labels_identical_reference_fp32']:.3f} % | "
-            f"{w.get('precision')}: {w.get('eager_s')} → {w.get('compiled_s')}, {w.get('compile_s')} ({w.get('cache')}) |"
+            f"{w.get('precision')}: {w.get('eager_s')} → {w.get('compiled_s')}, "
+            f"{w.get('compile_s')} ({w.get('cache')}) |"
         )
     return "\n".join(lines)

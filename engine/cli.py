@@ -1,5 +1,5 @@
-"""``python -m engine``: ``predict`` (this module), ``import``/``info`` (``engine.importer``), ``warmup``
-(``engine.warmup``).
+"""``python -m engine``: ``predict`` (this module), ``batch`` (:mod:`engine.batch`), ``import``/``info``
+(``engine.importer``), ``warmup`` (:mod:`engine.warmup`).
 
 Output protocol of ``predict``: one JSON object per line on stdout (the events of :mod:`engine.events`); logs on
 stderr. When stdout is a terminal, a progress bar on stderr replaces the ``progress`` lines. No traceback unless
@@ -74,6 +74,13 @@ def add_predict_parser(sub: Any) -> None:
     )
     p.add_argument("--mask", help="vector file: process only inside its polygons (combinable with --bbox/--window)")
     p.add_argument("--bbox-crs", help="CRS of --bbox, e.g. EPSG:4326 (default: the raster's)")
+    p.add_argument(
+        "--gsd",
+        default="model",
+        metavar="model|native|METRES",
+        help="ground sample distance the network reads the raster at: the model's (default), the raster's own, "
+        "or metres (e.g. 0.3)",
+    )
     p.add_argument("--bands", type=int_list, metavar="1,2,3", help="raster bands feeding the model's inputs")
     p.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
@@ -134,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m engine", description="RSP segmentation engine")
     sub = parser.add_subparsers(dest="command", required=True)
     add_predict_parser(sub)
+    from engine.batch import add_batch_parser
+
+    add_batch_parser(sub)
     try:
         from engine.importer import register_cli
     except ImportError as exc:

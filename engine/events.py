@@ -6,7 +6,8 @@
 
 Events:
 
-- ``start``: the run is prepared (input, model, device, region, tile, stride, bands, ``total`` windows).
+- ``start``: the run is prepared (input, model, device, region, tile, stride, bands, ``total`` windows; the GSD read
+  at: ``gsd_choice``, ``native_gsd_m``, ``gsd_m``, ``resampling_factor``, see :func:`engine.georef.gsd_fields`).
 - ``status``: ``message``, a long step without progress (such as compiling the network).
 - ``progress``: ``done`` of ``total`` windows, ``eta_s`` seconds left (None when unknown).
 - ``done``: ``outputs`` (role → path, roles below), ``classes`` (``id``, ``name``, ``pixels``, ``area_m2``),

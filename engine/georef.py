@@ -1,7 +1,7 @@
 """Where pixels are on the ground: CRS, metric pixel sizes and areas, extents, window geotransforms, the work grid.
 
-Extents (``--window``, ``--bbox``) become pixel windows here; the work grid is the raster resampled to the model's
-GSD.
+Extents (``--window``, ``--bbox``) become pixel windows here; the work grid is the raster resampled to the GSD the
+run uses (``--gsd``: the model's, the raster's own, or a number of metres; :func:`parse_gsd`, :func:`target_gsd`).
 
 Decisions (where the issue is silent):
 
@@ -9,10 +9,17 @@ Decisions (where the issue is silent):
 - **Geographic CRS** (degrees): the pixel size in metres is computed on the WGS84 ellipsoid at the raster's centre
   latitude (separately east-west and north-south), so resampling makes pixels square on the ground; pixel areas use
   each row's own latitude.
+- **Mercator CRSs** (EPSG:3857 of web basemaps, EPSG:3395): their metres are true only at the equator (a 3857 pixel
+  of 0.6 m is 0.41 m on the ground at 46°N), so pixel sizes and areas are the ground's, at the raster's centre
+  latitude (sizes) or each row's latitude (areas), from the projection's local scale. Other projected CRSs keep their
+  own units (their scale error is a fraction of a percent).
 - **GSD resampling**: when the raster's GSD differs from the model's ``gsd_m`` by more than
   :data:`GSD_TOLERANCE`, the raster is read through a GDAL warped VRT at the model's GSD with the same origin
   (pixel (0,0) corner), so the tiling grid stays anchored to the raster; the labels are warped back to the source
   grid (nearest neighbour) at the end (:mod:`engine.outputs`).
+- **--gsd**: ``model`` (default) resamples to the model file's ``gsd_m`` as above; ``native`` reads the raster at
+  its own resolution whatever the model's GSD; a number of metres resamples to that GSD (the same warped VRT). A
+  number for a raster without CRS is an error (its GSD is unknown); ``model`` then warns and reads it natively.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ osr.UseExceptions()
 
 log = logging.getLogger("engine")
 
+GSD_MODEL, GSD_NATIVE = "model", "native"  # the named --gsd choices
 GSD_TOLERANCE = 0.05  # relative GSD difference below which the raster is used at its own resolution
 WGS84_A = 6378137.0  # semi-major axis, m
 WGS84_E2 = 6.69437999014e-3  # first eccentricity squared
@@ -84,7 +92,36 @@ def pixel_size_m(ds: gdal.Dataset) -> tuple[float, float] | None:
         unit = srs.GetAngularUnits()  # radians per unit
         return sx * unit * n * math.cos(math.radians(lat)), sy * unit * m
     unit = srs.GetLinearUnits()
+    if is_mercator(srs):
+        cx = gt[0] + gt[1] * ds.RasterXSize / 2
+        cy = gt[3] + gt[5] * ds.RasterYSize / 2
+        kx, ky = mercator_ground_scale(srs, cx, np.array([cy]))
+        return sx * unit * float(kx[0]), sy * unit * float(ky[0])
     return sx * unit, sy * unit
+
+
+def is_mercator(srs: osr.SpatialReference) -> bool:
+    """Whether ``srs`` is a (pseudo-)Mercator projection, whose metres are ground metres only at the equator."""
+    return bool(srs.IsProjected()) and srs.GetAttrValue("PROJECTION") in ("Mercator_1SP", "Mercator_2SP")
+
+
+def mercator_ground_scale(srs: osr.SpatialReference, x: float, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ground metres per projected metre, east-west and north-south, at ``(x, y)`` for each of ``ys``.
+
+    Measured on the WGS84 ellipsoid through the projection itself (half a metre either side of each point), so it
+    holds for the spherical Web Mercator (EPSG:3857) and the ellipsoidal Mercator (EPSG:3395) alike.
+    """
+    geo = srs.CloneGeogCS()
+    geo.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    ct = osr.CoordinateTransformation(srs, geo)
+    h = 0.5
+    pts = [(x + dx, float(y) + dy) for y in ys for dx, dy in ((-h, 0), (h, 0), (0, -h), (0, h))]
+    ll = np.asarray(ct.TransformPoints(pts))[:, :2].reshape(len(ys), 4, 2)
+    lat = ll[:, :, 1].mean(axis=1)
+    m, n = ellipsoid_radii(lat)
+    kx = np.radians(ll[:, 1, 0] - ll[:, 0, 0]) * n * np.cos(np.radians(lat)) / (2 * h)
+    ky = np.radians(ll[:, 3, 1] - ll[:, 2, 1]) * m / (2 * h)
+    return np.abs(kx), np.abs(ky)
 
 
 def row_pixel_areas_m2(ds: gdal.Dataset, rows: np.ndarray) -> np.ndarray | None:
@@ -95,7 +132,11 @@ def row_pixel_areas_m2(ds: gdal.Dataset, rows: np.ndarray) -> np.ndarray | None:
     gt = ds.GetGeoTransform()
     if not srs.IsGeographic():
         unit = srs.GetLinearUnits()
-        return np.full(rows.shape, abs(gt[1] * gt[5] - gt[2] * gt[4]) * unit * unit)
+        area = np.full(rows.shape, abs(gt[1] * gt[5] - gt[2] * gt[4]) * unit * unit)
+        if is_mercator(srs):
+            kx, ky = mercator_ground_scale(srs, gt[0] + gt[1] * ds.RasterXSize / 2, gt[3] + gt[5] * (rows + 0.5))
+            area = area * kx * ky
+        return area
     unit = srs.GetAngularUnits()
     lats = gt[3] + gt[5] * (rows + 0.5)  # north-up rasters; rotation terms are ignored for areas
     m, n = ellipsoid_radii(lats)
@@ -178,6 +219,64 @@ def bbox_to_window(ds: gdal.Dataset, bbox: tuple[float, float, float, float], bb
     if c1 <= c0 or r1 <= r0:
         raise ParameterError(f"--bbox {bbox} does not overlap the raster")
     return Window(r0, c0, r1 - r0, c1 - c0)
+
+
+def parse_gsd(value: str | float) -> str | float:
+    """A ``--gsd`` value: ``"model"``, ``"native"`` or a positive number of metres (a float, or its text).
+
+    Raises:
+        ParameterError: anything else.
+    """
+    if isinstance(value, str) and value.strip().lower() in (GSD_MODEL, GSD_NATIVE):
+        return value.strip().lower()
+    try:
+        metres = float(value)
+    except (TypeError, ValueError):
+        metres = math.nan
+    if not (math.isfinite(metres) and metres > 0):
+        raise ParameterError(
+            f"--gsd must be {GSD_MODEL}, {GSD_NATIVE} or a ground sample distance in metres > 0, got {value!r}",
+            "e.g. --gsd model (the model's GSD), --gsd native (the raster's own) or --gsd 0.3",
+        )
+    return metres
+
+
+def target_gsd(choice: str | float, model_gsd: float | None, ds: gdal.Dataset) -> float | None:
+    """The GSD (m) the network reads ``ds`` at for the ``--gsd`` ``choice`` (:func:`parse_gsd`); None = native.
+
+    Raises:
+        ParameterError: a number of metres for a raster without CRS.
+    """
+    if choice == GSD_NATIVE:
+        return None
+    if choice == GSD_MODEL:
+        return model_gsd
+    if get_srs(ds) is None:
+        raise ParameterError(
+            f"--gsd {choice:g} needs a raster with a CRS; this one has none, so its ground resolution is unknown",
+            "use --gsd native, or assign the raster's CRS first (gdal_edit.py -a_srs EPSG:XXXX FILE)",
+        )
+    return float(choice)
+
+
+def gsd_fields(source: gdal.Dataset, work: gdal.Dataset, choice: str | float) -> dict[str, object]:
+    """The ``start`` event's GSD fields: what the run reads at and the resampling factor.
+
+    Returns:
+        ``gsd_choice`` (``model``, ``native`` or metres), ``native_gsd_m`` (the raster's own, ``[x, y]`` metres, None
+        without CRS), ``gsd_m`` (the work grid's ``[x, y]`` metres, None without CRS) and ``resampling_factor``
+        (work pixel size / source pixel size, ``[x, y]``: 2 means the raster was read at half its resolution, 1 not
+        resampled).
+    """
+    native = pixel_size_m(source)
+    fx, fy = source.RasterXSize / work.RasterXSize, source.RasterYSize / work.RasterYSize
+    used = None if native is None else [round(native[0] * fx, 6), round(native[1] * fy, 6)]
+    return {
+        "gsd_choice": choice,
+        "native_gsd_m": None if native is None else [round(v, 6) for v in native],
+        "gsd_m": used,
+        "resampling_factor": [round(fx, 4), round(fy, 4)],
+    }
 
 
 def work_dataset(ds: gdal.Dataset, model_gsd: float | None) -> gdal.Dataset:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from osgeo import gdal
 
-from engine import events, georef, outputs, raster_io, streaming
+from engine import events, georef, outputs, raster_io, sources, streaming
 from engine.atomic import temporary_path
 from engine.blending import CONFIDENCE_NODATA, LABEL_NODATA, BandAccumulator, check_blend
 from engine.errors import CancelledError, ParameterError
@@ -58,13 +58,16 @@ class PredictRequest:
 
     Attributes:
         model: model file (``.rspmodel``).
-        input: GDAL-readable raster.
+        input: GDAL-readable raster: a file or any GDAL dataset name (``/vsicurl/``, ``/vsizip/``, an ``http(s)://``
+            URL, a WMS/XYZ service description; see :mod:`engine.sources`).
         output: class-id GeoTIFF to write (uint8, nodata 255).
         vector: optional GeoPackage of polygons (``class_id``, ``class_name``, ``area_m2``).
         confidence: optional float32 GeoTIFF of the chosen class's probability (nodata -1).
         window: pixel window ``(xoff, yoff, xsize, ysize)`` of the source raster (GDAL order).
         bbox: ``(xmin, ymin, xmax, ymax)`` in ``bbox_crs`` (default: the raster's CRS).
         mask: vector file whose polygons limit the processed area (pixels outside are nodata).
+        gsd: the GSD the network reads the raster at: ``"model"`` (the model file's, default), ``"native"`` (the
+            raster's own) or metres (a float or its text); see :func:`engine.georef.parse_gsd`.
         bands: 1-based raster bands feeding the model's inputs in order (default: :func:`engine.bands.map_bands`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``; None = CUDA when available, else CPU.
         batch_size: windows per forward pass.
@@ -99,6 +102,7 @@ class PredictRequest:
     bbox_crs: str | None = None
     mask: str | None = None
     bands: tuple[int, ...] | None = None
+    gsd: str | float = georef.GSD_MODEL
     device: str | None = None
     batch_size: int = 4
     threads: int | None = None
@@ -116,6 +120,7 @@ class PredictRequest:
 
     def __post_init__(self) -> None:
         """Check the options that need no file; :class:`ParameterError` says which one is wrong."""
+        object.__setattr__(self, "gsd", georef.parse_gsd(self.gsd))
         if sum(x is not None for x in (self.window, self.bbox)) > 1:
             raise ParameterError("give at most one of --window and --bbox")
         if self.compile not in ("auto", "on", "off"):
@@ -275,14 +280,15 @@ def prepare(
     if info.num_classes > LABEL_NODATA:
         raise ParameterError(f"{info.num_classes} classes do not fit a uint8 raster with nodata {LABEL_NODATA}")
     source = raster_io.open_raster(request.input)
+    region = georef.requested_window(source, request.window, request.bbox, request.bbox_crs)
+    source, region = sources.clip_web_service(source, region, request.window is not None or request.bbox is not None)
     if georef.get_srs(source) is None:
         log.warning("%s has no CRS: outputs carry its geotransform only and areas are unknown", request.input)
     bands = raster_io.select_bands(source, info.bands, list(request.bands) if request.bands else None)
     normalizer = raster_io.Normalizer.create(
         info, raster_io.input_range(source, bands, info.value_range, request.value_max)
     )
-    work = georef.work_dataset(source, info.gsd_m)
-    region = georef.requested_window(source, request.window, request.bbox, request.bbox_crs)
+    work = georef.work_dataset(source, georef.target_gsd(request.gsd, info.gsd_m, source))
     polygons = None
     if request.mask:
         polygons = PolygonMask(request.mask, source)
@@ -336,6 +342,7 @@ def start_event(ctx: RunContext, total: int, device: Any) -> None:
         region={"xoff": r.col, "yoff": r.row, "xsize": r.width, "ysize": r.height},
         resampled=ctx.resampled,
         work_size=[ctx.work.RasterXSize, ctx.work.RasterYSize],
+        **georef.gsd_fields(ctx.source, ctx.work, ctx.request.gsd),
         tile=ctx.tile,
         stride=ctx.stride,
         blend=ctx.request.blend,
@@ -470,6 +477,7 @@ def complete(ctx: RunContext, work: dict[str, str], tmps: dict[str, str], ran: i
     )
     labels = tmps[events.LABELS]
     classes = outputs.class_statistics(labels, ctx.info, ctx.source, ctx.region_src)
+    sources.warn_unserved(ctx.source, classes, ctx.region_src)
     if req.vector:
         ctx.check_cancel()
         area = outputs.pixel_area_m2(ctx.source, ctx.region_src)

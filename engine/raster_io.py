@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from osgeo import gdal
 
+from engine import sources
 from engine.bands import RasterBand, map_bands
 from engine.errors import ParameterError, RasterReadError
 from engine.model_file import ModelInfo
@@ -41,17 +42,21 @@ GDAL_CACHE_BYTES = 128 * 2**20  # GDAL block cache during a run (see bounded_gda
 
 
 def open_raster(path: str) -> gdal.Dataset:
-    """Open ``path`` read-only; :class:`RasterReadError` when GDAL cannot."""
-    if not os.path.exists(path) and not path.startswith("/vsi"):
+    """Open ``path`` read-only: a file or any GDAL dataset name (:mod:`engine.sources`); :class:`RasterReadError` when
+    GDAL cannot (:class:`engine.sources.RemoteReadError` for network failures)."""
+    path = sources.dataset_name(path)
+    if sources.is_local_path(path) and not os.path.exists(path):
         raise RasterReadError(f"input raster not found: {path}")
+    if sources.is_remote(path):
+        sources.apply_http_defaults()
     try:
         ds = gdal.Open(path, gdal.GA_ReadOnly)
     except RuntimeError as exc:
-        raise RasterReadError(f"GDAL cannot read {path}: {exc}") from exc
+        raise sources.open_error(path, exc) from exc
     if ds is None or ds.RasterCount < 1:
-        raise RasterReadError(f"{path} has no raster bands")
+        raise RasterReadError(f"{sources.describe(path)} has no raster bands")
     if ds.RasterXSize < 1 or ds.RasterYSize < 1:
-        raise RasterReadError(f"{path} has no pixels ({ds.RasterXSize}×{ds.RasterYSize})")
+        raise RasterReadError(f"{sources.describe(path)} has no pixels ({ds.RasterXSize}×{ds.RasterYSize})")
     complex_bands = [i for i in range(1, ds.RasterCount + 1) if gdal.DataTypeIsComplex(ds.GetRasterBand(i).DataType)]
     if complex_bands:
         kind = gdal.GetDataTypeName(ds.GetRasterBand(complex_bands[0]).DataType)
@@ -137,7 +142,10 @@ def read_valid_mask(ds: gdal.Dataset, bands: list[int], win: Window) -> np.ndarr
         band = ds.GetRasterBand(b)
         if band.GetMaskFlags() & gdal.GMF_ALL_VALID:
             return np.ones((win.height, win.width), bool)
-        m = band.GetMaskBand().ReadAsArray(win.col, win.row, win.width, win.height) > 0
+        try:
+            m = band.GetMaskBand().ReadAsArray(win.col, win.row, win.width, win.height) > 0
+        except RuntimeError as exc:
+            raise sources.read_error(exc, _pixels(win)) from exc
         valid = m if valid is None else (valid | m)
         if band.GetMaskFlags() & gdal.GMF_PER_DATASET:
             break
@@ -150,11 +158,11 @@ def read_window(ds: gdal.Dataset, bands: list[int], win: Window) -> np.ndarray:
     try:
         return np.stack([ds.GetRasterBand(b).ReadAsArray(win.col, win.row, win.width, win.height) for b in bands])
     except RuntimeError as exc:
-        raise RasterReadError(
-            f"cannot read rows {win.row}-{win.row + win.height}, columns {win.col}-{win.col + win.width} of the raster "
-            f"(the file may be truncated or damaged): {exc}",
-            "check the file with `gdalinfo -checksum FILE`; copy or export it again",
-        ) from exc
+        raise sources.read_error(exc, _pixels(win)) from exc
+
+
+def _pixels(win: Window) -> str:
+    return f"rows {win.row}-{win.row + win.height}, columns {win.col}-{win.col + win.width} of the raster"
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ The engine and training never see a QGIS layer: only these paths and numbers cro
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ from qgis.core import (
     QgsProviderRegistry,
     QgsRasterLayer,
     QgsRectangle,
+    QgsUnitTypes,
     QgsVectorFileWriter,
     QgsVectorLayer,
 )
@@ -54,6 +56,7 @@ BBox = tuple[float, float, float, float]
 MASK_FILE_NAME = "mask.gpkg"
 LABELS_FILE_NAME = "labels.gpkg"
 FEATURES_FILE_NAME = "features.gpkg"
+WGS84_RADIUS_M = 6378137.0  # for a geographic layer's pixel size shown in the dialog (the engine is exact)
 
 
 class LayerExportError(Exception):
@@ -82,6 +85,40 @@ def layer_file_path(layer: Any) -> str:
         return ""
     path = layer.source().split("|")[0]
     return path if os.path.isfile(path) else ""
+
+
+def layer_gdal_name(layer: Any) -> str:
+    """The GDAL dataset name behind a raster layer of the ``gdal`` provider that is not a local file.
+
+    Args:
+        layer: any map layer (or None).
+
+    Returns:
+        A ``/vsicurl/``, ``/vsizip/``, ``/vsis3/``... name (a remote COG, a raster in an archive), or ``""`` (a
+        local file: see :func:`layer_file_path`; another provider; not a raster layer).
+    """
+    if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
+        return ""
+    name = layer.source().split("|")[0]
+    return name if name.startswith("/vsi") else ""
+
+
+def layer_pixel_size_m(layer: Any) -> float | None:
+    """A raster layer's east-west pixel size in metres (at the layer's centre for geographic CRSs).
+
+    Args:
+        layer: any map layer (or None).
+
+    Returns:
+        Metres, or None when unknown (not a raster layer, no valid CRS, or a web layer without a native pixel size).
+    """
+    if not isinstance(layer, QgsRasterLayer) or not layer.crs().isValid() or layer.rasterUnitsPerPixelX() <= 0:
+        return None
+    size = layer.rasterUnitsPerPixelX()
+    if layer.crs().isGeographic():
+        lat = math.radians(layer.extent().center().y())
+        return size * math.pi / 180 * WGS84_RADIUS_M * math.cos(lat)
+    return size * QgsUnitTypes.fromUnitToUnitFactor(layer.crs().mapUnits(), QgsUnitTypes.DistanceMeters)
 
 
 def bbox_within_layer(rect: QgsRectangle, layer: QgsMapLayer) -> BBox | None:

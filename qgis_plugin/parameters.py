@@ -24,6 +24,45 @@ DEFAULT_BATCH_SIZE = 4
 MAX_BATCH_SIZE = 256
 DEFAULT_MIN_AREA_M2 = 0.0
 DEFAULT_SIMPLIFY_M = 0.0
+GSD_MODEL, GSD_NATIVE = "model", "native"  # the engine's named --gsd choices
+GSD_TOLERANCE = 0.05  # engine.georef.GSD_TOLERANCE: a GSD this close to the layer's is read without resampling
+
+
+def parse_gsd_text(text: str) -> str | None:
+    """A ``--gsd`` value as the engine takes it: ``"model"``, ``"native"`` or metres as text; None when invalid."""
+    value = text.strip().lower()
+    if value in (GSD_MODEL, GSD_NATIVE):
+        return value
+    try:
+        metres = float(value)
+    except ValueError:
+        return None
+    return _num(metres) if 0 < metres < float("inf") else None
+
+
+def gsd_summary(choice: str, model_gsd: float | None, layer_gsd: float | None) -> str:
+    """One line for the dialog: the GSD the network reads the layer at, and the resampling factor.
+
+    Args:
+        choice: ``"model"``, ``"native"`` or metres as text (:func:`parse_gsd_text`).
+        model_gsd: the model file's GSD in metres (None: the model has none).
+        layer_gsd: the layer's pixel size in metres (None: unknown, e.g. no CRS).
+
+    Returns:
+        e.g. ``"Reads at 0.5 m/px (the model's GSD); layer pixels 0.25 m: resampling factor 2"``.
+    """
+    if choice == GSD_NATIVE or (choice == GSD_MODEL and not model_gsd):
+        why = "the layer's own resolution" if choice == GSD_NATIVE else "the model has no GSD"
+        size = f"{layer_gsd:.3g} m/px" if layer_gsd else "its own resolution"
+        return f"Reads at {size} ({why}); resampling factor 1"
+    used = float(model_gsd if choice == GSD_MODEL else choice)  # type: ignore[arg-type]
+    why = "the model's GSD" if choice == GSD_MODEL else "chosen"
+    if not layer_gsd:
+        return f"Reads at {used:.3g} m/px ({why}); the layer's pixel size is unknown"
+    factor = used / layer_gsd
+    if abs(factor - 1) <= GSD_TOLERANCE:
+        return f"Reads at {layer_gsd:.3g} m/px (within 5 % of {why}, {used:.3g} m): resampling factor 1"
+    return f"Reads at {used:.3g} m/px ({why}); layer pixels {layer_gsd:.3g} m: resampling factor {factor:.3g}"
 
 
 class ExtentMode(StrEnum):
@@ -78,6 +117,10 @@ class SegmentParameters(CheckedParameters):
         threads: torch CPU threads, None for the engine's default.
         precision: ``"auto"`` (bfloat16 where the CPU/GPU computes it natively and the network's bf16 labels were
             measured equal to fp32's on ≥ 99.5 % of pixels), ``"fp32"`` or ``"bf16"`` (``--precision``).
+        gsd: ``--gsd``: ``"model"`` (default), ``"native"`` or metres as text.
+        input_bbox: ``--bbox`` the input itself needs (a web tile layer: the extent in its CRS), sent in every extent
+            mode (with ``--mask`` for polygons).
+        input_problems: why the input layer cannot be read for this run (e.g. a web download too large).
     """
 
     input_path: str
@@ -96,13 +139,17 @@ class SegmentParameters(CheckedParameters):
     overwrite: bool = False
     threads: int | None = None
     precision: str = "auto"
+    gsd: str = GSD_MODEL
+    input_bbox: tuple[float, float, float, float] | None = None
+    input_problems: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         """Every reason this run cannot start, in words an analyst can act on (empty when valid)."""
-        out: list[str] = []
-        if not self.input_path or not os.path.isfile(self.input_path):
-            out.append("Choose a raster layer stored in a file (GeoTIFF or any GDAL format).")
+        out: list[str] = list(self.input_problems)
+        local = bool(self.input_path) and os.path.isfile(self.input_path)
+        if not self.input_problems and not local and not self.input_path.startswith("/vsi"):
+            out.append("Choose a raster layer: a file (GeoTIFF or any GDAL format) or a web layer (XYZ, WMS).")
         if not self.model_path or not os.path.isfile(self.model_path):
             out.append("Choose a model (install one in the Model manager).")
         outputs = [p for p in (self.output_raster, self.output_vector, self.output_confidence) if p]
@@ -141,6 +188,8 @@ class SegmentParameters(CheckedParameters):
             out.append("Band numbers start at 1.")
         if self.min_area_m2 < 0 or self.simplify_m < 0:
             out.append("Minimum area and simplify tolerance must be >= 0.")
+        if parse_gsd_text(self.gsd) is None:
+            out.append(f"GSD must be 'model', 'native' or a number of metres > 0, got {self.gsd!r}.")
         return out
 
     def engine_args(self) -> list[str]:
@@ -151,12 +200,15 @@ class SegmentParameters(CheckedParameters):
             args += ["--simplify", _num(self.simplify_m)]
         if self.output_confidence:
             args += ["--confidence", self.output_confidence]
-        if self.extent_mode is ExtentMode.CANVAS and self.bbox is not None:
-            args += ["--bbox", ",".join(_num(v) for v in self.bbox)]
-        elif self.extent_mode in (ExtentMode.POLYGON_LAYER, ExtentMode.SELECTED_FEATURES) and self.mask_path:
+        box = self.input_bbox if self.input_bbox is not None else self.bbox
+        if box is not None and (self.input_bbox is not None or self.extent_mode is ExtentMode.CANVAS):
+            args += ["--bbox", ",".join(_num(v) for v in box)]
+        if self.extent_mode in (ExtentMode.POLYGON_LAYER, ExtentMode.SELECTED_FEATURES) and self.mask_path:
             args += ["--mask", self.mask_path]
         if self.bands:
             args += ["--bands", ",".join(str(b) for b in self.bands)]
+        if self.gsd != GSD_MODEL:
+            args += ["--gsd", parse_gsd_text(self.gsd) or self.gsd]
         args += ["--device", self.device, "--batch-size", str(self.batch_size)]
         if self.threads:
             args += ["--threads", str(self.threads)]

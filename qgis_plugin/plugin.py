@@ -17,6 +17,7 @@ from .plugin_paths import icon_path
 MENU_NAME = "&RSP Segmentation"
 SEGMENT_ACTION_TEXT = "Segment layer"
 SEGMENT_ACTION_OBJECT_NAME = "rspSegmentLayerAction"
+BATCH_ACTION_OBJECT_NAME = "rspSegmentSeveralAction"  # the Segment dialog's "Several rasters…" triggers it
 TRAIN_ACTION_TEXT = "Train model"
 TRAIN_ACTION_OBJECT_NAME = "rspTrainModelAction"
 TOOLBAR_OBJECT_NAME = "rspSegmentationToolbar"
@@ -32,6 +33,7 @@ class RspSegmentationPlugin:
         self.train_action: QAction | None = None
         self.toolbar: Any = None
         self.dialog: Any = None
+        self.batch_dialog: Any = None
         self.train_dialog: Any = None
         self.provider: Any = None
 
@@ -60,6 +62,9 @@ class RspSegmentationPlugin:
         self.train_action.setObjectName(TRAIN_ACTION_OBJECT_NAME)
         self.train_action.setToolTip("Fine-tune a model on your own labels (polygons) and measure its accuracy")
         self.train_action.triggered.connect(self.show_train_dialog)
+        batch_action = QAction(icon, "Segment several rasters…", main_window)
+        batch_action.setObjectName(BATCH_ACTION_OBJECT_NAME)
+        batch_action.triggered.connect(self.show_batch_dialog)
         manager_action = QAction(icon, "Model manager…", main_window)
         manager_action.setObjectName("rspModelManagerAction")
         manager_action.triggered.connect(self.show_model_manager)
@@ -71,7 +76,7 @@ class RspSegmentationPlugin:
         self.toolbar.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)  # same icon: show their names
         self.toolbar.addAction(self.segment_action)
         self.toolbar.addAction(self.train_action)
-        for action in (self.segment_action, self.train_action, manager_action, settings_action):
+        for action in (self.segment_action, batch_action, self.train_action, manager_action, settings_action):
             self.iface.addPluginToRasterMenu(MENU_NAME, action)
             self.actions.append(action)
         self.initProcessing()
@@ -83,11 +88,12 @@ class RspSegmentationPlugin:
         if self.toolbar is not None:
             self.toolbar.deleteLater()
             self.toolbar = None
-        for dialog in (self.dialog, self.train_dialog):
+        for dialog in (self.dialog, self.batch_dialog, self.train_dialog):
             if dialog is not None:
                 dialog.shutdown()
                 dialog.deleteLater()
         self.dialog = None
+        self.batch_dialog = None
         self.train_dialog = None
         if self.provider is not None:
             from qgis.core import QgsApplication
@@ -114,6 +120,17 @@ class RspSegmentationPlugin:
         self.dialog.show()
         self.dialog.raise_()
         self.dialog.activateWindow()
+
+    def show_batch_dialog(self) -> None:
+        """Open (or raise) the non-modal Segment several rasters dialog."""
+        from .batch_dialog import BatchDialog
+
+        if self.batch_dialog is None:
+            self.batch_dialog = BatchDialog(self.iface, parent=self.iface.mainWindow())
+        self.batch_dialog.refresh()
+        self.batch_dialog.show()
+        self.batch_dialog.raise_()
+        self.batch_dialog.activateWindow()
 
     def show_train_dialog(self) -> None:
         """Open (or raise) the non-modal Train model dialog."""

@@ -27,6 +27,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
+    QgsProcessingUtils,
 )
 
 from . import plugin_settings
@@ -36,19 +37,24 @@ from .layer_styling import categorized_renderer, paletted_renderer
 from .parameters import (
     DEFAULT_BATCH_SIZE,
     DEVICES,
+    GSD_MODEL,
+    GSD_NATIVE,
     MAX_BATCH_SIZE,
     PRECISIONS,
     ExtentMode,
     SegmentParameters,
     parse_band_list,
+    parse_gsd_text,
 )
 from .processing_base import RspAlgorithm, check_parameters, raster_file, run_with_feedback
+from .web_layers import WebLayerProblem, is_web_layer, max_web_pixels, web_request, write_description
 
 INPUT = "INPUT"
 MODEL = "MODEL"
 EXTENT = "EXTENT"
 MASK = "MASK"
 BANDS = "BANDS"
+GSD = "GSD"
 DEVICE = "DEVICE"
 BATCH_SIZE = "BATCH_SIZE"
 PRECISION = "PRECISION"
@@ -97,7 +103,7 @@ class SegmentRasterAlgorithm(RspAlgorithm):
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
         """Declare the parameters and outputs (the model defaults to the one last used in the dialog)."""
-        self.addParameter(QgsProcessingParameterRasterLayer(INPUT, "Input raster"))
+        self.addParameter(QgsProcessingParameterRasterLayer(INPUT, "Input raster (a file, or a web layer with Extent)"))
         self.addParameter(
             QgsProcessingParameterFile(MODEL, "Model file", extension="rspmodel", defaultValue=self._default_model())
         )
@@ -108,6 +114,11 @@ class SegmentRasterAlgorithm(RspAlgorithm):
             )
         )
         self.addParameter(QgsProcessingParameterString(BANDS, "Bands (e.g. 1,2,3; empty = by colour)", optional=True))
+        self.addParameter(
+            QgsProcessingParameterString(
+                GSD, "Ground sample distance: model, native or metres (e.g. 0.3)", defaultValue=GSD_MODEL
+            )
+        )
         self.addParameter(QgsProcessingParameterEnum(DEVICE, "Device", options=list(DEVICES), defaultValue=0))
         self.addParameter(
             QgsProcessingParameterNumber(
@@ -155,12 +166,16 @@ class SegmentRasterAlgorithm(RspAlgorithm):
     ) -> dict[str, Any]:
         """Run the engine on the input and return the written outputs (``{}`` when cancelled)."""
         layer = self.parameterAsRasterLayer(parameters, INPUT, context)
-        input_path = raster_file(layer, "input raster")
+        input_bbox = None
+        if is_web_layer(layer):
+            input_path, input_bbox = self._web_input(layer, parameters, context)
+        else:
+            input_path = raster_file(layer, "input raster")
         output = self.parameterAsOutputLayer(parameters, OUTPUT, context)
         vector = self.parameterAsOutputLayer(parameters, OUTPUT_VECTOR, context) or None
         confidence = self.parameterAsOutputLayer(parameters, OUTPUT_CONFIDENCE, context) or None
         mode, bbox, mask = ExtentMode.WHOLE_LAYER, None, None
-        if parameters.get(EXTENT):
+        if parameters.get(EXTENT) and input_bbox is None:
             bbox = bbox_within_layer(self.parameterAsExtent(parameters, EXTENT, context, layer.crs()), layer)
             if bbox is None:
                 raise QgsProcessingException("The extent does not overlap the input raster.")
@@ -182,6 +197,8 @@ class SegmentRasterAlgorithm(RspAlgorithm):
             bbox=bbox,
             mask_path=mask,
             bands=bands,
+            gsd=(self.parameterAsString(parameters, GSD, context) or GSD_MODEL).strip(),
+            input_bbox=input_bbox,
             device=DEVICES[self.parameterAsEnum(parameters, DEVICE, context)],
             batch_size=self.parameterAsInt(parameters, BATCH_SIZE, context),
             precision=PRECISIONS[self.parameterAsEnum(parameters, PRECISION, context)],
@@ -201,6 +218,36 @@ class SegmentRasterAlgorithm(RspAlgorithm):
         if confidence:
             results[OUTPUT_CONFIDENCE] = done.confidence or confidence
         return results
+
+    def _web_input(
+        self, layer: Any, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[str, tuple[float, float, float, float] | None]:
+        """A web layer's service description for the EXTENT (required) at the GSD, written in the temporary folder."""
+        if not parameters.get(EXTENT):
+            raise QgsProcessingException(
+                f"Layer '{layer.name()}' is a web layer, which covers the whole world: set the Extent parameter."
+            )
+        bbox = bbox_within_layer(self.parameterAsExtent(parameters, EXTENT, context, layer.crs()), layer)
+        if bbox is None:
+            raise QgsProcessingException("The extent does not overlap the input layer.")
+        gsd = (self.parameterAsString(parameters, GSD, context) or GSD_MODEL).strip().lower()
+        if gsd == GSD_MODEL:
+            ensure_engine_importable()
+            from engine.model_file import read_model_info
+
+            gsd_m = read_model_info(self.parameterAsFile(parameters, MODEL, context)).gsd_m
+        else:
+            gsd_m = None if gsd == GSD_NATIVE or parse_gsd_text(gsd) is None else float(gsd)
+        try:
+            request = web_request(layer, bbox, gsd_m)
+        except WebLayerProblem as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        too_large = request.size_problem(max_web_pixels())
+        if too_large:
+            raise QgsProcessingException(too_large)
+        folder = QgsProcessingUtils.generateTempFilename("web_layer")
+        os.makedirs(folder, exist_ok=True)
+        return write_description(request, folder), request.bbox
 
     @staticmethod
     def _style_outputs(model_path: str, context: QgsProcessingContext, outputs: dict[str, tuple[str, Any]]) -> None:

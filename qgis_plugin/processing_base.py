@@ -18,7 +18,7 @@ from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsProcess
 
 from . import plugin_settings
 from .engine_runner import ENGINE_MODULE, EngineRunError, run_blocking
-from .layer_inputs import layer_file_path
+from .layer_inputs import layer_file_path, layer_gdal_name
 from .parameters import CheckedParameters
 from .progress_stream import DoneEvent, ProgressEvent
 
@@ -61,7 +61,7 @@ class RspAlgorithm(QgsProcessingAlgorithm):
 
 
 def raster_file(layer: Any, what: str) -> str:
-    """The GDAL-readable file behind a raster-layer parameter's layer.
+    """The GDAL-readable file (or ``/vsi...`` name, e.g. a remote COG) behind a raster-layer parameter's layer.
 
     Args:
         layer: the layer (``parameterAsRasterLayer``).
@@ -70,9 +70,9 @@ def raster_file(layer: Any, what: str) -> str:
     Raises:
         QgsProcessingException: the layer is not stored in a file GDAL reads.
     """
-    path = layer_file_path(layer)
+    path = layer_file_path(layer) or layer_gdal_name(layer)
     if not path:
-        raise QgsProcessingException(f"The {what} must be stored in a GDAL-readable file.")
+        raise QgsProcessingException(f"The {what} must be a GDAL raster: a file, or a /vsicurl/ or /vsizip/ name.")
     return path
 
 

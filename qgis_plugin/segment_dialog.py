@@ -11,7 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer, QgsVectorLayer
+from qgis.core import (
+    QgsCoordinateTransform,
+    QgsMapLayerProxyModel,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
 from qgis.gui import QgsCollapsibleGroupBox, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import QTemporaryDir
 from qgis.PyQt.QtWidgets import (
@@ -37,21 +44,42 @@ from .dialog_widgets import (
     show_environment_report,
 )
 from .engine_runner import EngineRunner
-from .layer_inputs import MASK_FILE_NAME, LayerExportError, canvas_bbox, export_features, layer_file_path
+from .layer_inputs import (
+    MASK_FILE_NAME,
+    LayerExportError,
+    canvas_bbox,
+    export_features,
+    layer_file_path,
+    layer_gdal_name,
+    layer_pixel_size_m,
+)
 from .layer_styling import add_results_to_project
 from .model_catalog import ModelEntry, format_info_html, list_models
 from .parameters import (
     DEFAULT_BATCH_SIZE,
+    GSD_MODEL,
+    GSD_NATIVE,
     MAX_BATCH_SIZE,
     PRECISIONS,
     ExtentMode,
     SegmentParameters,
     default_band_mapping,
     default_output_paths,
+    gsd_summary,
     parse_band_list,
 )
 from .progress_stream import DoneEvent, ProgressEvent
 from .run_dialog import MESSAGE_TITLE, RunDialog
+from .web_layers import (
+    WebLayerProblem,
+    default_web_outputs,
+    is_web_layer,
+    max_web_pixels,
+    web_request,
+    write_description,
+)
+
+GSD_LABELS = {GSD_MODEL: "The model's GSD", GSD_NATIVE: "The layer's own resolution", "metres": "Custom (metres)"}
 
 PRECISION_LABELS = ("Automatic (bf16 where it is fast and accurate)", "fp32 (reference numbers)", "bf16")
 EXTENT_LABELS = {
@@ -83,6 +111,7 @@ class SegmentDialog(RunDialog):
         self.setObjectName("rspSegmentDialog")
         self._run_entry: ModelEntry | None = None
         self._tmp: QTemporaryDir | None = None
+        self._web_tmp: QTemporaryDir | None = None  # the web layer's service description, kept for the run
         self._auto_outputs: dict[str, str] = {}
         self._default_bands: tuple[int, ...] | None = None  # the mapping the engine chooses by itself
         self._build()
@@ -104,6 +133,9 @@ class SegmentDialog(RunDialog):
         self.manager_button = QPushButton("Models…", self)
         model_row.addWidget(self.model_combo, 1)
         model_row.addWidget(self.manager_button)
+        self.several_button = QPushButton("Several rasters…", self)
+        self.several_button.setToolTip("Segment several layers or a folder of rasters with one model load")
+        self.several_button.clicked.connect(self._open_several)
         form.addRow("Model", model_row)
         self.model_info = FittedLabel(self)  # its height follows its text: a long description is never clipped
         self.model_info.setObjectName("modelInfo")
@@ -119,6 +151,23 @@ class SegmentDialog(RunDialog):
         self.bands_edit.setObjectName("bandsEdit")
         self.bands_edit.setToolTip("Raster band number for each model input band, in the model's order")
         form.addRow("Bands", self.bands_edit)
+        gsd_row = QHBoxLayout()
+        self.gsd_combo = QComboBox(self)
+        self.gsd_combo.setObjectName("gsdCombo")
+        for key, label in GSD_LABELS.items():
+            self.gsd_combo.addItem(label, key)
+        self.gsd_spin = QDoubleSpinBox(self)
+        self.gsd_spin.setObjectName("gsdSpin")
+        self.gsd_spin.setRange(0.01, 1000.0)
+        self.gsd_spin.setDecimals(3)
+        self.gsd_spin.setValue(0.5)
+        self.gsd_spin.setSuffix(" m/px")
+        gsd_row.addWidget(self.gsd_combo, 1)
+        gsd_row.addWidget(self.gsd_spin)
+        form.addRow("Resolution (GSD)", gsd_row)
+        self.gsd_info = FittedLabel(self)
+        self.gsd_info.setObjectName("gsdInfo")
+        form.addRow("", self.gsd_info)
         self.device_combo = device_combo(self)
         form.addRow("Device", self.device_combo)
         self.batch_spin = QSpinBox(self)
@@ -167,10 +216,13 @@ class SegmentDialog(RunDialog):
 
         self.check_button = QPushButton("Check environment", self)
         self._add_run_controls(layout, self.check_button)
+        layout.itemAt(layout.count() - 1).layout().insertWidget(1, self.several_button)
 
         self.layer_combo.layerChanged.connect(self._on_inputs_changed)
         self.model_combo.currentIndexChanged.connect(self._on_inputs_changed)
         self.extent_combo.currentIndexChanged.connect(self._update_enabled)
+        self.gsd_combo.currentIndexChanged.connect(self._update_enabled)
+        self.gsd_spin.valueChanged.connect(self._update_enabled)
         self.vector_check.toggled.connect(self._update_enabled)
         self.confidence_check.toggled.connect(self._update_enabled)
         self.check_button.clicked.connect(self.show_environment_check)
@@ -193,7 +245,9 @@ class SegmentDialog(RunDialog):
         layer = self.layer_combo.currentLayer()
         if entry is not None and entry.info is not None and isinstance(layer, QgsRasterLayer):
             # The engine's rule; sent as --bands only when the analyst changes it (see gather_parameters).
-            self._default_bands = default_band_mapping(entry.info.bands, layer_band_names(layer))
+            # A web layer is read through its GDAL description: red, green, blue and alpha (engine.web_tiles).
+            names = ["Red", "Green", "Blue", "Alpha"] if is_web_layer(layer) else layer_band_names(layer)
+            self._default_bands = default_band_mapping(entry.info.bands, names)
             self.bands_edit.setText(",".join(str(b) for b in self._default_bands or ()))
             self.bands_edit.setPlaceholderText(
                 f"{len(entry.info.bands)} band numbers for {', '.join(entry.info.bands)}"
@@ -204,8 +258,11 @@ class SegmentDialog(RunDialog):
     def _set_default_outputs(self) -> None:
         """Outputs follow the input and model until the user types their own paths."""
         entry = self.model_combo.current_model()
-        input_path = layer_file_path(self.layer_combo.currentLayer())
+        layer = self.layer_combo.currentLayer()
+        input_path = layer_file_path(layer)
         defaults = default_output_paths(input_path, entry.path) if input_path and entry else {}
+        if entry and (is_web_layer(layer) or layer_gdal_name(layer)):  # remote: the project's folder
+            defaults = default_web_outputs(layer, entry.path)
         for key, widget in (
             ("raster", self.raster_out),
             ("vector", self.vector_out),
@@ -222,7 +279,29 @@ class SegmentDialog(RunDialog):
         self.min_area_spin.setEnabled(self.vector_check.isChecked())
         self.simplify_spin.setEnabled(self.vector_check.isChecked())
         self.confidence_out.setEnabled(self.confidence_check.isChecked())
+        self.gsd_spin.setEnabled(self.gsd_combo.currentData() == "metres")
+        entry = self.model_combo.current_model()
+        model_gsd = entry.info.gsd_m if entry is not None and entry.info is not None else None
+        self.gsd_info.setText(self._resolution_text(model_gsd))
         super()._update_enabled()
+
+    def _resolution_text(self, model_gsd: float | None) -> str:
+        """The GSD line; for a web layer also the download (pixel size, raster size) and why it is refused."""
+        layer = self.layer_combo.currentLayer()
+        if not is_web_layer(layer):
+            return gsd_summary(self._gsd_choice(), model_gsd, layer_pixel_size_m(layer))
+        try:
+            request = self._web_request(layer, ExtentMode(self.extent_combo.currentData()))
+        except WebLayerProblem as exc:
+            return str(exc)
+        lines = [request.summary(), gsd_summary(self._gsd_choice(), model_gsd, request.pixel_m)]
+        too_large = request.size_problem(max_web_pixels())
+        return "<br>".join(lines + ([f"<b>{too_large}</b>"] if too_large else []))
+
+    def _gsd_choice(self) -> str:
+        """``--gsd`` of the widgets: ``model``, ``native`` or the custom metres as text."""
+        choice = str(self.gsd_combo.currentData())
+        return f"{self.gsd_spin.value():g}" if choice == "metres" else choice
 
     def _restore_settings(self) -> None:
         get = plugin_settings.get_value
@@ -230,6 +309,8 @@ class SegmentDialog(RunDialog):
         self.extent_combo.setCurrentIndex(max(mode_index, 0))
         self.batch_spin.setValue(int(get("batch_size", DEFAULT_BATCH_SIZE, int)))
         self.precision_combo.setCurrentIndex(max(self.precision_combo.findData(get("precision", "auto")), 0))
+        self.gsd_combo.setCurrentIndex(max(self.gsd_combo.findData(get("gsd", GSD_MODEL)), 0))
+        self.gsd_spin.setValue(float(get("gsd_m", 0.5, float)))
         self.vector_check.setChecked(bool(get("vector", True, bool)))
         self.confidence_check.setChecked(bool(get("confidence", False, bool)))
         self.min_area_spin.setValue(float(get("min_area_m2", 0.0, float)))
@@ -243,6 +324,8 @@ class SegmentDialog(RunDialog):
             "extent": self.extent_combo.currentData(),
             "batch_size": self.batch_spin.value(),
             "precision": self.precision_combo.currentData(),
+            "gsd": self.gsd_combo.currentData(),
+            "gsd_m": self.gsd_spin.value(),
             "vector": self.vector_check.isChecked(),
             "confidence": self.confidence_check.isChecked(),
             "min_area_m2": self.min_area_spin.value(),
@@ -270,6 +353,52 @@ class SegmentDialog(RunDialog):
         except LayerExportError:
             return None
 
+    def _gsd_metres(self) -> float | None:
+        """The GSD in metres the run reads at (None: the layer's own)."""
+        choice = self._gsd_choice()
+        if choice == GSD_NATIVE:
+            return None
+        if choice == GSD_MODEL:
+            entry = self.model_combo.current_model()
+            return entry.info.gsd_m if entry is not None and entry.info is not None else None
+        return float(choice)
+
+    def _web_extent(self, layer: QgsRasterLayer, mode: ExtentMode) -> tuple[float, float, float, float]:
+        """The run's extent in the web layer's CRS (a web layer covers the world: the whole layer is refused)."""
+        if mode is ExtentMode.CANVAS:
+            bbox = canvas_bbox(self.iface.mapCanvas(), layer)
+        elif mode is ExtentMode.WHOLE_LAYER:
+            raise WebLayerProblem(
+                f"Layer '{layer.name()}' is a web layer, which covers the whole world: choose 'Current map canvas "
+                "view' or polygons as the extent."
+            )
+        else:
+            polygons = self.mask_combo.currentLayer()
+            if not isinstance(polygons, QgsVectorLayer):
+                raise WebLayerProblem("Choose a polygon layer (with selected features for 'Selected features').")
+            rect = polygons.boundingBoxOfSelected() if mode is ExtentMode.SELECTED_FEATURES else polygons.extent()
+            transform = QgsCoordinateTransform(polygons.crs(), layer.crs(), QgsProject.instance())
+            rect = transform.transformBoundingBox(QgsRectangle(rect)).intersect(layer.extent())
+            bbox = None if rect.isEmpty() else (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        if bbox is None:
+            raise WebLayerProblem("The extent does not overlap the layer: pan to it or choose another extent.")
+        return bbox
+
+    def _web_request(self, layer: QgsRasterLayer, mode: ExtentMode) -> Any:
+        return web_request(layer, self._web_extent(layer, mode), self._gsd_metres())
+
+    def _web_input(self, layer: QgsRasterLayer, mode: ExtentMode) -> tuple[str, Any, tuple[str, ...]]:
+        """``(description path, --bbox, problems)`` of a web layer for this run (nothing written when refused)."""
+        try:
+            request = self._web_request(layer, mode)
+        except WebLayerProblem as exc:
+            return "", None, (str(exc),)
+        too_large = request.size_problem(max_web_pixels())
+        if too_large:
+            return "", None, (too_large,)
+        self._web_tmp = QTemporaryDir()
+        return write_description(request, self._web_tmp.path()), request.bbox, ()
+
     def gather_parameters(self) -> SegmentParameters:
         """Read the widgets into a :class:`SegmentParameters` (not validated: call ``problems()``).
 
@@ -282,6 +411,12 @@ class SegmentDialog(RunDialog):
         bands = parse_band_list(self.bands_edit.text())
         bbox = None
         mask = None
+        input_path, input_bbox, input_problems = layer_file_path(layer) or layer_gdal_name(layer), None, ()
+        if is_web_layer(layer):
+            input_path, input_bbox, input_problems = self._web_input(layer, mode)
+            if not self.raster_out.filePath().strip():
+                input_problems += ("Save the project first (outputs of a web layer go to its folder) or choose the "
+                                   "output paths.",)  # fmt: skip
         if isinstance(layer, QgsRasterLayer):
             if mode is ExtentMode.CANVAS:
                 bbox = canvas_bbox(self.iface.mapCanvas(), layer)
@@ -290,7 +425,7 @@ class SegmentDialog(RunDialog):
                 if isinstance(polygons, QgsVectorLayer):
                     mask = self._export_mask(polygons, layer, mode is ExtentMode.SELECTED_FEATURES)
         return SegmentParameters(
-            input_path=layer_file_path(layer),
+            input_path=input_path,
             model_path=entry.path if entry and entry.info is not None else "",
             output_raster=self.raster_out.filePath().strip(),
             output_vector=self.vector_out.filePath().strip() if self.vector_check.isChecked() else None,
@@ -299,12 +434,15 @@ class SegmentDialog(RunDialog):
             bbox=bbox,
             mask_path=mask,
             bands=None if bands == self._default_bands else bands,
+            gsd=self._gsd_choice(),
             device=self.device_combo.currentText(),
             batch_size=self.batch_spin.value(),
             precision=str(self.precision_combo.currentData()),
             min_area_m2=self.min_area_spin.value(),
             simplify_m=self.simplify_spin.value(),
             overwrite=self.overwrite_check.isChecked(),
+            input_bbox=input_bbox,
+            input_problems=input_problems,
         )
 
     # -- running ---------------------------------------------------------------------------------------------------
@@ -319,7 +457,9 @@ class SegmentDialog(RunDialog):
         return EngineRunner(plugin_settings.interpreter(), params.engine_args(), params.output_paths(), self)
 
     def _task_title(self, params: SegmentParameters) -> str:
-        return f"Segmenting {Path(params.input_path).name}"
+        layer = self.layer_combo.currentLayer()
+        web = params.input_bbox is not None or layer_gdal_name(layer) or is_web_layer(layer)
+        return f"Segmenting {layer.name() if web and layer is not None else Path(params.input_path).name}"
 
     def _progress_text(self, event: ProgressEvent) -> str:
         eta = f", about {event.eta_s:.0f} s left" if event.eta_s is not None else ""
@@ -328,6 +468,7 @@ class SegmentDialog(RunDialog):
     def _finish(self, ok: bool) -> None:
         super()._finish(ok)
         self._tmp = None  # the exported mask polygons
+        self._web_tmp = None  # the web layer's description
 
     def _on_done(self, event: DoneEvent) -> None:
         params, entry = self._run_params, self._run_entry
@@ -356,6 +497,14 @@ class SegmentDialog(RunDialog):
     def _apply_cuda_availability(self, available: Any) -> None:
         """Disable the CUDA choice once Check environment has found no GPU (unknown before the first check)."""
         apply_cuda_availability(self.device_combo, available)
+
+    def _open_several(self) -> None:
+        """The plugin's "Segment several rasters…" action (:mod:`.batch_dialog`)."""
+        from qgis.PyQt.QtWidgets import QAction
+
+        action = self.iface.mainWindow().findChild(QAction, "rspSegmentSeveralAction")
+        if action is not None:
+            action.trigger()
 
     def _open_manager(self) -> None:
         from .model_manager_dialog import ModelManagerDialog

@@ -14,6 +14,7 @@ from qgis.PyQt.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
 )
 
@@ -23,6 +24,7 @@ from .engine_runner import EngineRunner
 from .environment_check import check_environment
 from .model_catalog import list_models
 from .progress_stream import DoneEvent
+from .web_layers import max_web_pixels
 
 COMPILE_BUTTON = "Compile ahead"
 COMPILE_TIP = (
@@ -44,6 +46,13 @@ class SettingsDialog(QDialog):
         self.interpreter.setFilePath(plugin_settings.interpreter())
         form.addRow("Engine Python interpreter", self.interpreter)
         form.addRow("", QLabel(f"Default when empty: {default_interpreter()}", self))
+        self.max_web = QSpinBox(self)
+        self.max_web.setObjectName("maxWebMegapixels")
+        self.max_web.setRange(1, 100_000)
+        self.max_web.setSuffix(" million pixels")
+        self.max_web.setValue(max_web_pixels() // 1_000_000)
+        self.max_web.setToolTip("Largest extent of a web layer (XYZ, WMS) a run may download, at the GSD used")
+        form.addRow("Largest web layer download", self.max_web)
         layout.addLayout(form)
         self.report = QLabel("", self)
         self.report.setWordWrap(True)
@@ -129,6 +138,7 @@ class SettingsDialog(QDialog):
         super().reject()
 
     def save(self) -> None:
-        """Save the interpreter and close."""
+        """Save the interpreter and the web download limit, and close."""
         plugin_settings.set_interpreter(self.interpreter.filePath())
+        plugin_settings.set_value("max_web_megapixels", self.max_web.value())
         self.accept()

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # g++ and python3-dev: torch.compile (engine --compile) builds C++ kernels against Python.h.
-APT_PACKAGES=(qgis python3-qgis python3-gdal gdal-bin python3-venv python3-pip python3-dev g++ xvfb xauth x11-utils xdotool imagemagick)
+# qgis-server: qgis_mapserver serves the WMS of the plugin's web-layer test (tests/qgis_plugin/test_qgis_server_wms.py).
+APT_PACKAGES=(qgis python3-qgis python3-gdal gdal-bin python3-venv python3-pip python3-dev g++ xvfb xauth x11-utils xdotool imagemagick qgis-server)
 VENV=.venv
 PY=/usr/bin/python3
 

@@ -68,6 +68,29 @@ def test_processing_cancel_leaves_no_output(provider, real_model, sample_raster,
     assert not out.exists()
 
 
+def test_processing_gsd_reaches_the_engine_and_bad_values_are_refused(provider, real_model, sample_raster,
+                                                                       tmp_path) -> None:  # fmt: skip
+    import processing
+    from qgis.core import QgsProcessingException
+
+    out = tmp_path / "classes.tif"
+    result = processing.run(
+        "rspsegmentation:segmentraster",
+        {"INPUT": str(sample_raster), "MODEL": str(real_model), "GSD": "1", "OUTPUT": str(out)},
+    )
+    ds = gdal.Open(result["OUTPUT"])
+    assert (ds.RasterXSize, ds.RasterYSize) == (212, 212)  # read at 1 m, written back on the 0.5 m source grid
+    labels = ds.GetRasterBand(1).ReadAsArray()
+    assert (labels[0::2, 0::2][:105, :105] == labels[1::2, 1::2][:105, :105]).mean() > 0.9  # 2×2 blocks
+    bad = tmp_path / "bad.tif"
+    with pytest.raises(QgsProcessingException, match="GSD must be"):
+        processing.run(
+            "rspsegmentation:segmentraster",
+            {"INPUT": str(sample_raster), "MODEL": str(real_model), "GSD": "fine", "OUTPUT": str(bad)},
+        )
+    assert not bad.exists()
+
+
 @pytest.mark.parametrize("selected_only", [False, True])
 def test_mask_honours_selected_features_only(qgis_processing, qgis_new_project, selected_only) -> None:
     from osgeo import ogr

@@ -219,3 +219,19 @@ def test_precision_is_an_advanced_choice_passed_to_the_engine(dialog) -> None:
     combo.setCurrentIndex(combo.findData("fp32"))
     args = dialog.gather_parameters().engine_args()
     assert args[args.index("--precision") + 1] == "fp32"
+
+
+def test_gsd_choice_shows_the_resampling_and_reaches_the_engine(dialog) -> None:
+    assert dialog.gsd_combo.currentData() == "model" and not dialog.gsd_spin.isEnabled()
+    assert "(within 5 % of the model's GSD, 0.5 m)" in dialog.gsd_info.text()
+    assert "resampling factor 1" in dialog.gsd_info.text()  # the 0.5 m ortho at the model's 0.5 m
+    assert "--gsd" not in dialog.gather_parameters().engine_args()  # the engine's default
+    dialog.gsd_combo.setCurrentIndex(dialog.gsd_combo.findData("metres"))
+    dialog.gsd_spin.setValue(2.0)
+    assert dialog.gsd_spin.isEnabled()
+    assert "Reads at 2 m/px (chosen); layer pixels 0.5 m: resampling factor 4" in dialog.gsd_info.text()
+    args = dialog.gather_parameters().engine_args()
+    assert args[args.index("--gsd") + 1] == "2"
+    dialog.gsd_combo.setCurrentIndex(dialog.gsd_combo.findData("native"))
+    args = dialog.gather_parameters().engine_args()
+    assert args[args.index("--gsd") + 1] == "native" and "resampling factor 1" in dialog.gsd_info.text()
