@@ -35,27 +35,42 @@ import torch.nn.functional as F
 from osgeo import gdal, osr
 from PIL import Image
 
+from bench import cli_runs
 from engine.classes import POTSDAM_CLASSES as CLASSES
 from engine.classes import POTSDAM_PALETTE as PALETTE
 from engine.inference import CompiledBatches
 from engine.model_file import ModelInfo, load_model_file, save_model_file
 from engine.models import ARCHS, build_segmentor
+from engine.precision import BF16_CPU_FLAGS, autocast, cpu_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "data" / "potsdam" / "2_10_0_0_512_512_rgb.png"
 TILE, STRIDE = 512, 384
 
 
-def machine_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
+def machine_peak(threads: int, n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
     """The best fp32 GFLOP/s of a large GEMM through either library torch uses on CPU: MKL (``torch.mm``) and
     oneDNN (a 1×1 convolution). On AMD CPUs MKL takes a slower path (≈ 200 vs ≈ 400 GFLOP/s on 2 Zen 4 cores), so
     ``torch.mm`` alone would understate the peak and overstate every efficiency."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    feat, weight = torch.randn(1, n, 32, 32), torch.randn(n, n, 1, 1)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    feat, weight = torch.randn(1, n, 32, 32, dtype=dtype), torch.randn(n, n, 1, 1, dtype=dtype)
     best = time_interleaved(
         {"mm": (lambda x: torch.mm(x, b), a), "1x1": (lambda x: F.conv2d(x, weight), feat)}, repeats
     )
     return max(2 * n**3 / best["mm"], 2 * n * n * 32 * 32 / best["1x1"]) / 1e9
+
+
+def machine_description() -> str:
+    """CPU model, cores, the bf16-relevant flags and torch's version (every figure is stated with them)."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    flags = cpu_flags()
+    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", *BF16_CPU_FLAGS, "amx_int8") if f in flags]
+    return f"{name} ({os.cpu_count()} cores; {' '.join(shown) or 'flags unknown'}), torch {torch.__version__}"
 
 
 def count_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -131,7 +146,7 @@ def n_windows(size: int, tile: int, stride: int) -> int:
     return (max(size - tile + stride - 1, 0) // stride + 1) ** 2
 
 
-def bench_arch(arch: str, size: int, threads: int, peak: float, work: Path, batch: int) -> dict:
+def bench_arch(arch: str, size: int, threads: int, peak: float, work: Path, batch: int, peak_bf16: float) -> dict:
     from bench import baseline
 
     model_path = make_model_file(arch, work / f"{arch}.rspmodel")
@@ -147,8 +162,14 @@ def bench_arch(arch: str, size: int, threads: int, peak: float, work: Path, batc
     with torch.inference_mode():
         compiled(x)
     t_compile = time.perf_counter() - t
-    per_tile = time_interleaved({"ref": (model, x), "fast": (fast, x), "compiled": (compiled, x)}, repeats)
-    t_fwd, t_fwd_fast, t_fwd_compiled = (per_tile[k] / batch for k in ("ref", "fast", "compiled"))
+
+    def fast_bf16(inp: torch.Tensor) -> torch.Tensor:
+        with autocast("bf16", "cpu"):
+            return fast(inp)
+
+    variants = {"ref": (model, x), "fast": (fast, x), "compiled": (compiled, x), "bf16": (fast_bf16, x)}
+    per_tile = time_interleaved(variants, repeats)
+    t_fwd, t_fwd_fast, t_fwd_compiled, t_bf16 = (per_tile[k] / batch for k in ("ref", "fast", "compiled", "bf16"))
     eff_module = flops / t_fwd / 1e9 / peak
 
     raster = work / f"raster_{size}.tif"
@@ -179,6 +200,8 @@ def bench_arch(arch: str, size: int, threads: int, peak: float, work: Path, batc
         "forward_fast_head_s": t_fwd_fast,
         "forward_compiled_s": t_fwd_compiled,
         "compile_s": t_compile,
+        "forward_bf16_s": t_bf16,
+        "efficiency_bf16": flops_fast / t_bf16 / 1e9 / peak_bf16,
         "efficiency_module": eff_module,
         "efficiency_engine": eff_module * overhead,
         "raster": size,
@@ -218,20 +241,22 @@ def bench_memory(sizes: list[int], threads: int, work: Path) -> list[dict]:
 
 def table(results: dict) -> str:
     lines = [
-        f"Machine: {results['machine']}, {results['threads']} threads, peak {results['peak_gflops']:.1f} GFLOP/s fp32",
+        f"Machine: {results['machine']}, {results['threads']} threads, peak {results['peak_gflops']:.1f} GFLOP/s fp32, "
+        f"{results.get('peak_gflops_bf16', 0.0):.1f} GFLOP/s bf16",
         "",
         "Forward of one 512² tile, the module as built (reference float order) and with the fast head:",
         "",
         "| network | GFLOP/tile | s/tile | efficiency | fast head GFLOP | fast head s/tile | fast head speed-up "
-        "| + torch.compile s/tile | speed-up | compile s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| + torch.compile s/tile | speed-up | compile s | fast head bf16 s/tile | bf16 efficiency |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["archs"]:
         lines.append(
             f"| {r['arch']} | {r['gflop_per_tile']:.1f} | {r['forward_s']:.2f} | {r['efficiency_module']:.2f} | "
             f"{r['gflop_per_tile_fast_head']:.1f} | {r['forward_fast_head_s']:.2f} | "
             f"{r['forward_s'] / r['forward_fast_head_s']:.2f}× | {r['forward_compiled_s']:.2f} | "
-            f"{r['forward_s'] / r['forward_compiled_s']:.2f}× | {r['compile_s']:.0f} |"
+            f"{r['forward_s'] / r['forward_compiled_s']:.2f}× | {r['compile_s']:.0f} | "
+            f"{r.get('forward_bf16_s', float('nan')):.2f} | {r.get('efficiency_bf16', float('nan')):.2f} |"
         )
     lines += [
         "",
@@ -257,6 +282,8 @@ def table(results: dict) -> str:
             + " | ".join(cells)
             + " |"
         )
+    if results.get("cli"):
+        lines += ["", cli_runs.table(results["cli"])]
     lines += ["", "| raster (lite network) | peak RSS MiB | vs smallest |", "|---|---|---|"]
     first = results["memory"][0]["peak_rss_mib"] if results["memory"] else 1.0
     for m in results["memory"]:
@@ -274,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="4096² rasters for every network and 20000² memory run")
     parser.add_argument("--tiny", action="store_true", help="seconds-long smoke run (lite network, small rasters)")
     parser.add_argument("--out", default="bench_output")
+    parser.add_argument("--cli-size", type=int, default=2048, help="raster side of the whole CLI runs (0: skip them)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -281,19 +310,30 @@ def main(argv: list[str] | None = None) -> int:
     archs = ["lite_resnet"] if args.tiny else args.archs
     mem_sizes = [1024, 2048] if args.tiny else ([2048, 8192, 20000] if args.full else [2048, 8192])
     results: dict = {
-        "machine": f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores), torch {torch.__version__}",
+        "machine": machine_description(),
         "threads": args.threads,
         "peak_gflops": machine_peak(args.threads),
+        "peak_gflops_bf16": machine_peak(args.threads, dtype=torch.bfloat16),
         "archs": [],
+        "cli": [],
     }
     with tempfile.TemporaryDirectory(prefix="rsp-bench-") as tmp:
         work = Path(tmp)
         for arch in archs:
             size = 1024 if args.tiny else (4096 if args.full or arch == "lite_resnet" else 1024)
             print(f"bench: {arch} on {size}²", file=sys.stderr, flush=True)
-            results["archs"].append(bench_arch(arch, size, args.threads, results["peak_gflops"], work, args.batch_size))
+            peaks = results["peak_gflops"], results["peak_gflops_bf16"]
+            results["archs"].append(bench_arch(arch, size, args.threads, peaks[0], work, args.batch_size, peaks[1]))
+            if args.cli_size and (arch != "lite_resnet" or args.tiny):
+                cli_size = 512 if args.tiny else args.cli_size
+                print(f"bench: {arch} whole CLI runs on {cli_size}²", file=sys.stderr, flush=True)
+                raster = work / f"cli_{cli_size}.tif"
+                if not raster.exists():
+                    make_raster(raster, cli_size)
+                model_file = work / f"{arch}.rspmodel"
+                results["cli"].append(cli_runs.bench_cli(arch, model_file, raster, work, args.threads, 4))
         print("bench: memory", file=sys.stderr, flush=True)
-        results["memory"] = bench_memory(mem_sizes, args.threads, work)
+        results["memory"] = [] if args.no_memory else bench_memory(mem_sizes, args.threads, work)
     text = table(results)
     (out / "bench.json").write_text(json.dumps(results, indent=2))
     (out / "bench.md").write_text(text + "\n")
