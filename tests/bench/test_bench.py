@@ -49,6 +49,8 @@ def test_cli_table_states_precision_compilation_and_both_ratios() -> None:
     row = {"arch": "rsp_resnet50", "raster": "cli_2048.tif", "windows": 25, "baseline_s": 60.0, "default_s": 25.0,
            "default_precision": "bf16", "default_compiled": True, "speedup_default": 2.4, "agreement_default": 0.99,
            "reference_fp32_s": 40.0, "speedup_reference_fp32": 1.5, "labels_identical_reference_fp32": 1.0,
-           "warmup": {"precision": "bf16", "eager_s": 1.3, "compiled_s": 1.0, "compile_s": 70.0, "cache": "cold"}}  # fmt: skip
+           "warmup": {"precision": "bf16", "eager_s": 1.3, "compiled_s": 1.0, "compile_s": 70.0,
+                      "cache": "cold"}}  # fmt: skip
     text = cli_table([row])
-    assert "| rsp_resnet50 | cli_2048.tif (25 win) | 60.0 | 25.0 | bf16, yes | 2.40× 99.00 % | 1.50× 100.000 % |" in text
+    expected = "| rsp_resnet50 | cli_2048.tif (25 win) | 60.0 | 25.0 | bf16, yes | 2.40× 99.00 % | 1.50× 100.000 % |"
+    assert expected in text
