@@ -233,8 +233,8 @@ def _predict(
     t0 = time.monotonic()
     ctx = prepare(request, on_event, cancel)
     with OutputLock(list(request.output_paths().values())):  # a second run on these outputs is refused at once
+        check_disk_space(ctx, resumable_bytes(request))  # before anything else reads the raster or writes
         state = RunState.open(ctx)
-        check_disk_space(ctx, state.partial_bytes())
         model, device = network or load_run_network(ctx)
         tmps = {role: temporary_path(path) for role, path in request.output_paths().items()}
         work = outputs.work_paths(tmps, direct=not (ctx.resampled or request.cog))
@@ -254,6 +254,16 @@ def _predict(
             raise
         outputs.remove_temporaries(scratch)
     return result
+
+
+def resumable_bytes(request: PredictRequest) -> int:
+    """Bytes the partial rasters of an unfinished run for ``request.output`` hold, when ``request.resume``."""
+    if not request.resume:
+        return 0
+    from engine.journal import run_files
+
+    others = [p for r, p in request.output_paths().items() if r == events.CONFIDENCE]
+    return sum(os.path.getsize(p) for p in run_files(request.output, others)[1:] if os.path.isfile(p))
 
 
 def check_disk_space(ctx: RunContext, already: int = 0) -> None:

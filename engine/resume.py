@@ -23,7 +23,11 @@ device and software; the polygons are made from the labels).
 ``fsync``-ed and the journal records the new ``rows_done``, each time the written rows cross an output block row
 (:data:`engine.outputs.OUTPUT_BLOCK` rows; flushing a compressed tile and writing it again appends a new copy of it
 to the file, so flushing after every band would grow the file), when the region is finished, and when the writer
-closes (an error or a cancel: whatever was written is kept).
+closes (an error or a cancel). ``rows_done`` is always on a block-row boundary (or the region's end): the tiles
+above it are complete and never written again, so a write that fails later (a full disk leaves a truncated tile
+behind) or a kill cannot damage them. A resumed run first resets the block rows from ``rows_done`` on to nodata,
+writing whole tiles (GDAL then does not read them back, so a damaged tile there does no harm), and recomputes at most
+one block row that had been written but not recorded.
 """
 
 from __future__ import annotations
@@ -153,6 +157,18 @@ def keep_rows(rows: FinishedRows | None, first: int) -> FinishedRows | None:
     return FinishedRows(first, rows.labels[skip:], rows.confidence[skip:])
 
 
+def reset_rows(ds: gdal.Dataset, first: int, block_rows: int = outputs.OUTPUT_BLOCK) -> None:
+    """Write nodata over rows ``first:`` of ``ds`` (``first`` on a block-row boundary), whole tiles at a time."""
+    import numpy as np
+
+    band = ds.GetRasterBand(1)
+    nodata = band.GetNoDataValue()
+    dtype = np.uint8 if band.DataType == gdal.GDT_Byte else np.float32
+    for y in range(first, ds.RasterYSize, block_rows):
+        h = min(block_rows, ds.RasterYSize - y)
+        band.WriteArray(np.full((h, ds.RasterXSize), nodata, dtype), 0, y)
+
+
 class Checkpoints:
     """Makes written row bands durable and records them in the journal (when: see the module docstring).
 
@@ -170,27 +186,33 @@ class Checkpoints:
         self.durable = run_journal.rows_done
         self.written = self.durable
 
+    def recordable(self) -> int:
+        """The rows that a checkpoint now would record: the written rows, down to a block-row boundary."""
+        if self.written >= self.end:
+            return self.end
+        return self.first + (self.written - self.first) // self.block * self.block
+
     def after_write(self, datasets: list[gdal.Dataset], rows_end: int) -> None:
-        """Rows above ``rows_end`` are written; checkpoint when they crossed a block row or finished the region."""
+        """Rows above ``rows_end`` are written; checkpoint when they completed a block row or the region."""
         self.written = max(self.written, rows_end)
-        crossed = (self.written - self.first) // self.block > (self.durable - self.first) // self.block
-        if crossed or self.written >= self.end:
+        if self.recordable() > self.durable:
             self.commit(datasets)
 
     def commit(self, datasets: list[gdal.Dataset]) -> None:
-        """Flush and ``fsync`` the rasters, then record the written rows in the journal (no-op when none are new).
+        """Flush and ``fsync`` the rasters, then record :meth:`recordable` rows in the journal (no-op when not new).
 
         Raises:
             OSError, RuntimeError: flushing or syncing failed (the journal then still says the previous rows).
         """
-        if self.written <= self.durable:
+        rows = self.recordable()
+        if rows <= self.durable:
             return
         for ds in datasets:
             ds.FlushCache()
         for path in self.files:
             journal.fsync_file(path)
-        self.journal.record(self.written)
-        self.durable = self.written
+        self.journal.record(rows)
+        self.durable = rows
 
 
 class RunState:
@@ -257,10 +279,6 @@ class RunState:
         """The part of the region's ``windows`` this run computes (:func:`windows_to_run`)."""
         return windows_to_run(windows, self.rows_done) if self.resumed else windows
 
-    def partial_bytes(self) -> int:
-        """Bytes the partial rasters already hold on disk (0 for a fresh run)."""
-        return sum(os.path.getsize(p) for p in self.partials.values() if self.resumed and os.path.isfile(p))
-
     def open_rasters(self, region: Window) -> tuple[gdal.Dataset, gdal.Dataset | None]:
         """The partial rasters covering ``region`` of the work grid: created (fresh run, then the journal) or opened.
 
@@ -279,6 +297,8 @@ class RunState:
                             f"cannot open the partial raster {self.partials[role]}: {exc}",
                             "run again without --resume to start from the beginning",
                         ) from exc
+            for ds in opened:
+                reset_rows(ds, self.rows_done - region.row)
             return opened[0], opened[1] if len(opened) > 1 else None
         gt, proj = window_geotransform(ctx.work, region), ctx.work.GetProjection()
         w, h = region.width, region.height
