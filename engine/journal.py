@@ -258,6 +258,27 @@ def discard(output: str, others: list[str] | None = None) -> list[str]:
     return removed
 
 
+def remove_stale_locks(outputs: list[str]) -> list[str]:
+    """Remove the lock files of ``outputs`` that no process holds (left by a killed run); return what was removed."""
+    import fcntl
+
+    removed = []
+    for path in sorted({lock_path(p) for p in outputs}):
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.remove(path)
+            removed.append(path)
+        except OSError:
+            pass  # held by a running engine: its lock
+        finally:
+            os.close(fd)
+    return removed
+
+
 class OutputLock:
     """An exclusive, non-blocking ``fcntl.flock`` on each output's lock file for the duration of a run.
 

@@ -75,6 +75,7 @@ class SegmentParameters(CheckedParameters):
         simplify_m: polygon simplification tolerance in metres; 0 disables it.
         overwrite: replace existing outputs.
         threads: torch CPU threads, None for the engine's default.
+        resume: continue the unfinished run for ``output_raster`` (``--resume``).
     """
 
     input_path: str
@@ -93,6 +94,7 @@ class SegmentParameters(CheckedParameters):
     overwrite: bool = False
     threads: int | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    resume: bool = False
 
     def problems(self) -> list[str]:
         """Every reason this run cannot start, in words an analyst can act on (empty when valid)."""
@@ -156,6 +158,8 @@ class SegmentParameters(CheckedParameters):
             args += ["--threads", str(self.threads)]
         if self.overwrite:
             args.append("--overwrite")
+        if self.resume:
+            args.append("--resume")
         for key, value in self.extra.items():
             args += [key, value]
         return args

@@ -4,10 +4,15 @@ The dialog only gathers parameters (:meth:`SegmentDialog.gather_parameters`); va
 in :mod:`.parameters`, layers → files and extents in :mod:`.layer_inputs`, the run's lifecycle (progress, Cancel,
 errors) in :mod:`.run_dialog`, the subprocess in :mod:`.engine_runner`, styling in :mod:`.layer_styling`.
 Choices are remembered in QgsSettings (output paths are not: they default next to each input raster).
+
+When the engine left an unfinished run for the chosen class raster (QGIS closed mid-run, a crash, a failure:
+:func:`engine.journal.unfinished_run`), a **Resume** button next to Run continues it (``--resume``); Run starts
+again from the beginning (the engine then removes the unfinished run's files).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,7 @@ from .dialog_widgets import (
     save_device,
     show_environment_report,
 )
+from .engine_locator import ensure_engine_importable
 from .engine_runner import EngineRunner
 from .layer_inputs import MASK_FILE_NAME, LayerExportError, canvas_bbox, export_features, layer_file_path
 from .layer_styling import add_results_to_project
@@ -83,6 +89,7 @@ class SegmentDialog(RunDialog):
         self._tmp: QTemporaryDir | None = None
         self._auto_outputs: dict[str, str] = {}
         self._default_bands: tuple[int, ...] | None = None  # the mapping the engine chooses by itself
+        self._resume_next = False  # the run being started continues an unfinished one
         self._build()
         self._restore_settings()
         self.refresh()
@@ -150,6 +157,13 @@ class SegmentDialog(RunDialog):
 
         self.check_button = QPushButton("Check environment", self)
         self._add_run_controls(layout, self.check_button)
+        self.resume_button = QPushButton("Resume", self)
+        self.resume_button.setObjectName("resumeButton")
+        self.resume_button.setVisible(False)
+        self.resume_button.clicked.connect(self.resume)
+        row = self._button_row()
+        row.insertWidget(row.indexOf(self.run_button), self.resume_button)
+        self.raster_out.fileChanged.connect(self._update_enabled)
 
         self.layer_combo.layerChanged.connect(self._on_inputs_changed)
         self.model_combo.currentIndexChanged.connect(self._on_inputs_changed)
@@ -206,6 +220,48 @@ class SegmentDialog(RunDialog):
         self.simplify_spin.setEnabled(self.vector_check.isChecked())
         self.confidence_out.setEnabled(self.confidence_check.isChecked())
         super()._update_enabled()
+        if hasattr(self, "resume_button"):
+            self._offer_resume()
+
+    def _button_row(self) -> QHBoxLayout:
+        """The layout holding Run, Cancel and Close."""
+        layout = self.layout()
+        for i in range(layout.count()):
+            item = layout.itemAt(i).layout()
+            if isinstance(item, QHBoxLayout) and item.indexOf(self.run_button) >= 0:
+                return item
+        raise RuntimeError("the dialog has no Run button row")
+
+    def unfinished_run(self) -> dict[str, Any] | None:
+        """The engine's unfinished run for the chosen class raster (:func:`engine.journal.unfinished_run`), or None."""
+        path = self.raster_out.filePath().strip()
+        if not path:
+            return None
+        ensure_engine_importable()
+        from engine.journal import unfinished_run
+
+        return unfinished_run(path)
+
+    def _offer_resume(self) -> None:
+        """Show Resume, with how much is done, while idle and an unfinished run exists for the chosen output."""
+        unfinished = self.unfinished_run() if self.runner is None else None
+        self.resume_button.setVisible(unfinished is not None)
+        self.resume_button.setEnabled(unfinished is not None)
+        if unfinished is not None:
+            percent = round(100 * unfinished["fraction"])
+            self.resume_button.setText(f"Resume ({percent} % done)")
+            self.resume_button.setToolTip(
+                "An unfinished run for this output exists: Resume continues it with the same options. "
+                "Run starts again from the beginning."
+            )
+
+    def resume(self) -> bool:
+        """Continue the unfinished run for the chosen output (``--resume``); False when it cannot start."""
+        self._resume_next = True
+        try:
+            return self.run()
+        finally:
+            self._resume_next = False
 
     def _restore_settings(self) -> None:
         get = plugin_settings.get_value
@@ -291,6 +347,8 @@ class SegmentDialog(RunDialog):
 
     def _checked_parameters(self) -> SegmentParameters:
         params = self.gather_parameters()
+        if self._resume_next:
+            params = dataclasses.replace(params, resume=True)
         params.validate()
         return params
 
