@@ -46,6 +46,7 @@ JOURNAL_FORMAT = "rsp-engine-resume/1"
 JOURNAL_SUFFIX = ".resume.json"
 LOCK_SUFFIX = ".lock"
 PARTIAL_TAG = ".tmp-resume"
+RESUME_ADVICE = "run again with --resume to continue, or without it to start afresh"  # the plugin rewords it
 
 
 class ResumeError(ParameterError):

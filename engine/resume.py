@@ -341,10 +341,8 @@ class RunState:
         current = self._current_journal()
         if current is not None and current.has_rows:
             first, end = current.region_rows
-            note = (
-                f"the finished rows ({current.rows_done - first} of {end - first}) are kept: run again with --resume "
-                "to continue, or without it to start afresh"
-            )
+            done = f"{current.rows_done - first} of {end - first}"
+            note = f"the finished rows ({done}) are kept: {journal.RESUME_ADVICE}"
             log.warning("%s", note)
             if isinstance(exc, CancelledError):
                 exc.hint = f"nothing was written under the requested names; {note}"

@@ -363,6 +363,12 @@ class SegmentDialog(RunDialog):
         eta = f", about {event.eta_s:.0f} s left" if event.eta_s is not None else ""
         return f"{event.done} of {event.total} windows{eta}"
 
+    def _on_failed(self, message: str, hint: str) -> None:
+        ensure_engine_importable()
+        from engine.journal import RESUME_ADVICE
+
+        super()._on_failed(message, hint.replace(RESUME_ADVICE, "click Resume to continue, or Run to start afresh"))
+
     def _finish(self, ok: bool) -> None:
         super()._finish(ok)
         self._tmp = None  # the exported mask polygons

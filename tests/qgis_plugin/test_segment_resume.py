@@ -122,3 +122,14 @@ def test_cancel_discards_the_unfinished_run(setup) -> None:
     assert dialog.unfinished_run() is None and not dialog.resume_button.isVisible()
     folder = os.path.dirname(dialog.raster_out.filePath())
     assert sorted(os.listdir(folder)) == ["tall.tif"]
+
+
+def test_a_failure_that_kept_rows_says_resume_in_the_dialog_words(setup) -> None:
+    from engine.journal import RESUME_ADVICE
+
+    new_dialog, _raster = setup
+    dialog = new_dialog()
+    dialog._on_failed("writing the output failed", f"free disk space; the finished rows (256 of 1024) are kept: "
+                      f"{RESUME_ADVICE}")  # fmt: skip
+    text = dialog.status_label.text()
+    assert "click Resume to continue, or Run to start afresh" in text and "--resume" not in text
