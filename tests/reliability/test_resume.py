@@ -169,10 +169,8 @@ def test_resume_with_other_model_bands_tile_or_blend_is_refused(tmp_path: Path, 
         assert error["kind"] == "ResumeError" and key in error["message"], error
         assert "Traceback" not in result.stderr
         assert snapshot(out) == before, key  # journal and partial rasters untouched
-    ref, _start = uninterrupted(model, raster, tmp_path, vector=False)
-    result = run_engine([*args, "--resume"])  # the same options still resume
+    result = run_engine([*args, "--resume"])  # the same options still resume (identity: the kill tests)
     assert result.returncode == 0 and "resumed_from_row" in first(result, "start")
-    assert_identical(ref, out, vector=False)
 
 
 def test_without_resume_the_leftovers_are_removed_and_the_run_starts_afresh(tmp_path: Path, model: Path) -> None:
