@@ -93,12 +93,15 @@ class BandAccumulator:
         num_classes: K.
         tile: window size; the band holds this many rows.
         mode: ``"smooth"`` or ``"reference"``.
+        top: absolute row of the first row to accumulate (default ``region.row``; a resumed run starts lower).
     """
 
-    def __init__(self, region: Window, num_classes: int, tile: int, mode: str = "smooth") -> None:
+    def __init__(
+        self, region: Window, num_classes: int, tile: int, mode: str = "smooth", top: int | None = None
+    ) -> None:
         self.region, self.k, self.mode = region, num_classes, check_blend(mode)
         self.cap = min(tile, region.height)
-        self.top = region.row  # absolute row of band row 0
+        self.top = region.row if top is None else top  # absolute row of band row 0
         self.scores = np.zeros((num_classes, self.cap, region.width), np.float32)
         self.weights = np.zeros((self.cap, region.width), np.float32)
         self.valid = np.zeros((self.cap, region.width), bool)

@@ -118,6 +118,12 @@ def add_predict_parser(sub: Any) -> None:
     p.add_argument("--cog", action="store_true", help="write Cloud-Optimized GeoTIFFs")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the unfinished run for --output (killed, cancelled or failed; same input, model and options) "
+        "instead of starting again",
+    )
+    p.add_argument(
         "--distributed", action="store_true", help="run under torchrun: ranks split the rows, rank 0 joins the parts"
     )
     p.add_argument("--debug", action="store_true", help="debug logs and tracebacks on stderr")
@@ -184,6 +190,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
     def work(emit: events.EventCallback, cancel: threading.Event) -> int:
         request = _request(args)
+        if args.distributed and args.resume:
+            raise ParameterError("--resume is not available with --distributed")
         if args.distributed:
             from engine.distributed import predict_distributed
             from engine.raster_io import bounded_gdal_cache
@@ -197,7 +205,8 @@ def run_predict(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     rank = int(os.environ.get("RANK", "0")) if args.distributed else 0
-    return run_cancellable(work, debug=args.debug, emit=EventPrinter(rank))
+    message = "cancelled; nothing was written under the requested names"
+    return run_cancellable(work, debug=args.debug, emit=EventPrinter(rank), cancelled_message=message)
 
 
 def main(argv: list[str] | None = None) -> int:

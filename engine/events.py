@@ -9,6 +9,7 @@ Events:
 - ``start``: the run is prepared (input, model, device, region, tile, stride, bands, ``total`` windows; the GSD read
   at: ``gsd_choice``, ``native_gsd_m``, ``gsd_m``, ``resampling_factor``, see :func:`engine.georef.gsd_fields`).
 - ``status``: ``message``, a long step without progress (such as compiling the network).
+- ``warning``: ``message``, something the run worked around (e.g. out of memory: ``batch_size`` halved).
 - ``progress``: ``done`` of ``total`` windows, ``eta_s`` seconds left (None when unknown).
 - ``done``: ``outputs`` (role → path, roles below), ``classes`` (``id``, ``name``, ``pixels``, ``area_m2``),
   ``windows``, ``seconds``.
@@ -28,6 +29,7 @@ from typing import Any
 # Event names (the ``"event"`` field).
 START = "start"
 STATUS = "status"
+WARNING = "warning"
 PROGRESS = "progress"
 DONE = "done"
 ERROR = "error"

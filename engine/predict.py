@@ -16,9 +16,15 @@ raster was resampled to the model's GSD, colour table and class names, overviews
 :mod:`engine.vectorize`; per-class pixel counts and areas; the renames).
 
 Events passed to ``on_event`` (the CLI prints them as JSON lines; names and fields in :mod:`engine.events`):
-``start``, ``status`` (``message``: a long step without progress, such as compiling the network), ``progress``
-(``done``, ``total`` windows, ``eta_s``), ``done`` (``outputs``, ``classes``: ``id``, ``name``, ``pixels``,
-``area_m2``).
+``start`` (a resumed run adds ``resumed_from_row`` and ``whole_total``, the windows of the whole region; its
+``total`` counts only the windows it computes), ``status`` (``message``: a long step without progress, such as
+compiling the network), ``warning`` (``message``: e.g. out of memory, the batch halved), ``progress`` (``done``,
+``total`` windows, ``eta_s``), ``done`` (``outputs``, ``classes``: ``id``, ``name``, ``pixels``, ``area_m2``).
+
+Reliability (:mod:`engine.journal`, :mod:`engine.resume`, :mod:`engine.resources`): a run holds a lock on its
+outputs (a second run on them is refused at once), checks free disk space before it starts, keeps a journal of the
+rows durably written so that ``resume=True`` continues a run that was killed, cancelled or failed, and halves the
+batch when the network runs out of memory.
 """
 
 from __future__ import annotations
@@ -34,11 +40,12 @@ from typing import Any
 import numpy as np
 from osgeo import gdal
 
-from engine import events, georef, outputs, raster_io, sources, streaming
+from engine import events, georef, outputs, raster_io, resources, sources, streaming
 from engine.atomic import temporary_path
 from engine.blending import CONFIDENCE_NODATA, LABEL_NODATA, BandAccumulator, check_blend
 from engine.errors import CancelledError, ParameterError
 from engine.events import EventCallback, ProgressEvents
+from engine.journal import OutputLock
 from engine.masks import PolygonMask
 from engine.model_file import ModelInfo, read_model_info
 from engine.precision import PRECISIONS, resolve_precision
@@ -90,6 +97,8 @@ class PredictRequest:
         simplify: polygon simplification tolerance in ground metres (0 = none).
         cog: write the class raster (and confidence) as Cloud-Optimized GeoTIFF.
         overwrite: replace existing outputs.
+        resume: continue the unfinished run for ``output`` (same input, model and pixel options; see
+            :mod:`engine.resume`) instead of removing it and starting from the beginning.
     """
 
     model: str
@@ -117,6 +126,7 @@ class PredictRequest:
     simplify: float = 0.0
     cog: bool = False
     overwrite: bool = False
+    resume: bool = False
 
     def __post_init__(self) -> None:
         """Check the options that need no file; :class:`ParameterError` says which one is wrong."""
@@ -240,24 +250,58 @@ def _predict(
     cancel: threading.Event | None,
     network: tuple[Any, Any] | None,
 ) -> PredictResult:
+    from engine.resume import RunState
+
     t0 = time.monotonic()
     from engine.inference import call_abandonable
 
     ctx = prepare(request, on_event, cancel)
-    model, device = network or call_abandonable(lambda: load_run_network(ctx), ctx.cancel, "rsp-load")
-    tmps = {role: temporary_path(path) for role, path in request.output_paths().items()}
-    work = outputs.work_paths(tmps, direct=not (ctx.resampled or request.cog))
-    scratch = [p for p in work.values() if p not in tmps.values()]
-    try:
-        windows = region_windows(ctx, ctx.region_work)
-        start_event(ctx, len(windows), device)
-        ran = run_region(ctx, model, device, ctx.region_work, windows, work, ProgressEvents(ctx.on_event))
-        result = complete(ctx, work, tmps, ran, t0)
-    except BaseException:
-        outputs.remove_temporaries(list(tmps.values()) + scratch)
-        raise
-    outputs.remove_temporaries(scratch)
+    with OutputLock(list(request.output_paths().values())):  # a second run on these outputs is refused at once
+        check_disk_space(ctx, resumable_bytes(request))  # before anything else reads the raster or writes
+        state = RunState.open(ctx)
+        model, device = network or call_abandonable(lambda: load_run_network(ctx), ctx.cancel, "rsp-load")
+        tmps = {role: temporary_path(path) for role, path in request.output_paths().items()}
+        work = outputs.work_paths(tmps, direct=not (ctx.resampled or request.cog))
+        scratch = [p for p in work.values() if p not in tmps.values()]
+        try:
+            whole = region_windows(ctx, ctx.region_work)
+            windows = state.windows(whole)
+            resumed = {"resumed_from_row": state.rows_done, "whole_total": len(whole)} if state.resumed else {}
+            start_event(ctx, len(windows), device, **resumed)
+            ran = run_region(ctx, model, device, ctx.region_work, windows, state.partials, ProgressEvents(ctx.on_event),
+                             state=state)  # fmt: skip
+            state.hand_over(work)
+            result = complete(ctx, work, tmps, ran, t0)
+        except BaseException as exc:
+            outputs.remove_temporaries(list(tmps.values()) + scratch)
+            state.abandon(exc)
+            raise
+        outputs.remove_temporaries(scratch)
     return result
+
+
+def resumable_bytes(request: PredictRequest) -> int:
+    """Bytes the partial rasters of an unfinished run for ``request.output`` hold, when ``request.resume``."""
+    if not request.resume:
+        return 0
+    from engine.journal import run_files
+
+    others = [p for r, p in request.output_paths().items() if r == events.CONFIDENCE]
+    return sum(os.path.getsize(p) for p in run_files(request.output, others)[1:] if os.path.isfile(p))
+
+
+def check_disk_space(ctx: RunContext, already: int = 0) -> None:
+    """Refuse the run before it starts when its outputs may not fit (:func:`engine.resources.check_disk_space`).
+
+    Args:
+        ctx: the prepared run.
+        already: bytes a resumed run's partial rasters already hold.
+    """
+    src, work = ctx.region_src, ctx.region_work
+    sizes = resources.estimate_output_bytes(
+        ctx.request.output_paths(), src.width * src.height, work.width * work.height, ctx.resampled or ctx.request.cog
+    )
+    resources.check_disk_space(sizes, already)
 
 
 def prepare(
@@ -328,8 +372,8 @@ def region_windows(ctx: RunContext, region: Window) -> list[Window]:
         raise ParameterError(str(exc)) from exc
 
 
-def start_event(ctx: RunContext, total: int, device: Any) -> None:
-    """Emit the ``start`` event: what runs where, and the ``total`` number of windows."""
+def start_event(ctx: RunContext, total: int, device: Any, **extra: Any) -> None:
+    """Emit the ``start`` event: what runs where, the ``total`` number of windows, and ``extra`` fields."""
     r = ctx.region_src
     ctx.emit(
         events.START,
@@ -349,6 +393,7 @@ def start_event(ctx: RunContext, total: int, device: Any) -> None:
         precision=ctx.precision_for(device),
         bands=ctx.bands,
         total=total,
+        **extra,
     )
 
 
@@ -397,8 +442,9 @@ def run_region(
     windows: list[Window],
     paths: dict[str, str],
     progress: Callable[[int, int], None],
+    state: Any = None,
 ) -> int:
-    """Predict ``region`` of the work grid into new GeoTIFFs.
+    """Predict ``region`` of the work grid into new GeoTIFFs (or, resuming, into the partial rasters).
 
     Args:
         ctx: the prepared run.
@@ -409,20 +455,33 @@ def run_region(
         paths: ``{role: path}`` of the GeoTIFFs to create covering ``region`` (``labels``, optionally
             ``confidence``).
         progress: called with ``(done, total)`` windows after each batch.
+        state: the run's :class:`engine.resume.RunState`: its partial rasters (``paths``) are created or reopened,
+            written rows are checkpointed in its journal, and a resumed run writes only rows at and below its
+            ``rows_done``. None: plain new GeoTIFFs (distributed ranks).
 
     Returns:
         the number of windows run through the network.
     """
+    from engine.resume import keep_rows
+
+    if not windows:  # a resumed run whose rows were all written
+        return 0
     runner = window_runner(ctx, model, device, len(windows))
-    gt, proj = georef.window_geotransform(ctx.work, region), ctx.work.GetProjection()
-    w, h = region.width, region.height
-    labels = outputs.create_geotiff(paths[events.LABELS], w, h, gt, proj, gdal.GDT_Byte, LABEL_NODATA)
-    conf = None
-    if events.CONFIDENCE in paths:
-        conf = outputs.create_geotiff(paths[events.CONFIDENCE], w, h, gt, proj, gdal.GDT_Float32, CONFIDENCE_NODATA)
-    writer = streaming.RowWriter(labels, conf, region)
+    if state is not None:
+        labels, conf = state.open_rasters(region)
+    else:
+        gt, proj = georef.window_geotransform(ctx.work, region), ctx.work.GetProjection()
+        w, h = region.width, region.height
+        labels = outputs.create_geotiff(paths[events.LABELS], w, h, gt, proj, gdal.GDT_Byte, LABEL_NODATA)
+        conf = None
+        if events.CONFIDENCE in paths:
+            conf = outputs.create_geotiff(paths[events.CONFIDENCE], w, h, gt, proj, gdal.GDT_Float32, CONFIDENCE_NODATA)
+    writer = streaming.RowWriter(labels, conf, region, state.checkpoints() if state is not None else None)
     labels = conf = None  # the writer holds the datasets and closes them
-    acc = BandAccumulator(region, ctx.info.num_classes, ctx.tile, ctx.request.blend)
+    first = state.rows_done if state is not None else region.row  # rows above are written already
+    top = max(region.row, windows[0].row)
+    acc = BandAccumulator(region, ctx.info.num_classes, ctx.tile, ctx.request.blend, top=top)
+    forward = resources.AdaptiveBatches(runner, ctx.request.batch_size, ctx.on_event, ctx.tile, str(device))
     reader = streaming.read_items(ctx.work, ctx.bands, windows, ctx.tile, ctx.normalizer, ctx.polygons, ctx.cancel)
     items = streaming.prefetch(reader, streaming.PREFETCH_BATCHES * ctx.request.batch_size, ctx.cancel)
     total, done, ran = len(windows), 0, 0
@@ -431,11 +490,11 @@ def run_region(
         for batch in streaming.batches(items, ctx.request.batch_size):
             ctx.check_cancel()
             runnable = [it.data for it in batch if it.data is not None]
-            logits = runner(np.stack(runnable)) if runnable else None
+            logits = forward(np.stack(runnable)) if runnable else None
             k = 0
             for it in batch:  # in grid order: rows above a new grid row are finished
                 if it.window.grid_row != current_grid_row:
-                    writer.put(acc.advance_to(it.window.row))
+                    writer.put(keep_rows(acc.advance_to(it.window.row), first))
                     current_grid_row = it.window.grid_row
                 if it.data is not None:
                     assert logits is not None
@@ -444,7 +503,7 @@ def run_region(
                     k += 1
             done, ran = done + len(batch), ran + len(runnable)
             progress(done, total)
-        writer.put(acc.finish())
+        writer.put(keep_rows(acc.finish(), first))
         runner.record()
     finally:
         items.close()  # type: ignore[attr-defined]

@@ -138,10 +138,15 @@ class RowWriter:
         labels: uint8 class raster covering ``region``.
         confidence: float32 confidence raster covering ``region``, or None.
         region: the work-grid window the rasters cover (rows are written at ``row - region.row``).
+        checkpoint: makes written rows durable (:class:`engine.resume.Checkpoints`): ``after_write(datasets,
+            rows_end)`` after each band and ``commit(datasets)`` when closing without a write error; None: none.
     """
 
-    def __init__(self, labels: gdal.Dataset, confidence: gdal.Dataset | None, region: Window) -> None:
+    def __init__(
+        self, labels: gdal.Dataset, confidence: gdal.Dataset | None, region: Window, checkpoint: Any = None
+    ) -> None:
         self.labels, self.confidence, self.region = labels, confidence, region
+        self.checkpoint = checkpoint
         self.q: queue.Queue[FinishedRows | None] = queue.Queue(maxsize=WRITER_QUEUE)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="engine-writer", daemon=True)
@@ -159,8 +164,13 @@ class RowWriter:
                 self.labels.GetRasterBand(1).WriteArray(rows.labels, 0, y)
                 if self.confidence is not None:
                     self.confidence.GetRasterBand(1).WriteArray(rows.confidence, 0, y)
+                if self.checkpoint is not None:
+                    self.checkpoint.after_write(self._datasets(), rows.row + rows.labels.shape[0])
             except BaseException as exc:
                 self.error = exc
+
+    def _datasets(self) -> list[gdal.Dataset]:
+        return [ds for ds in (self.labels, self.confidence) if ds is not None]
 
     def _raise_if_failed(self) -> None:
         if self.error is not None:
@@ -184,5 +194,10 @@ class RowWriter:
         """
         self.q.put(None)
         self.thread.join()
+        if self.checkpoint is not None and self.error is None:
+            try:
+                self.checkpoint.commit(self._datasets())
+            except BaseException as exc:
+                self.error = exc
         self.labels = self.confidence = None  # type: ignore[assignment]  # the writer held the last references
         self._raise_if_failed()

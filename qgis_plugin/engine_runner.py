@@ -8,6 +8,10 @@ command is an argument list (never a shell string). Cancel sends SIGTERM (the en
 then kills after :data:`KILL_GRACE_MS`; afterwards any requested output that did not exist before the run is
 deleted, so a cancelled or failed run leaves nothing under the requested names.
 
+Resumable runs (:mod:`engine.journal`): a run that failed, crashed or was stopped with ``cancel(keep_unfinished=True)``
+(QGIS closing) keeps the engine's hidden journal and partial rasters, so the Segment dialog can offer Resume; a plain
+cancel discards them (the analyst asked to stop), and lock files a killed engine left are removed.
+
 With a Qt event loop (the dialogs) the signals arrive by themselves; without one (a Processing algorithm runs in a
 worker thread) :meth:`EngineRunner.poll` drives the run, as :func:`run_blocking` does.
 """
@@ -130,6 +134,7 @@ class EngineRunner(QObject):
         self._done: DoneEvent | None = None
         self._error: ErrorEvent | None = None
         self._cancel_requested = False
+        self._keep_unfinished = False
         self._ended = False
         self.process = QProcess(self)
         self.process.setProcessEnvironment(engine_environment())
@@ -154,10 +159,16 @@ class EngineRunner(QObject):
         """Whether the subprocess is starting or running."""
         return self.process.state() != QProcess.NotRunning
 
-    def cancel(self) -> None:
-        """SIGTERM now, SIGKILL after the grace period; ``canceled`` is emitted when the process has ended."""
+    def cancel(self, keep_unfinished: bool = False) -> None:
+        """SIGTERM now, SIGKILL after the grace period; ``canceled`` is emitted when the process has ended.
+
+        Args:
+            keep_unfinished: keep the finished part of a segmentation for a later Resume (QGIS closing); False
+                discards it.
+        """
         if not self.is_running():
             return
+        self._keep_unfinished = keep_unfinished
         self._cancel_requested = True
         self.process.terminate()
         self._kill_timer.start(KILL_GRACE_MS)
@@ -227,6 +238,8 @@ class EngineRunner(QObject):
         elif isinstance(event, OtherEvent) and event.name == "status":
             log(f"engine: {event.raw.get('message', '')}")
             self.status.emit(str(event.raw.get("message", "")))
+        elif isinstance(event, OtherEvent) and event.name == "warning":
+            log(f"engine: {event.raw.get('message', '')}", Qgis.Warning)
         if isinstance(event, OtherEvent):
             self.other.emit(event)
         elif isinstance(event, MalformedLine):
@@ -285,6 +298,13 @@ class EngineRunner(QObject):
         removed = remove_outputs(
             [p for p in self.output_paths if p not in self._preexisting], self._pid, self.output_paths
         )
+        if self.module == ENGINE_MODULE:
+            from engine.journal import discard, remove_stale_locks
+
+            if self._cancel_requested and not self._keep_unfinished:
+                for path in self.output_paths:
+                    removed += discard(path)
+            removed += remove_stale_locks(self.output_paths)
         if removed:
             log(f"removed partial outputs: {', '.join(removed)}")
 

@@ -121,6 +121,7 @@ class SegmentParameters(CheckedParameters):
         input_bbox: ``--bbox`` the input itself needs (a web tile layer: the extent in its CRS), sent in every extent
             mode (with ``--mask`` for polygons).
         input_problems: why the input layer cannot be read for this run (e.g. a web download too large).
+        resume: continue the unfinished run for ``output_raster`` (``--resume``).
     """
 
     input_path: str
@@ -143,6 +144,7 @@ class SegmentParameters(CheckedParameters):
     input_bbox: tuple[float, float, float, float] | None = None
     input_problems: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
+    resume: bool = False
 
     def problems(self) -> list[str]:
         """Every reason this run cannot start, in words an analyst can act on (empty when valid)."""
@@ -216,6 +218,8 @@ class SegmentParameters(CheckedParameters):
             args += ["--precision", self.precision]
         if self.overwrite:
             args.append("--overwrite")
+        if self.resume:
+            args.append("--resume")
         for key, value in self.extra.items():
             args += [key, value]
         return args

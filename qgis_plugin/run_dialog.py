@@ -168,9 +168,10 @@ class RunDialog(QDialog):
             self.runner.cancel()
 
     def shutdown(self) -> None:
-        """Cancel a running subprocess and wait for it (plugin unload / QGIS exit)."""
+        """Cancel a running subprocess and wait for it (plugin unload / QGIS exit); a segmentation's finished part is
+        kept for Resume."""
         if self.runner is not None:
-            self.runner.cancel()
+            self.runner.cancel(keep_unfinished=True)
             self.runner.wait(10_000)
 
     def _on_progress(self, event: ProgressEvent) -> None:

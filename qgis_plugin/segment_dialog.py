@@ -4,10 +4,15 @@ The dialog only gathers parameters (:meth:`SegmentDialog.gather_parameters`); va
 in :mod:`.parameters`, layers → files and extents in :mod:`.layer_inputs`, the run's lifecycle (progress, Cancel,
 errors) in :mod:`.run_dialog`, the subprocess in :mod:`.engine_runner`, styling in :mod:`.layer_styling`.
 Choices are remembered in QgsSettings (output paths are not: they default next to each input raster).
+
+When the engine left an unfinished run for the chosen class raster (QGIS closed mid-run, a crash, a failure:
+:func:`engine.journal.unfinished_run`), a **Resume** button next to Run continues it (``--resume``); Run starts
+again from the beginning (the engine then removes the unfinished run's files).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +48,7 @@ from .dialog_widgets import (
     save_device,
     show_environment_report,
 )
+from .engine_locator import ensure_engine_importable
 from .engine_runner import EngineRunner
 from .layer_inputs import (
     MASK_FILE_NAME,
@@ -114,6 +120,7 @@ class SegmentDialog(RunDialog):
         self._web_tmp: QTemporaryDir | None = None  # the web layer's service description, kept for the run
         self._auto_outputs: dict[str, str] = {}
         self._default_bands: tuple[int, ...] | None = None  # the mapping the engine chooses by itself
+        self._resume_next = False  # the run being started continues an unfinished one
         self._build()
         self._restore_settings()
         self.refresh()
@@ -217,6 +224,13 @@ class SegmentDialog(RunDialog):
         self.check_button = QPushButton("Check environment", self)
         self._add_run_controls(layout, self.check_button)
         layout.itemAt(layout.count() - 1).layout().insertWidget(1, self.several_button)
+        self.resume_button = QPushButton("Resume", self)
+        self.resume_button.setObjectName("resumeButton")
+        self.resume_button.setVisible(False)
+        self.resume_button.clicked.connect(self.resume)
+        row = self._button_row()
+        row.insertWidget(row.indexOf(self.run_button), self.resume_button)
+        self.raster_out.fileChanged.connect(self._update_enabled)
 
         self.layer_combo.layerChanged.connect(self._on_inputs_changed)
         self.model_combo.currentIndexChanged.connect(self._on_inputs_changed)
@@ -284,6 +298,48 @@ class SegmentDialog(RunDialog):
         model_gsd = entry.info.gsd_m if entry is not None and entry.info is not None else None
         self.gsd_info.setText(self._resolution_text(model_gsd))
         super()._update_enabled()
+        if hasattr(self, "resume_button"):
+            self._offer_resume()
+
+    def _button_row(self) -> QHBoxLayout:
+        """The layout holding Run, Cancel and Close."""
+        layout = self.layout()
+        for i in range(layout.count()):
+            item = layout.itemAt(i).layout()
+            if isinstance(item, QHBoxLayout) and item.indexOf(self.run_button) >= 0:
+                return item
+        raise RuntimeError("the dialog has no Run button row")
+
+    def unfinished_run(self) -> dict[str, Any] | None:
+        """The engine's unfinished run for the chosen class raster (:func:`engine.journal.unfinished_run`), or None."""
+        path = self.raster_out.filePath().strip()
+        if not path:
+            return None
+        ensure_engine_importable()
+        from engine.journal import unfinished_run
+
+        return unfinished_run(path)
+
+    def _offer_resume(self) -> None:
+        """Show Resume, with how much is done, while idle and an unfinished run exists for the chosen output."""
+        unfinished = self.unfinished_run() if self.runner is None else None
+        self.resume_button.setVisible(unfinished is not None)
+        self.resume_button.setEnabled(unfinished is not None)
+        if unfinished is not None:
+            percent = round(100 * unfinished["fraction"])
+            self.resume_button.setText(f"Resume ({percent} % done)")
+            self.resume_button.setToolTip(
+                "An unfinished run for this output exists: Resume continues it with the same options. "
+                "Run starts again from the beginning."
+            )
+
+    def resume(self) -> bool:
+        """Continue the unfinished run for the chosen output (``--resume``); False when it cannot start."""
+        self._resume_next = True
+        try:
+            return self.run()
+        finally:
+            self._resume_next = False
 
     def _resolution_text(self, model_gsd: float | None) -> str:
         """The GSD line; for a web layer also the download (pixel size, raster size) and why it is refused."""
@@ -449,6 +505,8 @@ class SegmentDialog(RunDialog):
 
     def _checked_parameters(self) -> SegmentParameters:
         params = self.gather_parameters()
+        if self._resume_next:
+            params = dataclasses.replace(params, resume=True)
         params.validate()
         return params
 
@@ -464,6 +522,12 @@ class SegmentDialog(RunDialog):
     def _progress_text(self, event: ProgressEvent) -> str:
         eta = f", about {event.eta_s:.0f} s left" if event.eta_s is not None else ""
         return f"{event.done} of {event.total} windows{eta}"
+
+    def _on_failed(self, message: str, hint: str) -> None:
+        ensure_engine_importable()
+        from engine.journal import RESUME_ADVICE
+
+        super()._on_failed(message, hint.replace(RESUME_ADVICE, "click Resume to continue, or Run to start afresh"))
 
     def _finish(self, ok: bool) -> None:
         super()._finish(ok)

@@ -45,7 +45,13 @@ def _runner(qgis_app, model: Path, raster: Path, out: Path) -> tuple[EngineRunne
     return runner, seen, outputs
 
 
-def test_engine_killed_mid_run_reports_and_leaves_nothing(qgis_app, tmp_path: Path, model: Path) -> None:
+def test_engine_killed_mid_run_reports_and_leaves_only_the_resumable_part(
+    qgis_app, tmp_path: Path, model: Path
+) -> None:
+    """Nothing under the requested names; the engine's hidden journal and partial rasters stay for Resume (the lock
+    file of the killed engine is removed)."""
+    from engine.journal import journal_path, partial_path, unfinished_run
+
     raster = write_raster(tmp_path / "big.tif", np.tile(real_pixels(256, 256), (1, 3, 3)))
     out = tmp_path / "out"
     out.mkdir()
@@ -58,7 +64,10 @@ def test_engine_killed_mid_run_reports_and_leaves_nothing(qgis_app, tmp_path: Pa
     assert message.strip()
     assert "done" not in seen
     assert not any(os.path.exists(p) for p in outputs)
-    assert sorted(os.listdir(out)) == []
+    labels = str(out / "classes.tif")
+    resumable = {os.path.basename(p) for p in (journal_path(labels), partial_path(labels))}
+    assert set(os.listdir(out)) == resumable  # journal and partial class raster; no lock file, no other temporary
+    assert unfinished_run(labels) is not None
 
 
 def test_cancel_while_the_model_loads(qgis_app, tmp_path: Path, model: Path) -> None:
@@ -130,3 +139,26 @@ def test_fifty_consecutive_runs_do_not_grow_memory(qgis_app, tmp_path: Path, mod
     rss = _consecutive_runs(qgis_app, tmp_path, model, 50)
     print(f"RSS MiB after runs 3, 10, 25, 50: {rss[2]:.1f} {rss[9]:.1f} {rss[24]:.1f} {rss[49]:.1f}")
     assert rss[-1] - rss[2] < MEMORY_BOUND_MIB, rss
+
+
+def test_two_runs_at_once_same_output_refused_other_output_succeeds(qgis_app, tmp_path: Path, model: Path) -> None:
+    """Two dialogs (or a dialog and Processing) at once: the second on the same output is refused at once with a
+    message and leaves the first run's files alone; one on another output runs alongside and succeeds."""
+    raster = write_raster(tmp_path / "big.tif", np.tile(real_pixels(256, 256), (1, 3, 3)))
+    out, other = tmp_path / "out", tmp_path / "other"
+    out.mkdir()
+    other.mkdir()
+    first, first_seen, outputs = _runner(qgis_app, model, raster, out)
+    first.start()
+    assert _wait(qgis_app, lambda: first_seen["progress"] > 0, 120), first_seen
+    second, second_seen, _ = _runner(qgis_app, model, raster, out)
+    third, third_seen, third_outputs = _runner(qgis_app, model, raster, other)
+    second.start()
+    third.start()
+    assert _wait(qgis_app, lambda: "failed" in second_seen, 60), second_seen
+    message, hint = second_seen["failed"]
+    assert "another run is writing" in message and "wait" in hint
+    assert first.is_running(), "the refusal came after the first run had finished"
+    assert _wait(qgis_app, lambda: "done" in first_seen and "done" in third_seen, 300), (first_seen, third_seen)
+    assert all(os.path.exists(p) for p in outputs + third_outputs)
+    assert sorted(os.listdir(out)) == ["classes.tif", "classes.tif.aux.xml", "polygons.gpkg"]

@@ -1,0 +1,351 @@
+"""The resume journal of a run, the partial rasters it describes, and the lock that keeps one run per output.
+
+Standard library only: the QGIS plugin imports this module in QGIS's own Python to find an unfinished run for the
+output the analyst chose (:func:`unfinished_run`) and to discard it (:func:`discard`).
+
+Files next to the class raster ``<folder>/<name>`` (all hidden, none under a requested name):
+
+- ``.<name>.resume.json``, the journal (:class:`Journal`): format, what was asked (input identity, model sha256,
+  every option that changes pixels), the partial rasters, and ``rows_done``: the work-grid rows above it are in the
+  partial rasters *and durable* (the rasters were flushed and ``fsync``-ed before the journal said so). It is
+  rewritten atomically (temporary file, ``fsync``, ``os.replace``, ``fsync`` of the folder), so a kill or a power
+  cut leaves either the previous journal or the new one.
+- ``.<stem>.tmp-resume<ext>`` next to each raster output (labels, confidence): the partial raster on the work grid.
+  Unlike the per-process temporary names of :mod:`engine.atomic` the name does not carry a process id, so a later
+  process finds it. The run renames it to its temporary name once every row is written.
+- ``.<name>.lock``: held with ``fcntl.flock`` for the whole run (:class:`OutputLock`); the kernel releases it when
+  the process dies, however it dies. A second run on the same output is refused at once.
+
+Decisions:
+
+- The journal is created when the network starts on the first window; an error or a cancel keeps it (and the
+  partial rasters) only when at least one row is durable, so there is something to resume.
+- A run without ``--resume`` removes an unfinished run's files for its output and starts from the beginning, saying
+  so in a log warning; ``--resume`` with no unfinished run starts from the beginning too (also said), so scripts
+  may always pass it.
+- A journal of another format, or one that cannot be parsed, is treated as no journal by a fresh run and refused by
+  ``--resume`` (never guessed at).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from engine.errors import OutputPathError, ParameterError
+
+log = logging.getLogger("engine")
+
+JOURNAL_FORMAT = "rsp-engine-resume/1"
+JOURNAL_SUFFIX = ".resume.json"
+LOCK_SUFFIX = ".lock"
+PARTIAL_TAG = ".tmp-resume"
+RESUME_ADVICE = "run again with --resume to continue, or without it to start afresh"  # the plugin rewords it
+
+
+class ResumeError(ParameterError):
+    """``--resume`` cannot continue the unfinished run (other input, model or options; damaged journal)."""
+
+    hint = "run with the same input, model and options as the unfinished run, or without --resume to start again"
+
+
+class RunLockedError(OutputPathError):
+    """Another run is writing the same output right now."""
+
+    hint = "wait for the other run to finish, or choose another output path"
+
+
+def _hidden(path: str, suffix: str) -> str:
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}{suffix}")
+
+
+def journal_path(output: str) -> str:
+    """The journal of the run writing the class raster ``output``."""
+    return _hidden(output, JOURNAL_SUFFIX)
+
+
+def lock_path(output: str) -> str:
+    """The lock file of ``output`` (see :class:`OutputLock`)."""
+    return _hidden(output, LOCK_SUFFIX)
+
+
+def partial_path(output: str) -> str:
+    """The partial raster written for the raster output ``output`` (a stable name: no process id)."""
+    folder, name = os.path.split(os.path.abspath(output))
+    stem, ext = os.path.splitext(name)
+    return os.path.join(folder, f".{stem}{PARTIAL_TAG}{ext}")
+
+
+def fsync_folder(folder: str) -> None:
+    """``fsync`` a folder so a rename or a new file in it survives a power cut (a no-op where unsupported)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: str) -> None:
+    """``fsync`` the file at ``path`` (its data reach the disk before this returns)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: str, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old or the new content, never a mix.
+
+    Raises:
+        OSError: the write failed (e.g. the disk is full); the previous file is then unchanged.
+    """
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    fsync_folder(os.path.dirname(path))
+
+
+class Journal:
+    """The resume journal of one run (file layout and rules: see the module docstring).
+
+    Args:
+        path: the journal file.
+        data: its content: ``format``, ``identity`` (what must match to resume), ``partials`` (role → path),
+            ``region_rows`` (``[first, end)`` work-grid rows the run writes), ``rows_done``.
+    """
+
+    def __init__(self, path: str, data: dict[str, Any]) -> None:
+        self.path, self.data = path, data
+
+    @classmethod
+    def load(cls, path: str) -> Journal:
+        """Read the journal at ``path``.
+
+        Raises:
+            ResumeError: it cannot be read, is not JSON, or is of another format.
+        """
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise ResumeError(f"cannot read the resume journal {path}: {exc}") from exc
+        if not isinstance(data, dict) or data.get("format") != JOURNAL_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else None
+            raise ResumeError(f"{path} is not a resume journal of this engine (format {found!r}, expected "
+                              f"{JOURNAL_FORMAT!r})")  # fmt: skip
+        return cls(path, data)
+
+    @classmethod
+    def create(
+        cls, path: str, identity: dict[str, Any], partials: dict[str, str], region_rows: tuple[int, int]
+    ) -> Journal:
+        """Write a new journal (no row done yet) and return it."""
+        data = {
+            "format": JOURNAL_FORMAT,
+            "identity": identity,
+            "partials": partials,
+            "region_rows": list(region_rows),
+            "rows_done": region_rows[0],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        journal = cls(path, data)
+        journal.save()
+        return journal
+
+    @property
+    def rows_done(self) -> int:
+        """The first work-grid row not durably written (the rows above it are)."""
+        return int(self.data["rows_done"])
+
+    @property
+    def region_rows(self) -> tuple[int, int]:
+        """``(first, end)`` work-grid rows of the run's region."""
+        first, end = self.data["region_rows"]
+        return int(first), int(end)
+
+    @property
+    def partials(self) -> dict[str, str]:
+        """``{role: path}`` of the partial rasters."""
+        return dict(self.data["partials"])
+
+    @property
+    def has_rows(self) -> bool:
+        """Whether at least one row is durable (there is something to resume)."""
+        return self.rows_done > self.region_rows[0]
+
+    def record(self, rows_done: int) -> None:
+        """Say that the rows above ``rows_done`` are durable (call only after the rasters were flushed and synced)."""
+        self.data["rows_done"] = int(rows_done)
+        self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.save()
+
+    def save(self) -> None:
+        """Write the journal atomically (:func:`write_json_atomic`)."""
+        write_json_atomic(self.path, self.data)
+
+    def mismatches(self, identity: dict[str, Any]) -> list[str]:
+        """What differs between this journal's identity and ``identity``, one ``"key: was X, now Y"`` per item."""
+        old = self.data.get("identity", {})
+        keys = sorted(set(old) | set(identity))
+        return [f"{k}: was {old.get(k)!r}, now {identity.get(k)!r}" for k in keys if old.get(k) != identity.get(k)]
+
+
+def unfinished_run(output: str) -> dict[str, Any] | None:
+    """The unfinished run that wrote (part of) the class raster ``output``, or None.
+
+    Returns:
+        ``{"journal": path, "rows_done": n, "rows_total": m, "fraction": 0..1}`` (``rows_*`` on the work grid), or
+        None when there is no readable journal whose partial rasters all exist.
+    """
+    path = journal_path(output)
+    if not os.path.isfile(path):
+        return None
+    try:
+        journal = Journal.load(path)
+        first, end = journal.region_rows
+        if not all(os.path.isfile(p) for p in journal.partials.values()):
+            return None
+    except (ResumeError, KeyError, TypeError, ValueError):
+        return None
+    done, total = journal.rows_done - first, end - first
+    return {"journal": path, "rows_done": done, "rows_total": total, "fraction": done / total if total else 0.0}
+
+
+def run_files(output: str, others: list[str] | None = None) -> list[str]:
+    """The hidden files an unfinished run for ``output`` may have left: journal and partial rasters.
+
+    Args:
+        output: the class raster.
+        others: the run's other raster outputs (confidence), whose partial rasters sit next to them.
+    """
+    paths = [journal_path(output), partial_path(output), *(partial_path(p) for p in others or [])]
+    if os.path.isfile(paths[0]):
+        with contextlib.suppress(ResumeError, KeyError, TypeError, AttributeError):
+            paths += list(Journal.load(paths[0]).partials.values())
+    return list(dict.fromkeys(paths))
+
+
+def discard(output: str, others: list[str] | None = None) -> list[str]:
+    """Remove an unfinished run's journal and partial rasters (with GDAL sidecars); return what was removed."""
+    from engine.atomic import remove_with_sidecars
+
+    files = run_files(output, others)
+    journal = files[0]
+    removed = remove_with_sidecars(files[1:])
+    if os.path.isfile(journal):  # last: a crash in between leaves a journal whose partials are missing (ignored)
+        os.remove(journal)
+        removed.append(journal)
+    return removed
+
+
+def remove_stale_locks(outputs: list[str]) -> list[str]:
+    """Remove the lock files of ``outputs`` that no process holds (left by a killed run); return what was removed."""
+    import fcntl
+
+    removed = []
+    for path in sorted({lock_path(p) for p in outputs}):
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.remove(path)
+            removed.append(path)
+        except OSError:
+            pass  # held by a running engine: its lock
+        finally:
+            os.close(fd)
+    return removed
+
+
+class OutputLock:
+    """An exclusive, non-blocking ``fcntl.flock`` on each output's lock file for the duration of a run.
+
+    The lock files are removed when the run ends (a kill leaves them, unlocked: the next run takes them). A run that
+    finds a lock held by another process is refused at once with :class:`RunLockedError`.
+
+    Args:
+        outputs: the run's requested output paths.
+    """
+
+    def __init__(self, outputs: list[str]) -> None:
+        self.paths = sorted({lock_path(p) for p in outputs})
+        self.fds: list[tuple[str, int]] = []
+
+    def __enter__(self) -> OutputLock:
+        """Take every lock (in sorted order, so two runs never wait on each other crosswise)."""
+        try:
+            for path in self.paths:
+                self.fds.append((path, self._take(path)))
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Release the locks and remove the lock files."""
+        self.release()
+
+    @staticmethod
+    def _take(path: str) -> int:
+        import fcntl
+
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise OutputPathError(f"cannot lock {path}: {exc}") from exc
+                holder = ""
+                with contextlib.suppress(OSError, ValueError), open(path, encoding="utf-8") as f:
+                    holder = f" (process {int(f.read().strip() or 0)})"
+                output = os.path.join(os.path.dirname(path), os.path.basename(path)[1 : -len(LOCK_SUFFIX)])
+                raise RunLockedError(f"another run is writing {output} right now{holder}") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino  # not removed by its last holder meanwhile
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                return fd
+            os.close(fd)
+
+    def release(self) -> None:
+        """Remove the lock files and release the locks (removing first, so a waiting run retries a fresh file)."""
+        for path, fd in reversed(self.fds):
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            os.close(fd)
+        self.fds = []
+
+
+@contextlib.contextmanager
+def locked(outputs: list[str]) -> Iterator[None]:
+    """``with locked(paths):`` holds :class:`OutputLock` on ``paths`` for the block."""
+    with OutputLock(outputs):
+        yield
