@@ -50,7 +50,8 @@ def open_raster(path: str) -> gdal.Dataset:
     if sources.is_remote(path):
         sources.apply_http_defaults()
     try:
-        ds = gdal.Open(path, gdal.GA_ReadOnly)
+        with sources.opening(path):
+            ds = gdal.Open(path, gdal.GA_ReadOnly)
     except RuntimeError as exc:
         raise sources.open_error(path, exc) from exc
     if ds is None or ds.RasterCount < 1:

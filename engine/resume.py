@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from osgeo import gdal
 
-from engine import events, journal, outputs
+from engine import events, journal, outputs, sources
 from engine.blending import CONFIDENCE_NODATA, LABEL_NODATA, FinishedRows
 from engine.errors import CancelledError, EngineError, RasterReadError
 from engine.georef import window_geotransform
@@ -86,21 +86,21 @@ def pixel_options(request: PredictRequest) -> dict[str, Any]:
     return values
 
 
-def input_identity(source: gdal.Dataset, bands: list[int], region: Window) -> dict[str, Any]:
+def input_identity(source: gdal.Dataset, bands: list[int], region: Window, remote: bool = False) -> dict[str, Any]:
     """The input raster's structure and a checksum of the region's first rows (see the module docstring).
+
+    A remote input (``/vsicurl/``, a URL, a web service) is identified by its name and structure only: reading rows
+    just to identify it would download them once more, and a network failure belongs to the run, where it is
+    reported as one (:func:`engine.sources.read_error`), not to the bookkeeping.
 
     Raises:
         RasterReadError: those rows cannot be read (naming them).
     """
     rows = min(CHECKSUM_ROWS, region.height)
-    try:
-        checksums = [source.GetRasterBand(b).Checksum(region.col, region.row, region.width, rows) for b in bands]
-    except RuntimeError as exc:
-        raise RasterReadError(
-            f"cannot read rows {region.row}-{region.row + rows}, columns {region.col}-{region.col_end} of the raster "
-            f"(the file may be truncated or damaged): {exc}",
-            "check the file with `gdalinfo -checksum FILE`; copy or export it again",
-        ) from exc
+    if remote:
+        checksums = None
+    else:
+        checksums = _checksums(source, bands, region, rows)
     return {
         "size": [source.RasterXSize, source.RasterYSize],
         "band_count": source.RasterCount,
@@ -112,13 +112,25 @@ def input_identity(source: gdal.Dataset, bands: list[int], region: Window) -> di
     }
 
 
+def _checksums(source: gdal.Dataset, bands: list[int], region: Window, rows: int) -> list[int]:
+    try:
+        checksums = [source.GetRasterBand(b).Checksum(region.col, region.row, region.width, rows) for b in bands]
+    except RuntimeError as exc:
+        raise RasterReadError(
+            f"cannot read rows {region.row}-{region.row + rows}, columns {region.col}-{region.col_end} of the raster "
+            f"(the file may be truncated or damaged): {exc}",
+            "check the file with `gdalinfo -checksum FILE`; copy or export it again",
+        ) from exc
+    return checksums
+
+
 def run_identity(ctx: RunContext) -> dict[str, Any]:
     """Everything that must be equal for a run to continue another's partial rasters (a flat JSON dict)."""
     r = ctx.region_work
     identity = {
         **pixel_options(ctx.request),
         "model_sha256": file_sha256(ctx.request.model),
-        "input_raster": input_identity(ctx.source, ctx.bands, ctx.region_src),
+        "input_raster": input_identity(ctx.source, ctx.bands, ctx.region_src, sources.is_remote(ctx.request.input)),
         "tile": ctx.tile,
         "stride": ctx.stride,
         "bands": ctx.bands,

@@ -10,8 +10,9 @@ Decisions (where the issue is silent):
   itself: ``<GDAL_WMS>``, ``<GDAL_WMTS>``), or a driver-prefixed name (``WMS:``, ``WMTS:``) is passed to GDAL as
   given. A bare ``http(s)://`` URL is read through ``/vsicurl/`` (streamed with range requests).
 - **Network options** (:data:`HTTP_DEFAULTS`): connect time-out 10 s, read time-out 30 s, 2 retries 1 s apart (GDAL
-  retries 429/5xx answers), no directory listing on open. Each is set only when the environment or the caller has
-  not set it (``GDAL_HTTP_TIMEOUT=120 python -m engine predict ...`` wins), and only once a remote name is opened.
+  retries 429/5xx answers), each set only when the environment or the caller has not set it
+  (``GDAL_HTTP_TIMEOUT=120 python -m engine predict ...`` wins), and only once a remote name is opened; no directory
+  listing while a remote name is opened (:func:`opening`; never process-wide, which would hide local sidecars).
 - **Errors**: HTTP 404 (file missing), 5xx (server failure), no answer (refused, unknown host, time-out) and a
   server without range requests (``/vsicurl/`` needs them to stream) each raise :class:`RemoteReadError` with the
   URL and what to do, when opening and when reading a window.
@@ -31,9 +32,11 @@ Decisions (where the issue is silent):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from osgeo import gdal
@@ -54,8 +57,10 @@ HTTP_DEFAULTS = {
     "GDAL_HTTP_TIMEOUT": "30",
     "GDAL_HTTP_MAX_RETRY": "2",
     "GDAL_HTTP_RETRY_DELAY": "1",
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
 }
+# Set only while a remote name is opened (see open_options): process-wide it would hide the .aux.xml sidecars (class
+# names, statistics) of every local file opened afterwards in the same process (engine batch, the Python API).
+NO_READDIR = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 RSP_DOMAIN, WEB_SERVICE_KEY = "RSP", "WEB_SERVICE"  # metadata marking a clipped web service (warn_unserved)
 MAX_WEB_PIXELS = 400_000_000  # ≈ 6100 tiles of 256² at the service's own resolution: a download of hours
 HTTP_CODE = re.compile(r"HTTP (?:response|status|error) code\s*:?\s*(\d+)", re.IGNORECASE)
@@ -109,6 +114,20 @@ def apply_http_defaults() -> None:
     for key, value in HTTP_DEFAULTS.items():
         if gdal.GetConfigOption(key) is None:
             gdal.SetConfigOption(key, value)
+
+
+@contextlib.contextmanager
+def opening(name: str) -> Iterator[None]:
+    """The config options for opening ``name``, set on this thread only while it opens: no directory listing for a
+    remote name (a request per sibling file otherwise) unless the environment chose."""
+    options = NO_READDIR if is_remote(name) and gdal.GetConfigOption("GDAL_DISABLE_READDIR_ON_OPEN") is None else {}
+    for key, value in options.items():
+        gdal.SetThreadLocalConfigOption(key, value)
+    try:
+        yield
+    finally:
+        for key in options:
+            gdal.SetThreadLocalConfigOption(key, None)
 
 
 def network_error(name: str, text: str) -> RemoteReadError | None:

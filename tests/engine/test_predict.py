@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 
@@ -95,6 +96,9 @@ def test_nodata_and_alpha_masks(model_path, make_raster, tmp_path) -> None:
 
 
 def test_16bit_value_scale(model_path, make_raster, tmp_path) -> None:
+    # fp32: the rescale itself is under test; bf16 rounds the network's inputs to 8 significant bits, which turns the
+    # float32 rounding differences of the two rescales into label flips on this network's many near-ties
+    run = functools.partial(globals()["run"], precision="fp32")
     data8 = potsdam_pixels(80, 90)
     ref = run(model_path, make_raster("b8.tif", data8), str(tmp_path / "b8_out.tif"))
     data16 = data8.astype(np.uint16) * 257  # 0..255 -> 0..65535

@@ -268,3 +268,16 @@ def test_web_tiles_templates_zoom_and_standard_library_only() -> None:
     modules = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     modules |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert modules <= set(sys.stdlib_module_names) | {"__future__"}  # the plugin imports it in QGIS's Python
+
+
+def test_no_directory_listing_only_while_a_remote_name_opens() -> None:
+    """Set process-wide, GDAL_DISABLE_READDIR_ON_OPEN would hide the .aux.xml sidecars (class names) of every local
+    file opened later in the same process (engine batch, the Python API, training accuracy)."""
+    from engine import sources
+
+    assert gdal.GetConfigOption("GDAL_DISABLE_READDIR_ON_OPEN") is None
+    with sources.opening("/vsicurl/http://127.0.0.1:9/x.tif"):
+        assert gdal.GetConfigOption("GDAL_DISABLE_READDIR_ON_OPEN") == "EMPTY_DIR"
+    with sources.opening("/tmp/local.tif"):
+        assert gdal.GetConfigOption("GDAL_DISABLE_READDIR_ON_OPEN") is None
+    assert gdal.GetConfigOption("GDAL_DISABLE_READDIR_ON_OPEN") is None
