@@ -185,4 +185,6 @@ RSP_SWIN_T = ArchSpec(
     backbone_unused=("head.*", "norm.*", "*attn_mask"),
     backbone_uninitialised=(*STAGE_OUTPUT_NORMS, "*relative_position_index"),
     description="UperNet on RSP-Swin-T (RSP's pad-then-roll Swin variant)",
+    # python -m bench.precision on a network trained 80 iterations on the Potsdam sample (README, "Precision")
+    bf16_agreement=0.99892,
 )

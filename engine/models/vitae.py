@@ -298,4 +298,6 @@ RSP_VITAEV2_S = ArchSpec(
     backbone_dropped=("*relative_position_index", "*relative_coords_table", "*attn_mask"),  # as RSP's init_weights
     checkpoint_keys=("state_dict", "state_dict_ema", "model"),
     description="UperNet on RSP-ViTAEv2-S (ViTAE_Window_NoShift_basic); square inputs only",
+    # python -m bench.precision on a network trained 40 iterations on the Potsdam sample (README, "Precision")
+    bf16_agreement=0.99545,
 )
