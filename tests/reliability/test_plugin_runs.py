@@ -5,6 +5,7 @@ model loads, and many consecutive runs without the QGIS process's memory growing
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -151,11 +152,18 @@ def test_two_runs_at_once_same_output_refused_other_output_succeeds(qgis_app, tm
     first, first_seen, outputs = _runner(qgis_app, model, raster, out)
     first.start()
     assert _wait(qgis_app, lambda: first_seen["progress"] > 0, 120), first_seen
-    second, second_seen, _ = _runner(qgis_app, model, raster, out)
-    third, third_seen, third_outputs = _runner(qgis_app, model, raster, other)
-    second.start()
-    third.start()
-    assert _wait(qgis_app, lambda: "failed" in second_seen, 60), second_seen
+    # Hold the first engine (and its lock) still while the others start: on a loaded machine an engine can take
+    # longer to start than the first run needs to finish.
+    first_pid = int(first.process.processId())
+    os.kill(first_pid, signal.SIGSTOP)
+    try:
+        second, second_seen, _ = _runner(qgis_app, model, raster, out)
+        third, third_seen, third_outputs = _runner(qgis_app, model, raster, other)
+        second.start()
+        third.start()
+        assert _wait(qgis_app, lambda: "failed" in second_seen, 60), second_seen
+    finally:
+        os.kill(first_pid, signal.SIGCONT)
     message, hint = second_seen["failed"]
     assert "another run is writing" in message and "wait" in hint
     assert first.is_running(), "the refusal came after the first run had finished"

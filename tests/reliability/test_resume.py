@@ -201,9 +201,15 @@ def test_second_run_on_the_same_output_is_refused_at_once(tmp_path: Path, model:
     for line in first_run.stdout:
         if '"progress"' in line:
             break
-    t0 = time.monotonic()
-    second = run_engine(predict_args(model, raster, out, vector=False))
-    refused_in = time.monotonic() - t0
+    # Hold the first run (and its lock) still while the second starts: on a loaded machine a second interpreter
+    # can take longer to start than the first run needs to finish.
+    os.kill(first_run.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        second = run_engine(predict_args(model, raster, out, vector=False))
+        refused_in = time.monotonic() - t0
+    finally:
+        os.kill(first_run.pid, signal.SIGCONT)
     assert first_run.poll() is None, "the first run ended before the second was tried"
     assert second.returncode == 1
     (error,) = second.errors
