@@ -16,7 +16,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from engine.compile_plan import COMPILE_AUTO_MIN_WINDOWS, Decision
 from engine.errors import CancelledError, ParameterError
 from engine.model_file import ModelInfo, load_model_file
 from engine.tiling import axis_spans
+
+if TYPE_CHECKING:
+    from engine.predict import RunContext
 
 __all__ = ["COMPILE_AUTO_MIN_WINDOWS", "CompiledBatches", "WindowRunner", "compile_for_run", "run_windows"]
 
@@ -323,6 +326,43 @@ class WindowRunner:
         else:
             measured["eager_s"] = self.best.get("eager_s")
         compile_plan.record(self.key, **measured)
+
+
+def window_runner(ctx: RunContext, model: torch.nn.Module, device: torch.device, n_windows: int) -> WindowRunner:
+    """The run's :class:`engine.inference.WindowRunner`: precision, and compilation when it pays off.
+
+    A compilation with a cold compiler cache runs in a child process first (:func:`engine.warmup.warm_in_child`), so a
+    cancel during those 1-2 minutes ends the run at once; the run then compiles from the warm cache.
+    """
+    from engine import events
+    from engine.compile_plan import graph_key
+
+    req, info = ctx.request, ctx.info
+    precision = ctx.precision_for(device)
+    key = graph_key(info.arch, info.num_classes, ctx.tile, req.batch_size, precision, req.exact, device.type)
+    runner = WindowRunner(model, device, precision, req.compile, n_windows, req.batch_size, key, ctx.cancel)
+    if runner.compiling:
+        took = "≈ 10 s from the compiler cache" if runner.decision.warm else "1-2 min the first time"
+        ctx.emit(events.STATUS, message=f"compiling the network ({took}; {runner.decision.reason})")
+        if not runner.decision.warm:
+            from engine.warmup import warm_in_child
+
+            threads = req.threads or torch.get_num_threads()
+            warm = warm_in_child(
+                req.model,
+                device=str(device),
+                batch_size=req.batch_size,
+                precision=precision,
+                tile=ctx.tile,
+                exact=req.exact,
+                threads=threads,
+                cancel=ctx.cancel,
+            )
+            if warm:
+                runner.cache_warm = True
+            else:
+                runner.stay_eager()
+    return runner
 
 
 def select_device(name: str | None = None) -> torch.device:

@@ -250,6 +250,7 @@ def _predict(
     cancel: threading.Event | None,
     network: tuple[Any, Any] | None,
 ) -> PredictResult:
+    from engine import resume
     from engine.resume import RunState
 
     t0 = time.monotonic()
@@ -257,7 +258,7 @@ def _predict(
 
     ctx = prepare(request, on_event, cancel)
     with OutputLock(list(request.output_paths().values())):  # a second run on these outputs is refused at once
-        check_disk_space(ctx, resumable_bytes(request))  # before anything else reads the raster or writes
+        resume.check_disk_space(ctx, resume.resumable_bytes(request))  # before anything else reads the raster or writes
         state = RunState.open(ctx)
         model, device = network or call_abandonable(lambda: load_run_network(ctx), ctx.cancel, "rsp-load")
         tmps = {role: temporary_path(path) for role, path in request.output_paths().items()}
@@ -278,30 +279,6 @@ def _predict(
             raise
         outputs.remove_temporaries(scratch)
     return result
-
-
-def resumable_bytes(request: PredictRequest) -> int:
-    """Bytes the partial rasters of an unfinished run for ``request.output`` hold, when ``request.resume``."""
-    if not request.resume:
-        return 0
-    from engine.journal import run_files
-
-    others = [p for r, p in request.output_paths().items() if r == events.CONFIDENCE]
-    return sum(os.path.getsize(p) for p in run_files(request.output, others)[1:] if os.path.isfile(p))
-
-
-def check_disk_space(ctx: RunContext, already: int = 0) -> None:
-    """Refuse the run before it starts when its outputs may not fit (:func:`engine.resources.check_disk_space`).
-
-    Args:
-        ctx: the prepared run.
-        already: bytes a resumed run's partial rasters already hold.
-    """
-    src, work = ctx.region_src, ctx.region_work
-    sizes = resources.estimate_output_bytes(
-        ctx.request.output_paths(), src.width * src.height, work.width * work.height, ctx.resampled or ctx.request.cog
-    )
-    resources.check_disk_space(sizes, already)
 
 
 def prepare(
@@ -357,13 +334,6 @@ def load_run_network(ctx: RunContext) -> tuple[Any, Any]:
     )
 
 
-def torch_threads() -> int:
-    """torch's intra-op thread count in this process."""
-    import torch
-
-    return int(torch.get_num_threads())
-
-
 def region_windows(ctx: RunContext, region: Window) -> list[Window]:
     """The windows of the work grid's raster-anchored grid that cover ``region`` (see :mod:`engine.tiling`)."""
     try:
@@ -395,43 +365,6 @@ def start_event(ctx: RunContext, total: int, device: Any, **extra: Any) -> None:
         total=total,
         **extra,
     )
-
-
-def window_runner(ctx: RunContext, model: Any, device: Any, n_windows: int) -> Any:
-    """The run's :class:`engine.inference.WindowRunner`: precision, and compilation when it pays off.
-
-    A compilation with a cold compiler cache runs in a child process first (:func:`engine.warmup.warm_in_child`), so a
-    cancel during those 1-2 minutes ends the run at once; the run then compiles from the warm cache.
-    """
-    from engine.compile_plan import graph_key
-    from engine.inference import WindowRunner
-
-    req, info = ctx.request, ctx.info
-    precision = ctx.precision_for(device)
-    key = graph_key(info.arch, info.num_classes, ctx.tile, req.batch_size, precision, req.exact, device.type)
-    runner = WindowRunner(model, device, precision, req.compile, n_windows, req.batch_size, key, ctx.cancel)
-    if runner.compiling:
-        took = "≈ 10 s from the compiler cache" if runner.decision.warm else "1-2 min the first time"
-        ctx.emit(events.STATUS, message=f"compiling the network ({took}; {runner.decision.reason})")
-        if not runner.decision.warm:
-            from engine.warmup import warm_in_child
-
-            threads = req.threads or torch_threads()
-            warm = warm_in_child(
-                req.model,
-                device=str(device),
-                batch_size=req.batch_size,
-                precision=precision,
-                tile=ctx.tile,
-                exact=req.exact,
-                threads=threads,
-                cancel=ctx.cancel,
-            )
-            if warm:
-                runner.cache_warm = True
-            else:
-                runner.stay_eager()
-    return runner
 
 
 def run_region(
@@ -466,6 +399,8 @@ def run_region(
 
     if not windows:  # a resumed run whose rows were all written
         return 0
+    from engine.inference import window_runner
+
     runner = window_runner(ctx, model, device, len(windows))
     if state is not None:
         labels, conf = state.open_rasters(region)

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from osgeo import gdal
 
-from engine import events, journal, outputs, sources
+from engine import events, journal, outputs, resources, sources
 from engine.blending import CONFIDENCE_NODATA, LABEL_NODATA, FinishedRows
 from engine.errors import CancelledError, EngineError, RasterReadError
 from engine.georef import window_geotransform
@@ -370,3 +370,25 @@ class RunState:
             return journal.Journal.load(self.journal.path)
         except journal.ResumeError:
             return None
+
+
+def resumable_bytes(request: PredictRequest) -> int:
+    """Bytes the partial rasters of an unfinished run for ``request.output`` hold, when ``request.resume``."""
+    if not request.resume:
+        return 0
+    others = [p for role, p in request.output_paths().items() if role == events.CONFIDENCE]
+    return sum(os.path.getsize(p) for p in journal.run_files(request.output, others)[1:] if os.path.isfile(p))
+
+
+def check_disk_space(ctx: RunContext, already: int = 0) -> None:
+    """Refuse the run before it starts when its outputs may not fit (:func:`engine.resources.check_disk_space`).
+
+    Args:
+        ctx: the prepared run.
+        already: bytes a resumed run's partial rasters already hold.
+    """
+    src, work = ctx.region_src, ctx.region_work
+    sizes = resources.estimate_output_bytes(
+        ctx.request.output_paths(), src.width * src.height, work.width * work.height, ctx.resampled or ctx.request.cog
+    )
+    resources.check_disk_space(sizes, already)
