@@ -9,6 +9,9 @@ renamed onto ``<stem><ext>``. Every writer of the engine (rasters, polygons, mod
 from __future__ import annotations
 
 import os
+import re
+
+from engine import faults
 
 # GDAL and SQLite companions a partial output may have next to it.
 SIDECARS = (".aux.xml", ".ovr", "-journal", "-wal", "-shm")
@@ -40,5 +43,30 @@ def commit(tmp: str, final: str) -> None:
         remove_with_sidecars([final])
     for sidecar in KEPT_SIDECARS:
         if os.path.exists(tmp + sidecar):
+            faults.point("rename")
             os.replace(tmp + sidecar, final + sidecar)
+    faults.point("rename")
     os.replace(tmp, final)
+
+
+def stale_temporaries(paths: list[str], pid: int | None = None) -> list[str]:
+    """Temporary files of ``paths`` written by processes other than ``pid`` (default: this one).
+
+    Every file whose name is ``.<stem>.tmp-<number>`` followed by anything (the temporary output, its sidecars and
+    scratch files) counts. Call it only while holding the outputs' lock (:class:`engine.journal.OutputLock`): no
+    other live process then writes them, so they were left by a killed one.
+    """
+    own = os.getpid() if pid is None else pid
+    found = []
+    for path in paths:
+        folder, name = os.path.split(os.path.abspath(path))
+        pattern = re.compile(rf"\.{re.escape(os.path.splitext(name)[0])}\.tmp-(\d+)(?:[.-].*)?")
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for candidate in names:
+            m = pattern.fullmatch(candidate)
+            if m and int(m.group(1)) != own and os.path.isfile(os.path.join(folder, candidate)):
+                found.append(os.path.join(folder, candidate))
+    return sorted(set(found))

@@ -21,7 +21,7 @@ import threading
 import typing
 from typing import Any
 
-from engine import events
+from engine import events, faults
 from engine.errors import ParameterError
 from engine.events import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK
 
@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     if abandoned or "torch._inductor" in sys.modules:
         # A cancelled run may have left torch work running (e.g. a forward pass), and torch.compile's worker pool
         # takes seconds to shut down at exit: the outputs are final (or removed) by now, so exit without waiting.
+        faults.write_counts()
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

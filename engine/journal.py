@@ -1,4 +1,4 @@
-"""The resume journal of a run, the partial rasters it describes, and the lock that keeps one run per output.
+"""The resume journal of a run, the chunks of finished rows it lists, and the lock that keeps one run per output.
 
 Standard library only: the QGIS plugin imports this module in QGIS's own Python to find an unfinished run for the
 output the analyst chose (:func:`unfinished_run`) and to discard it (:func:`discard`).
@@ -6,20 +6,27 @@ output the analyst chose (:func:`unfinished_run`) and to discard it (:func:`disc
 Files next to the class raster ``<folder>/<name>`` (all hidden, none under a requested name):
 
 - ``.<name>.resume.json``, the journal (:class:`Journal`): format, what was asked (input identity, model sha256,
-  every option that changes pixels), the partial rasters, and ``rows_done``: the work-grid rows above it are in the
-  partial rasters *and durable* (the rasters were flushed and ``fsync``-ed before the journal said so). It is
-  rewritten atomically (temporary file, ``fsync``, ``os.replace``, ``fsync`` of the folder), so a kill or a power
-  cut leaves either the previous journal or the new one.
-- ``.<stem>.tmp-resume<ext>`` next to each raster output (labels, confidence): the partial raster on the work grid.
-  Unlike the per-process temporary names of :mod:`engine.atomic` the name does not carry a process id, so a later
-  process finds it. The run renames it to its temporary name once every row is written.
+  every option that changes pixels), the run's region rows, and the list of **chunks**: each a band of finished
+  work-grid rows ``[first, end)`` written as its own small GeoTIFF per raster output (labels, confidence), closed,
+  ``fsync``-ed and renamed onto its final name *before* the journal lists it. ``rows_done`` is the end of the last
+  chunk. The journal is rewritten atomically (temporary file, ``fsync``, ``os.replace``, ``fsync`` of the folder),
+  so a kill or a power cut leaves either the previous journal or the new one.
+- ``.<stem>.tmp-resume-<first>-<end><ext>`` next to each raster output: one chunk (:func:`chunk_path`). A chunk is
+  written once, under ``….part<ext>``, and never opened for writing again: the final outputs are assembled from the
+  chunks (read only) at the end, and the chunks are removed only after the outputs carry their final names.
+  Files with the chunk prefix that the journal does not list (a ``.part`` a kill interrupted, a chunk renamed just
+  before a kill, an older format's partial raster) are debris: a run removes them before it writes.
 - ``.<name>.lock``: held with ``fcntl.flock`` for the whole run (:class:`OutputLock`); the kernel releases it when
   the process dies, however it dies. A second run on the same output is refused at once.
 
 Decisions:
 
 - The journal is created when the network starts on the first window; an error or a cancel keeps it (and the
-  partial rasters) only when at least one row is durable, so there is something to resume.
+  chunks) only when at least one row is durable, so there is something to resume. Once every row is durable the
+  journal stays until the outputs are renamed onto their requested names: a failure while finishing (overviews, COG,
+  statistics, polygons) keeps everything, and ``--resume`` then only finishes again. Before the first rename the
+  journal is marked ``committing``, so a run resumed after a kill between two renames may replace the outputs the
+  killed run already renamed (they are its own).
 - A run without ``--resume`` removes an unfinished run's files for its output and starts from the beginning, saying
   so in a log warning; ``--resume`` with no unfinished run starts from the beginning too (also said), so scripts
   may always pass it.
@@ -38,11 +45,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from engine import faults
 from engine.errors import OutputPathError, ParameterError
 
 log = logging.getLogger("engine")
 
-JOURNAL_FORMAT = "rsp-engine-resume/1"
+JOURNAL_FORMAT = "rsp-engine-resume/2"
 JOURNAL_SUFFIX = ".resume.json"
 LOCK_SUFFIX = ".lock"
 PARTIAL_TAG = ".tmp-resume"
@@ -76,15 +84,42 @@ def lock_path(output: str) -> str:
     return _hidden(output, LOCK_SUFFIX)
 
 
-def partial_path(output: str) -> str:
-    """The partial raster written for the raster output ``output`` (a stable name: no process id)."""
+def chunk_prefix(output: str) -> str:
+    """The path prefix shared by every chunk (and chunk debris) of the raster output ``output``."""
     folder, name = os.path.split(os.path.abspath(output))
-    stem, ext = os.path.splitext(name)
-    return os.path.join(folder, f".{stem}{PARTIAL_TAG}{ext}")
+    return os.path.join(folder, f".{os.path.splitext(name)[0]}{PARTIAL_TAG}")
+
+
+def chunk_path(output: str, first: int, end: int) -> str:
+    """The chunk of work-grid rows ``[first, end)`` of the raster output ``output`` (a stable name: no process id)."""
+    return f"{chunk_prefix(output)}-{first}-{end}{os.path.splitext(output)[1]}"
+
+
+def part_path(chunk: str) -> str:
+    """The name ``chunk`` is written under before it is complete (renamed onto ``chunk`` then)."""
+    stem, ext = os.path.splitext(chunk)
+    return f"{stem}.part{ext}"
+
+
+def chunk_debris(outputs: list[str], keep: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Files with the chunk prefix of any of ``outputs`` that are not in ``keep``, and the journal's own temporary
+    files (:func:`write_json_atomic`'s, left by a kill), with GDAL sidecars."""
+    found = []
+    kept = {os.path.abspath(p) for p in keep}
+    for output in outputs:
+        folder = os.path.dirname(os.path.abspath(output))
+        starts = (os.path.basename(chunk_prefix(output)), os.path.basename(journal_path(output)) + ".tmp-")
+        with contextlib.suppress(OSError):
+            for name in os.listdir(folder):
+                path = os.path.join(folder, name)
+                if name.startswith(starts) and path not in kept and os.path.isfile(path):
+                    found.append(path)
+    return sorted(set(found))
 
 
 def fsync_folder(folder: str) -> None:
     """``fsync`` a folder so a rename or a new file in it survives a power cut (a no-op where unsupported)."""
+    faults.point("fsync")
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -99,6 +134,7 @@ def fsync_folder(folder: str) -> None:
 
 def fsync_file(path: str) -> None:
     """``fsync`` the file at ``path`` (its data reach the disk before this returns)."""
+    faults.point("fsync")
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -114,10 +150,13 @@ def write_json_atomic(path: str, data: dict[str, Any]) -> None:
     """
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
+        faults.point("journal_write")
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1, sort_keys=True)
             f.flush()
+            faults.point("fsync")
             os.fsync(f.fileno())
+        faults.point("rename")
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -131,8 +170,9 @@ class Journal:
 
     Args:
         path: the journal file.
-        data: its content: ``format``, ``identity`` (what must match to resume), ``partials`` (role → path),
-            ``region_rows`` (``[first, end)`` work-grid rows the run writes), ``rows_done``.
+        data: its content: ``format``, ``identity`` (what must match to resume), ``region_rows`` (``[first, end)``
+            work-grid rows the run writes), ``chunks`` (``{"rows": [first, end], "files": {role: path}}`` in row
+            order), ``rows_done`` (the last chunk's end), ``committing`` (the outputs are being renamed).
     """
 
     def __init__(self, path: str, data: dict[str, Any]) -> None:
@@ -157,14 +197,13 @@ class Journal:
         return cls(path, data)
 
     @classmethod
-    def create(
-        cls, path: str, identity: dict[str, Any], partials: dict[str, str], region_rows: tuple[int, int]
-    ) -> Journal:
+    def create(cls, path: str, identity: dict[str, Any], region_rows: tuple[int, int]) -> Journal:
         """Write a new journal (no row done yet) and return it."""
         data = {
             "format": JOURNAL_FORMAT,
             "identity": identity,
-            "partials": partials,
+            "chunks": [],
+            "committing": False,
             "region_rows": list(region_rows),
             "rows_done": region_rows[0],
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -185,19 +224,37 @@ class Journal:
         return int(first), int(end)
 
     @property
-    def partials(self) -> dict[str, str]:
-        """``{role: path}`` of the partial rasters."""
-        return dict(self.data["partials"])
+    def chunks(self) -> list[tuple[int, int, dict[str, str]]]:
+        """``(first, end, {role: path})`` of the durable chunks, in row order."""
+        return [(int(c["rows"][0]), int(c["rows"][1]), dict(c["files"])) for c in self.data["chunks"]]
+
+    @property
+    def files(self) -> list[str]:
+        """Every chunk file the journal lists."""
+        return [p for _first, _end, files in self.chunks for p in files.values()]
+
+    @property
+    def committing(self) -> bool:
+        """Whether the run was renaming its outputs onto their requested names."""
+        return bool(self.data.get("committing"))
 
     @property
     def has_rows(self) -> bool:
         """Whether at least one row is durable (there is something to resume)."""
         return self.rows_done > self.region_rows[0]
 
-    def record(self, rows_done: int) -> None:
-        """Say that the rows above ``rows_done`` are durable (call only after the rasters were flushed and synced)."""
-        self.data["rows_done"] = int(rows_done)
+    def record_chunk(self, first: int, end: int, files: dict[str, str]) -> None:
+        """List the chunk of rows ``[first, end)`` (call only once its files are complete, synced and renamed)."""
+        if first != self.rows_done:
+            raise ValueError(f"chunk rows {first}-{end} do not continue the durable rows (up to {self.rows_done})")
+        self.data["chunks"].append({"rows": [int(first), int(end)], "files": dict(files)})
+        self.data["rows_done"] = int(end)
         self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.save()
+
+    def mark_committing(self) -> None:
+        """Record that the outputs are about to be renamed onto their requested names."""
+        self.data["committing"] = True
         self.save()
 
     def save(self) -> None:
@@ -216,7 +273,7 @@ def unfinished_run(output: str) -> dict[str, Any] | None:
 
     Returns:
         ``{"journal": path, "rows_done": n, "rows_total": m, "fraction": 0..1}`` (``rows_*`` on the work grid), or
-        None when there is no readable journal whose partial rasters all exist.
+        None when there is no readable journal whose chunks all exist.
     """
     path = journal_path(output)
     if not os.path.isfile(path):
@@ -224,7 +281,7 @@ def unfinished_run(output: str) -> dict[str, Any] | None:
     try:
         journal = Journal.load(path)
         first, end = journal.region_rows
-        if not all(os.path.isfile(p) for p in journal.partials.values()):
+        if not all(os.path.isfile(p) for p in journal.files):
             return None
     except (ResumeError, KeyError, TypeError, ValueError):
         return None
@@ -232,31 +289,54 @@ def unfinished_run(output: str) -> dict[str, Any] | None:
     return {"journal": path, "rows_done": done, "rows_total": total, "fraction": done / total if total else 0.0}
 
 
+def committing(output: str) -> bool:
+    """Whether the unfinished run for ``output`` was killed while renaming its outputs (its journal says so)."""
+    try:
+        return Journal.load(journal_path(output)).committing
+    except (ResumeError, KeyError, TypeError):
+        return False
+
+
 def run_files(output: str, others: list[str] | None = None) -> list[str]:
-    """The hidden files an unfinished run for ``output`` may have left: journal and partial rasters.
+    """The hidden files an unfinished run for ``output`` may have left: the journal first, then chunks and debris.
 
     Args:
         output: the class raster.
-        others: the run's other raster outputs (confidence), whose partial rasters sit next to them.
+        others: the run's other raster outputs (confidence), whose chunks sit next to them.
     """
-    paths = [journal_path(output), partial_path(output), *(partial_path(p) for p in others or [])]
+    paths = [journal_path(output)]
     if os.path.isfile(paths[0]):
-        with contextlib.suppress(ResumeError, KeyError, TypeError, AttributeError):
-            paths += list(Journal.load(paths[0]).partials.values())
-    return list(dict.fromkeys(paths))
+        with contextlib.suppress(ResumeError, KeyError, TypeError, AttributeError, ValueError, IndexError):
+            paths += Journal.load(paths[0]).files
+    return list(dict.fromkeys(paths + chunk_debris([output, *(others or [])])))
 
 
 def discard(output: str, others: list[str] | None = None) -> list[str]:
-    """Remove an unfinished run's journal and partial rasters (with GDAL sidecars); return what was removed."""
+    """Remove an unfinished run's journal, chunks and chunk debris (with GDAL sidecars); return what was removed."""
     from engine.atomic import remove_with_sidecars
 
     files = run_files(output, others)
     journal = files[0]
     removed = remove_with_sidecars(files[1:])
-    if os.path.isfile(journal):  # last: a crash in between leaves a journal whose partials are missing (ignored)
+    if os.path.isfile(journal):  # last: a crash in between leaves a journal whose chunks are missing (ignored)
         os.remove(journal)
         removed.append(journal)
     return removed
+
+
+def remove_debris(outputs: list[str]) -> list[str]:
+    """Remove the chunk debris of ``outputs`` (files with their chunk prefix that no journal lists); return it.
+
+    Call it only when no engine runs on them (after a killed run): a live run's unfinished chunk is debris too.
+    """
+    from engine.atomic import remove_with_sidecars
+
+    listed: list[str] = []
+    for output in outputs:
+        with contextlib.suppress(ResumeError, KeyError, TypeError, ValueError, IndexError, OSError):
+            if os.path.isfile(journal_path(output)):
+                listed += Journal.load(journal_path(output)).files
+    return remove_with_sidecars(chunk_debris(outputs, keep=listed))
 
 
 def remove_stale_locks(outputs: list[str]) -> list[str]:

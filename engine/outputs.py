@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from osgeo import gdal
 
-from engine import events
+from engine import events, faults
 from engine.atomic import commit, remove_with_sidecars
 from engine.errors import OutputPathError
 from engine.georef import get_srs, row_pixel_areas_m2, window_geotransform
@@ -172,7 +172,10 @@ def finish_rasters(
             staged = src  # written on the source grid already (single process)
         else:
             staged = dst if not cog else dst + STAGE_SUFFIX
-        if src != staged:
+        faults.point("tile_write")
+        if src != staged and not resampled:  # a VRT on the source grid (chunks, or a distributed run's parts): copy
+            gdal.Translate(staged, src, format="GTiff", creationOptions=GEOTIFF_OPTIONS)
+        elif src != staged:
             gt = window_geotransform(source, region)
             bounds = (gt[0], gt[3] + gt[5] * region.height, gt[0] + gt[1] * region.width, gt[3])
             gdal.Warp(
@@ -197,9 +200,12 @@ def finish_rasters(
         if not cog:
             levels = overview_levels(ds.RasterXSize, ds.RasterYSize)
             if levels:
+                faults.point("overview")
                 ds.BuildOverviews(overview_resampling, levels)
+        faults.point("flush")
         ds = None
         if cog:
+            faults.point("overview")
             to_cog(staged, dst, overview_resampling)
             if staged != src:
                 remove_with_sidecars([staged])

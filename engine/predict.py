@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 from osgeo import gdal
 
-from engine import events, georef, outputs, raster_io, resources, sources, streaming
-from engine.atomic import temporary_path
+from engine import events, georef, journal, outputs, raster_io, resources, sources, streaming
+from engine.atomic import remove_with_sidecars, stale_temporaries, temporary_path
 from engine.blending import CONFIDENCE_NODATA, LABEL_NODATA, BandAccumulator, check_blend
-from engine.errors import CancelledError, ParameterError
+from engine.errors import CancelledError, OutputPathError, ParameterError
 from engine.events import EventCallback, ProgressEvents
 from engine.journal import OutputLock
 from engine.masks import PolygonMask
@@ -57,6 +57,7 @@ log = logging.getLogger("engine")
 
 MIN_TILE = 32  # the networks downsample by 32
 MAX_TILE = 8192  # one window's logits must fit in memory
+MOSAIC_SUFFIX = ".chunks.vrt"  # next to a temporary output: the VRT of its chunks (engine.resume)
 
 
 @dataclass(frozen=True)
@@ -259,20 +260,21 @@ def _predict(
     ctx = prepare(request, on_event, cancel)
     with OutputLock(list(request.output_paths().values())):  # a second run on these outputs is refused at once
         resume.check_disk_space(ctx, resume.resumable_bytes(request))  # before anything else reads the raster or writes
+        remove_with_sidecars(stale_temporaries(list(request.output_paths().values())))  # a killed run's
         state = RunState.open(ctx)
         model, device = network or call_abandonable(lambda: load_run_network(ctx), ctx.cancel, "rsp-load")
         tmps = {role: temporary_path(path) for role, path in request.output_paths().items()}
+        mosaics = {role: tmps[role] + MOSAIC_SUFFIX for role in state.outputs}
         work = outputs.work_paths(tmps, direct=not (ctx.resampled or request.cog))
-        scratch = [p for p in work.values() if p not in tmps.values()]
+        scratch = [p for p in [*work.values(), *mosaics.values()] if p not in tmps.values()]
         try:
             whole = region_windows(ctx, ctx.region_work)
             windows = state.windows(whole)
             resumed = {"resumed_from_row": state.rows_done, "whole_total": len(whole)} if state.resumed else {}
             start_event(ctx, len(windows), device, **resumed)
-            ran = run_region(ctx, model, device, ctx.region_work, windows, state.partials, ProgressEvents(ctx.on_event),
+            ran = run_region(ctx, model, device, ctx.region_work, windows, {}, ProgressEvents(ctx.on_event),
                              state=state)  # fmt: skip
-            state.hand_over(work)
-            result = complete(ctx, work, tmps, ran, t0)
+            result = complete(ctx, state.assemble(mosaics), tmps, ran, t0, commit=state.commit)
         except BaseException as exc:
             outputs.remove_temporaries(list(tmps.values()) + scratch)
             state.abandon(exc)
@@ -289,8 +291,10 @@ def prepare(
     Raises:
         engine.errors.EngineError subclasses and ``engine.model_file.ModelFileError``.
     """
+    # A resumed run whose predecessor was killed while renaming its outputs may replace those (they are its own).
+    overwrite = request.overwrite or (request.resume and journal.committing(request.output))
     for path in request.output_paths().values():
-        outputs.check_output_path(path, request.overwrite)
+        outputs.check_output_path(path, overwrite)
     info = read_model_info(request.model)
     tile = request.tile if request.tile is not None else info.tile_size
     stride = request.stride if request.stride is not None else info.stride
@@ -377,7 +381,7 @@ def run_region(
     progress: Callable[[int, int], None],
     state: Any = None,
 ) -> int:
-    """Predict ``region`` of the work grid into new GeoTIFFs (or, resuming, into the partial rasters).
+    """Predict ``region`` of the work grid into new GeoTIFFs (or into the durable chunks of a resumable run).
 
     Args:
         ctx: the prepared run.
@@ -386,11 +390,11 @@ def run_region(
         region: the work-grid window to write.
         windows: :func:`region_windows` of ``region``, in grid order.
         paths: ``{role: path}`` of the GeoTIFFs to create covering ``region`` (``labels``, optionally
-            ``confidence``).
+            ``confidence``) when ``state`` is None.
         progress: called with ``(done, total)`` windows after each batch.
-        state: the run's :class:`engine.resume.RunState`: its partial rasters (``paths``) are created or reopened,
-            written rows are checkpointed in its journal, and a resumed run writes only rows at and below its
-            ``rows_done``. None: plain new GeoTIFFs (distributed ranks).
+        state: the run's :class:`engine.resume.RunState`: finished rows become chunks listed in its journal
+            (:class:`engine.resume.ChunkSink`), and a resumed run writes only rows at and below its ``rows_done``.
+            None: plain new GeoTIFFs (distributed ranks).
 
     Returns:
         the number of windows run through the network.
@@ -403,7 +407,7 @@ def run_region(
 
     runner = window_runner(ctx, model, device, len(windows))
     if state is not None:
-        labels, conf = state.open_rasters(region)
+        sink: streaming.RowSink = state.sink(region)
     else:
         gt, proj = georef.window_geotransform(ctx.work, region), ctx.work.GetProjection()
         w, h = region.width, region.height
@@ -411,8 +415,9 @@ def run_region(
         conf = None
         if events.CONFIDENCE in paths:
             conf = outputs.create_geotiff(paths[events.CONFIDENCE], w, h, gt, proj, gdal.GDT_Float32, CONFIDENCE_NODATA)
-    writer = streaming.RowWriter(labels, conf, region, state.checkpoints() if state is not None else None)
-    labels = conf = None  # the writer holds the datasets and closes them
+        sink = streaming.GeoTiffSink(labels, conf, region)
+        labels = conf = None  # the sink holds the datasets and closes them
+    writer = streaming.RowWriter(sink)
     first = state.rows_done if state is not None else region.row  # rows above are written already
     top = max(region.row, windows[0].row)
     acc = BandAccumulator(region, ctx.info.num_classes, ctx.tile, ctx.request.blend, top=top)
@@ -446,7 +451,14 @@ def run_region(
     return ran
 
 
-def complete(ctx: RunContext, work: dict[str, str], tmps: dict[str, str], ran: int, t0: float) -> PredictResult:
+def complete(
+    ctx: RunContext,
+    work: dict[str, str],
+    tmps: dict[str, str],
+    ran: int,
+    t0: float,
+    commit: Callable[[dict[str, str], dict[str, str]], None] = outputs.commit_outputs,
+) -> PredictResult:
     """Finish outputs, vectorise, count classes, rename temporary files to their final names, emit ``done``.
 
     Args:
@@ -455,7 +467,24 @@ def complete(ctx: RunContext, work: dict[str, str], tmps: dict[str, str], ran: i
         tmps: ``{role: path}`` of the temporary outputs, renamed onto the requested paths at the end.
         ran: windows run through the network.
         t0: ``time.monotonic()`` at the start of the run.
+        commit: renames ``tmps`` onto the requested paths (a resumable run also drops its journal and chunks).
     """
+    try:
+        finals, classes = _finish(ctx, work, tmps, commit)
+    except (RuntimeError, OSError) as exc:  # GDAL or the file system: a full disk, a removed folder
+        raise OutputPathError(f"finishing the outputs failed: {exc}", streaming.WRITE_FAILED_HINT) from exc
+    result = PredictResult(finals, classes, ran, round(time.monotonic() - t0, 3))
+    ctx.emit(events.DONE, outputs=finals, classes=classes, windows=ran, seconds=result.seconds)
+    return result
+
+
+def _finish(
+    ctx: RunContext,
+    work: dict[str, str],
+    tmps: dict[str, str],
+    commit: Callable[[dict[str, str], dict[str, str]], None],
+) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """:func:`complete`'s work: ``(finals, classes)``."""
     from engine.vectorize import polygonize
 
     req = ctx.request
@@ -478,7 +507,5 @@ def complete(ctx: RunContext, work: dict[str, str], tmps: dict[str, str], ran: i
         polygonize(labels, tmps[events.VECTOR], ctx.info, ctx.source, area, req.min_area, req.simplify)
     ctx.check_cancel()
     finals = req.output_paths()
-    outputs.commit_outputs(tmps, finals)
-    result = PredictResult(finals, classes, ran, round(time.monotonic() - t0, 3))
-    ctx.emit(events.DONE, outputs=finals, classes=classes, windows=ran, seconds=result.seconds)
-    return result
+    commit(tmps, finals)
+    return finals, classes

@@ -19,15 +19,29 @@ recomputes above ``rows_done`` are not written again (:func:`keep_rows`). Every 
 same windows in the same order as in an uninterrupted run, so labels and confidence are bit-identical (on the same
 device and software; the polygons are made from the labels).
 
-**Durable checkpoints** (:class:`Checkpoints`): after the writer thread wrote a row band, the rasters are flushed and
-``fsync``-ed and the journal records the new ``rows_done``, each time the written rows cross an output block row
-(:data:`engine.outputs.OUTPUT_BLOCK` rows; flushing a compressed tile and writing it again appends a new copy of it
-to the file, so flushing after every band would grow the file), when the region is finished, and when the writer
-closes (an error or a cancel). ``rows_done`` is always on a block-row boundary (or the region's end): the tiles
-above it are complete and never written again, so a write that fails later (a full disk leaves a truncated tile
-behind) or a kill cannot damage them. A resumed run first resets the block rows from ``rows_done`` on to nodata,
-writing whole tiles (GDAL then does not read them back, so a damaged tile there does no harm), and recomputes at most
-one block row that had been written but not recorded.
+**Durable chunks** (:class:`ChunkSink`): finished rows are never written into a raster that is written again. The
+writer thread gathers finished row bands until they reach :data:`CHUNK_ROWS` rows (or the region's end), writes them
+as one new GeoTIFF per raster output under a ``.part`` name, closes it, ``fsync``-s it, renames it onto its chunk name,
+``fsync``-s the folder, and only then lists it in the journal (:meth:`engine.journal.Journal.record_chunk`, itself
+an atomic replace). At the end the outputs are assembled from the chunks, read only, through a VRT
+(:meth:`RunState.assemble`); the chunks and the journal are removed only after the outputs were renamed onto their
+requested names (:meth:`RunState.finish`).
+
+**Why a kill at any instruction leaves a resumable state.** A byte that the journal declares durable belongs to a
+chunk that was complete, synced and renamed before the journal's atomic replace listed it, and nothing opens a
+listed chunk for writing again. So whatever instruction a kill (or a power cut) interrupts, the journal on disk is
+either the previous or the next one, and every chunk it lists is whole. What the kill can leave besides is debris
+outside the journal: a ``.part`` file, a chunk renamed but not yet listed, the journal's own temporary file, or the
+killed process's temporary outputs (``.<stem>.tmp-<pid>…``). A run removes that debris while holding the outputs'
+lock (:func:`engine.journal.chunk_debris`, :func:`engine.atomic.stale_temporaries`), recomputes from
+``rows_done`` (above), and rebuilds the outputs from the chunks exactly as an uninterrupted run would: the assembly
+and everything after it read only the chunks, so its bytes do not depend on where the previous process stopped. A kill
+between two of the final renames leaves the journal ``committing``; a resumed run may then replace the outputs that
+the killed run had already renamed.
+
+Any failure after the first chunk keeps the journal and the chunks, including failures while finishing (overviews,
+COG, statistics, polygons); the error's hint names ``--resume``. Only a new run without ``--resume`` (or Cancel in
+the plugin's dialog) discards them.
 """
 
 from __future__ import annotations
@@ -40,9 +54,10 @@ from typing import TYPE_CHECKING, Any
 
 from osgeo import gdal
 
-from engine import events, journal, outputs, resources, sources
+from engine import events, faults, journal, outputs, resources, sources
+from engine.atomic import remove_with_sidecars
 from engine.blending import CONFIDENCE_NODATA, LABEL_NODATA, FinishedRows
-from engine.errors import CancelledError, EngineError, RasterReadError
+from engine.errors import CancelledError, EngineError, OutputPathError, RasterReadError
 from engine.georef import window_geotransform
 from engine.tiling import Window
 
@@ -169,75 +184,132 @@ def keep_rows(rows: FinishedRows | None, first: int) -> FinishedRows | None:
     return FinishedRows(first, rows.labels[skip:], rows.confidence[skip:])
 
 
-def reset_rows(ds: gdal.Dataset, first: int, block_rows: int = outputs.OUTPUT_BLOCK) -> None:
-    """Write nodata over rows ``first:`` of ``ds`` (``first`` on a block-row boundary), whole tiles at a time."""
-    import numpy as np
-
-    band = ds.GetRasterBand(1)
-    nodata = band.GetNoDataValue()
-    dtype = np.uint8 if band.DataType == gdal.GDT_Byte else np.float32
-    for y in range(first, ds.RasterYSize, block_rows):
-        h = min(block_rows, ds.RasterYSize - y)
-        band.WriteArray(np.full((h, ds.RasterXSize), nodata, dtype), 0, y)
+CHUNK_ROWS = 256  # finished rows gathered into one chunk (fewer at the region's end)
+CHUNK_OPTIONS = ["COMPRESS=DEFLATE", "ZLEVEL=1", "BIGTIFF=IF_SAFER"]  # written once, read once: fast, striped
 
 
-class Checkpoints:
-    """Makes written row bands durable and records them in the journal (when: see the module docstring).
+class ChunkSink:
+    """Writes finished rows as durable chunks and lists them in the journal (see the module docstring).
 
-    Called from the writer thread (:class:`engine.streaming.RowWriter`).
+    Runs in the writer thread (:class:`engine.streaming.RowWriter`).
 
     Args:
-        run_journal: the run's journal.
-        files: the partial rasters' paths (``fsync``-ed at each checkpoint).
-        block_rows: rows of an output block row.
+        run_journal: the run's journal (rows from its ``rows_done`` on arrive here, in order).
+        outputs: ``{role: requested raster output}`` (``labels``, optionally ``confidence``); chunks sit next to them.
+        work: the work-grid dataset (the chunks' georeferencing).
+        region: the work-grid window of the run.
+        chunk_rows: rows gathered before a chunk is written.
     """
 
-    def __init__(self, run_journal: journal.Journal, files: list[str], block_rows: int = outputs.OUTPUT_BLOCK) -> None:
-        self.journal, self.files, self.block = run_journal, files, block_rows
-        self.first, self.end = run_journal.region_rows
-        self.durable = run_journal.rows_done
-        self.written = self.durable
+    def __init__(
+        self,
+        run_journal: journal.Journal,
+        outputs: dict[str, str],
+        work: gdal.Dataset,
+        region: Window,
+        chunk_rows: int = CHUNK_ROWS,
+    ) -> None:
+        self.journal, self.outputs, self.region, self.chunk_rows = run_journal, outputs, region, chunk_rows
+        self.work, self.projection = work, work.GetProjection()
+        self.pending: list[FinishedRows] = []
 
-    def recordable(self) -> int:
-        """The rows that a checkpoint now would record: the written rows, down to a block-row boundary."""
-        if self.written >= self.end:
-            return self.end
-        return self.first + (self.written - self.first) // self.block * self.block
+    def write(self, rows: FinishedRows) -> None:
+        """Gather ``rows``; write a chunk once :attr:`chunk_rows` rows or the region's end are reached."""
+        self.pending.append(rows)
+        first = self.pending[0].row
+        end = rows.row + rows.labels.shape[0]
+        if end - first >= self.chunk_rows or end >= self.region.row_end:
+            self._write_chunk()
 
-    def after_write(self, datasets: list[gdal.Dataset], rows_end: int) -> None:
-        """Rows above ``rows_end`` are written; checkpoint when they completed a block row or the region."""
-        self.written = max(self.written, rows_end)
-        if self.recordable() > self.durable:
-            self.commit(datasets)
+    def close(self, ok: bool) -> None:
+        """Write the gathered rows as a last chunk (when no write failed): they are finished and correct."""
+        if ok and self.pending:
+            self._write_chunk()
+        self.pending = []
 
-    def commit(self, datasets: list[gdal.Dataset]) -> None:
-        """Flush and ``fsync`` the rasters, then record :meth:`recordable` rows in the journal (no-op when not new).
+    def _write_chunk(self) -> None:
+        import numpy as np
 
-        Raises:
-            OSError, RuntimeError: flushing or syncing failed (the journal then still says the previous rows).
-        """
-        rows = self.recordable()
-        if rows <= self.durable:
-            return
-        for ds in datasets:
+        first = self.pending[0].row
+        end = self.pending[-1].row + self.pending[-1].labels.shape[0]
+        arrays = {events.LABELS: np.concatenate([r.labels for r in self.pending])}
+        if events.CONFIDENCE in self.outputs:
+            arrays[events.CONFIDENCE] = np.concatenate([r.confidence for r in self.pending])
+        window = Window(first, self.region.col, end - first, self.region.width)
+        gt = window_geotransform(self.work, window)
+        files = {}
+        for role, data in arrays.items():
+            path = journal.chunk_path(self.outputs[role], first, end)
+            part = journal.part_path(path)
+            dtype, nodata = (
+                (gdal.GDT_Byte, LABEL_NODATA) if role == events.LABELS else (gdal.GDT_Float32, CONFIDENCE_NODATA)
+            )
+            try:
+                ds = gdal.GetDriverByName("GTiff").Create(part, window.width, window.height, 1, dtype, CHUNK_OPTIONS)
+            except RuntimeError as exc:
+                raise OutputPathError(f"cannot create {part}: {exc}") from exc
+            ds.SetGeoTransform(gt)
+            if self.projection:
+                ds.SetProjection(self.projection)
+            band = ds.GetRasterBand(1)
+            band.SetNoDataValue(nodata)
+            faults.point("tile_write")
+            band.WriteArray(data)
+            faults.point("flush")
             ds.FlushCache()
-        for path in self.files:
-            journal.fsync_file(path)
-        self.journal.record(rows)
-        self.durable = rows
+            band = ds = None  # closed: a write error surfaces here
+            journal.fsync_file(part)
+            faults.point("rename")
+            os.replace(part, path)
+            files[role] = path
+        journal.fsync_folder(os.path.dirname(os.path.abspath(self.outputs[events.LABELS])))
+        self.journal.record_chunk(first, end, files)
+        self.pending = []
+
+
+def write_mosaic(
+    vrt: str, chunks: list[tuple[int, str]], width: int, height: int, geotransform: tuple[float, ...], projection: str
+) -> None:
+    """Write a VRT of ``width`` × ``height`` pixels that stacks ``chunks`` (``(first row in the VRT, file)``) exactly.
+
+    Written as XML with explicit pixel rectangles (no placement computed from floating-point geotransforms).
+    """
+    from xml.sax.saxutils import escape
+
+    parts = []
+    dtype, nodata = "Byte", 0.0
+    for first, path in chunks:
+        ds = gdal.Open(path)
+        band = ds.GetRasterBand(1)
+        h, dtype, nodata = ds.RasterYSize, gdal.GetDataTypeName(band.DataType), band.GetNoDataValue()
+        band = ds = None
+        parts.append(
+            f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(path)}</SourceFilename><SourceBand>1</SourceBand>'
+            f'<SrcRect xOff="0" yOff="0" xSize="{width}" ySize="{h}"/>'
+            f'<DstRect xOff="0" yOff="{first}" xSize="{width}" ySize="{h}"/></SimpleSource>'
+        )
+    gt = ",".join(repr(float(v)) for v in geotransform)
+    xml = (
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>{escape(projection)}</SRS>'
+        f'<GeoTransform>{gt}</GeoTransform><VRTRasterBand dataType="{dtype}" band="1">'
+        f"<NoDataValue>{nodata!r}</NoDataValue>{''.join(parts)}</VRTRasterBand></VRTDataset>"
+    )
+    with open(vrt, "w", encoding="utf-8") as f:
+        f.write(xml)
 
 
 class RunState:
-    """The resumable state of one single-process run: its journal, partial rasters, and where it starts.
+    """The resumable state of one single-process run: its journal, its chunks, and where it starts.
 
-    Use :meth:`open` (it decides between resuming and starting afresh), then :meth:`windows`, :meth:`open_rasters`
-    (in :func:`engine.predict.run_region`), and at the end :meth:`hand_over` (success) or :meth:`abandon` (failure).
+    Use :meth:`open` (it decides between resuming and starting afresh), then :meth:`windows`, :meth:`sink` (in
+    :func:`engine.predict.run_region`), :meth:`assemble` once every row is durable, :meth:`commit` to rename the
+    finished outputs onto their requested names, or :meth:`abandon` on failure.
 
     Attributes:
         ctx: the prepared run.
-        partials: ``{role: path}`` of the partial rasters on the work grid (``labels``, optionally ``confidence``).
+        outputs: ``{role: requested raster output}`` (``labels``, optionally ``confidence``).
         identity: :func:`run_identity` of the run.
-        journal: the journal once the rasters exist (or the resumed one).
+        journal: the journal (created by :meth:`sink`, or the resumed one).
         rows_done: first work-grid row still to write.
         resumed: whether this run continues an unfinished one.
     """
@@ -245,8 +317,7 @@ class RunState:
     def __init__(self, ctx: RunContext, identity: dict[str, Any], resumed: journal.Journal | None) -> None:
         self.ctx, self.identity = ctx, identity
         req = ctx.request
-        rasters = {r: p for r, p in req.output_paths().items() if r in (events.LABELS, events.CONFIDENCE)}
-        self.partials = resumed.partials if resumed else {r: journal.partial_path(p) for r, p in rasters.items()}
+        self.outputs = {r: p for r, p in req.output_paths().items() if r in (events.LABELS, events.CONFIDENCE)}
         self.journal = resumed
         self.rows_done = resumed.rows_done if resumed else ctx.region_work.row
         self.resumed = resumed is not None
@@ -254,6 +325,8 @@ class RunState:
     @classmethod
     def open(cls, ctx: RunContext) -> RunState:
         """Resume the unfinished run for the request's output (``request.resume``) or remove it and start afresh.
+
+        Call it holding the outputs' lock: it also removes the debris a killed run left (see the module docstring).
 
         Raises:
             journal.ResumeError: ``--resume`` and the unfinished run had another input, model or options (listed), or
@@ -271,11 +344,12 @@ class RunState:
                     f"cannot resume the unfinished run for {req.output}: it was started with other inputs or "
                     f"options ({'; '.join(diff)})"
                 )
-            if all(os.path.isfile(p) for p in old.partials.values()):
+            if all(os.path.isfile(p) for p in old.files):
+                remove_with_sidecars(journal.chunk_debris([req.output, *others], keep=old.files))
                 first, end = old.region_rows
                 log.info("resuming %s: rows %d-%d of %d-%d are done", req.output, first, old.rows_done, first, end)
                 return cls(ctx, identity, old)
-            log.warning("the unfinished run for %s lost its partial rasters: starting from the beginning", req.output)
+            log.warning("the unfinished run for %s lost chunks of its rows: starting from the beginning", req.output)
         elif req.resume:
             log.warning("no unfinished run to resume for %s: starting from the beginning", req.output)
         removed = journal.discard(req.output, others)
@@ -291,60 +365,46 @@ class RunState:
         """The part of the region's ``windows`` this run computes (:func:`windows_to_run`)."""
         return windows_to_run(windows, self.rows_done) if self.resumed else windows
 
-    def open_rasters(self, region: Window) -> tuple[gdal.Dataset, gdal.Dataset | None]:
-        """The partial rasters covering ``region`` of the work grid: created (fresh run, then the journal) or opened.
+    def sink(self, region: Window) -> ChunkSink:
+        """The writer thread's sink for ``region`` of the work grid (a fresh run creates its journal first)."""
+        if self.journal is None:
+            self.journal = journal.Journal.create(
+                journal.journal_path(self.ctx.request.output), self.identity, (region.row, region.row_end)
+            )
+        return ChunkSink(self.journal, self.outputs, self.ctx.work, region)
+
+    def assemble(self, vrts: dict[str, str]) -> dict[str, str]:
+        """Write a VRT per raster output at ``vrts[role]`` stacking the journal's chunks; return ``vrts``.
 
         Raises:
-            engine.errors.OutputPathError: a raster cannot be created or opened for writing.
+            journal.ResumeError: the journal does not cover the region (a bug, never expected).
         """
-        ctx = self.ctx
-        if self.journal is not None:
-            opened = []
-            for role in (events.LABELS, events.CONFIDENCE):
-                if role in self.partials:
-                    try:
-                        opened.append(gdal.Open(self.partials[role], gdal.GA_Update))
-                    except RuntimeError as exc:
-                        raise journal.ResumeError(
-                            f"cannot open the partial raster {self.partials[role]}: {exc}",
-                            "run again without --resume to start from the beginning",
-                        ) from exc
-            for ds in opened:
-                reset_rows(ds, self.rows_done - region.row)
-            return opened[0], opened[1] if len(opened) > 1 else None
-        gt, proj = window_geotransform(ctx.work, region), ctx.work.GetProjection()
-        w, h = region.width, region.height
-        labels = outputs.create_geotiff(self.partials[events.LABELS], w, h, gt, proj, gdal.GDT_Byte, LABEL_NODATA)
-        conf = None
-        if events.CONFIDENCE in self.partials:
-            conf = outputs.create_geotiff(
-                self.partials[events.CONFIDENCE], w, h, gt, proj, gdal.GDT_Float32, CONFIDENCE_NODATA
-            )
-        for ds in (labels, conf):
-            if ds is not None:
-                ds.FlushCache()
-        for p in self.partials.values():
-            journal.fsync_file(p)
-        self.journal = journal.Journal.create(
-            journal.journal_path(ctx.request.output), self.identity, self.partials, (region.row, region.row_end)
-        )
-        return labels, conf
+        current = journal.Journal.load(journal.journal_path(self.ctx.request.output))
+        first, end = current.region_rows
+        if current.rows_done != end:
+            raise journal.ResumeError(f"the journal covers rows {first}-{current.rows_done} of {first}-{end}")
+        region = self.ctx.region_work
+        gt = window_geotransform(self.ctx.work, region)
+        for role, vrt in vrts.items():
+            chunks = [(a - first, files[role]) for a, _b, files in current.chunks]
+            write_mosaic(vrt, chunks, region.width, region.height, gt, self.ctx.work.GetProjection())
+        self.journal = current
+        return vrts
 
-    def checkpoints(self) -> Checkpoints:
-        """The checkpointer of the writer thread (after :meth:`open_rasters`)."""
-        assert self.journal is not None
-        return Checkpoints(self.journal, list(self.partials.values()))
-
-    def hand_over(self, work: dict[str, str]) -> None:
-        """Every row is written: rename the partial rasters onto ``work`` (the run's work paths), drop the journal."""
-        for role, path in self.partials.items():
-            os.replace(path, work[role])
-        if self.journal is not None and os.path.isfile(self.journal.path):
-            os.remove(self.journal.path)
+    def commit(self, tmps: dict[str, str], finals: dict[str, str]) -> None:
+        """Rename the finished ``tmps`` onto ``finals`` (synced first), then remove the journal and the chunks."""
+        for path in tmps.values():
+            if os.path.isfile(path):
+                journal.fsync_file(path)
+        current = journal.Journal.load(journal.journal_path(self.ctx.request.output))
+        current.mark_committing()
+        outputs.commit_outputs(tmps, finals)
+        req = self.ctx.request
+        journal.discard(req.output, [p for r, p in req.output_paths().items() if r == events.CONFIDENCE])
         self.journal = None
 
     def abandon(self, exc: BaseException) -> None:
-        """The run failed or was cancelled: keep the journal and partial rasters when rows are durable, else remove.
+        """The run failed or was cancelled: keep the journal and chunks when rows are durable, else remove them.
 
         When kept, ``exc``'s hint (an :class:`engine.errors.EngineError`) says how to continue.
         """
@@ -388,7 +448,8 @@ def check_disk_space(ctx: RunContext, already: int = 0) -> None:
         already: bytes a resumed run's partial rasters already hold.
     """
     src, work = ctx.region_src, ctx.region_work
+    # The chunks are a work-grid copy of each raster output until the outputs are assembled from them.
     sizes = resources.estimate_output_bytes(
-        ctx.request.output_paths(), src.width * src.height, work.width * work.height, ctx.resampled or ctx.request.cog
+        ctx.request.output_paths(), src.width * src.height, work.width * work.height, True
     )
     resources.check_disk_space(sizes, already)

@@ -12,11 +12,12 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from osgeo import gdal
 
+from engine import faults
 from engine.blending import FinishedRows
 from engine.errors import CancelledError, OutputPathError
 from engine.masks import PolygonMask
@@ -131,22 +132,52 @@ def batches(items: Iterator[WindowItem], size: int) -> Iterator[list[WindowItem]
         yield batch
 
 
-class RowWriter:
-    """Writes finished row bands to the (temporary) class and confidence rasters from a thread.
+class RowSink(Protocol):
+    """Where finished row bands go: :class:`GeoTiffSink` (plain rasters) or :class:`engine.resume.ChunkSink`."""
+
+    def write(self, rows: FinishedRows) -> None:
+        """Write one band of finished rows (bands arrive in row order)."""
+
+    def close(self, ok: bool) -> None:
+        """Make what was written final (``ok``: no write failed) and release the files."""
+
+
+class GeoTiffSink:
+    """Writes row bands into open single-band rasters covering ``region`` (distributed ranks' strips).
 
     Args:
         labels: uint8 class raster covering ``region``.
         confidence: float32 confidence raster covering ``region``, or None.
         region: the work-grid window the rasters cover (rows are written at ``row - region.row``).
-        checkpoint: makes written rows durable (:class:`engine.resume.Checkpoints`): ``after_write(datasets,
-            rows_end)`` after each band and ``commit(datasets)`` when closing without a write error; None: none.
     """
 
-    def __init__(
-        self, labels: gdal.Dataset, confidence: gdal.Dataset | None, region: Window, checkpoint: Any = None
-    ) -> None:
+    def __init__(self, labels: gdal.Dataset, confidence: gdal.Dataset | None, region: Window) -> None:
         self.labels, self.confidence, self.region = labels, confidence, region
-        self.checkpoint = checkpoint
+
+    def write(self, rows: FinishedRows) -> None:
+        """Write ``rows`` at their place."""
+        y = rows.row - self.region.row
+        faults.point("tile_write")
+        self.labels.GetRasterBand(1).WriteArray(rows.labels, 0, y)
+        if self.confidence is not None:
+            faults.point("tile_write")
+            self.confidence.GetRasterBand(1).WriteArray(rows.confidence, 0, y)
+
+    def close(self, ok: bool) -> None:
+        """Release the rasters (which closes them)."""
+        faults.point("flush")
+        self.labels = self.confidence = None  # type: ignore[assignment]  # the sink held the last references
+
+
+class RowWriter:
+    """Hands finished row bands to a :class:`RowSink` from a thread, so writing overlaps the network.
+
+    Args:
+        sink: where the rows go.
+    """
+
+    def __init__(self, sink: RowSink) -> None:
+        self.sink = sink
         self.q: queue.Queue[FinishedRows | None] = queue.Queue(maxsize=WRITER_QUEUE)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="engine-writer", daemon=True)
@@ -160,17 +191,9 @@ class RowWriter:
             if self.error is not None:
                 continue
             try:
-                y = rows.row - self.region.row
-                self.labels.GetRasterBand(1).WriteArray(rows.labels, 0, y)
-                if self.confidence is not None:
-                    self.confidence.GetRasterBand(1).WriteArray(rows.confidence, 0, y)
-                if self.checkpoint is not None:
-                    self.checkpoint.after_write(self._datasets(), rows.row + rows.labels.shape[0])
+                self.sink.write(rows)
             except BaseException as exc:
                 self.error = exc
-
-    def _datasets(self) -> list[gdal.Dataset]:
-        return [ds for ds in (self.labels, self.confidence) if ds is not None]
 
     def _raise_if_failed(self) -> None:
         if self.error is not None:
@@ -187,17 +210,15 @@ class RowWriter:
             self.q.put(rows)
 
     def close(self) -> None:
-        """Write what is queued, stop the thread and release the rasters (which closes them).
+        """Write what is queued, stop the thread and close the sink (rows written so far are made final).
 
         Raises:
             OutputPathError: a write failed.
         """
         self.q.put(None)
         self.thread.join()
-        if self.checkpoint is not None and self.error is None:
-            try:
-                self.checkpoint.commit(self._datasets())
-            except BaseException as exc:
-                self.error = exc
-        self.labels = self.confidence = None  # type: ignore[assignment]  # the writer held the last references
+        try:
+            self.sink.close(self.error is None)
+        except BaseException as exc:
+            self.error = self.error or exc
         self._raise_if_failed()

@@ -19,6 +19,7 @@ import os
 
 from osgeo import gdal, ogr, osr
 
+from engine import faults
 from engine.atomic import remove_with_sidecars
 from engine.georef import center_latitude, get_srs
 from engine.model_file import ModelInfo
@@ -85,6 +86,7 @@ def polygonize(
         sieved.FlushCache()
         band = sband
     remove_with_sidecars([gpkg_path])
+    faults.point("vector_write")
     out = ogr.GetDriverByName("GPKG").CreateDataSource(gpkg_path)
     srs = get_srs(raster)
     layer = out.CreateLayer(LAYER_NAME, srs=srs, geom_type=ogr.wkbPolygon)
@@ -94,6 +96,7 @@ def polygonize(
     layer.CreateField(ogr.FieldDefn("area_m2", ogr.OFTReal))
     layer.StartTransaction()
     gdal.Polygonize(band, band.GetMaskBand(), layer, 0, [], callback=None)
+    faults.point("vector_write")
     layer.CommitTransaction()
     area = _area_transform(raster)
     tol = _tolerance_in_crs_units(raster, simplify) if simplify > 0 else 0.0
@@ -130,6 +133,7 @@ def polygonize(
         layer.SetFeature(feat)
     for fid in drop:
         layer.DeleteFeature(fid)
+    faults.point("vector_write")
     layer.CommitTransaction()
     count = layer.GetFeatureCount()
     out = None

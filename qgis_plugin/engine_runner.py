@@ -299,11 +299,12 @@ class EngineRunner(QObject):
             [p for p in self.output_paths if p not in self._preexisting], self._pid, self.output_paths
         )
         if self.module == ENGINE_MODULE:
-            from engine.journal import discard, remove_stale_locks
+            from engine.journal import discard, remove_debris, remove_stale_locks
 
             if self._cancel_requested and not self._keep_unfinished:
                 for path in self.output_paths:
                     removed += discard(path)
+            removed += remove_debris(self.output_paths)
             removed += remove_stale_locks(self.output_paths)
         if removed:
             log(f"removed partial outputs: {', '.join(removed)}")

@@ -71,21 +71,26 @@ def test_keep_rows_clips_what_is_written() -> None:
 
 def test_journal_round_trip_and_mismatches(tmp_path) -> None:
     out = str(tmp_path / "classes.tif")
-    partial = journal.partial_path(out)
-    open(partial, "wb").close()
-    j = journal.Journal.create(
-        journal.journal_path(out), {"tile": 64, "bands": [1, 2, 3]}, {"labels": partial}, (0, 512)
-    )
+    chunk = journal.chunk_path(out, 0, 256)
+    open(chunk, "wb").close()
+    j = journal.Journal.create(journal.journal_path(out), {"tile": 64, "bands": [1, 2, 3]}, (0, 512))
     assert not j.has_rows
-    j.record(256)
+    with pytest.raises(ValueError, match="do not continue"):
+        j.record_chunk(128, 256, {"labels": chunk})  # a gap: never recorded
+    j.record_chunk(0, 256, {"labels": chunk})
     again = journal.Journal.load(journal.journal_path(out))
-    assert again.rows_done == 256 and again.has_rows
+    assert again.rows_done == 256 and again.has_rows and again.files == [chunk] and not again.committing
     assert again.mismatches({"tile": 96, "bands": [1, 2, 3]}) == ["tile: was 64, now 96"]
     assert journal.unfinished_run(out) == {
         "journal": journal.journal_path(out), "rows_done": 256, "rows_total": 512, "fraction": 0.5,
     }  # fmt: skip
-    os.remove(partial)
-    assert journal.unfinished_run(out) is None  # partial raster lost: nothing to resume
+    debris = [journal.part_path(journal.chunk_path(out, 256, 512)), journal.chunk_path(out, 256, 512)]
+    for path in debris:
+        open(path, "wb").close()
+    assert journal.remove_debris([out]) == sorted(debris)  # not listed: removed; the listed chunk stays
+    assert os.path.isfile(chunk)
+    os.remove(chunk)
+    assert journal.unfinished_run(out) is None  # a chunk lost: nothing to resume
     assert journal.discard(out) == [journal.journal_path(out)]
     assert os.listdir(tmp_path) == []
 

@@ -49,9 +49,9 @@ def _runner(qgis_app, model: Path, raster: Path, out: Path) -> tuple[EngineRunne
 def test_engine_killed_mid_run_reports_and_leaves_only_the_resumable_part(
     qgis_app, tmp_path: Path, model: Path
 ) -> None:
-    """Nothing under the requested names; the engine's hidden journal and partial rasters stay for Resume (the lock
+    """Nothing under the requested names; the engine's hidden journal and chunks stay for Resume (the lock
     file of the killed engine is removed)."""
-    from engine.journal import journal_path, partial_path, unfinished_run
+    from engine.journal import Journal, journal_path, unfinished_run
 
     raster = write_raster(tmp_path / "big.tif", np.tile(real_pixels(256, 256), (1, 3, 3)))
     out = tmp_path / "out"
@@ -66,8 +66,8 @@ def test_engine_killed_mid_run_reports_and_leaves_only_the_resumable_part(
     assert "done" not in seen
     assert not any(os.path.exists(p) for p in outputs)
     labels = str(out / "classes.tif")
-    resumable = {os.path.basename(p) for p in (journal_path(labels), partial_path(labels))}
-    assert set(os.listdir(out)) == resumable  # journal and partial class raster; no lock file, no other temporary
+    resumable = {os.path.basename(p) for p in (journal_path(labels), *Journal.load(journal_path(labels)).files)}
+    assert set(os.listdir(out)) == resumable  # journal and its chunks; no lock file, no other temporary
     assert unfinished_run(labels) is not None
 
 

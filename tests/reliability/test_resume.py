@@ -280,16 +280,21 @@ def _fsize_limit(limit: int):  # type: ignore[no-untyped-def]
     return apply
 
 
-def test_disk_full_mid_run_keeps_the_journal_and_resumes(tmp_path: Path, model: Path) -> None:
-    """RLIMIT_FSIZE makes the confidence raster's writes fail part-way, as a full disk does; then space is freed."""
+def test_disk_full_mid_run_keeps_the_journal_and_resumes(
+    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 5th raster write fails with ENOSPC (injected, as a full disk makes it fail); then space is freed."""
     raster = tall_raster(tmp_path / "in.tif", 1024, 384)
     ref, start = uninterrupted(model, raster, tmp_path, vector=False)
     out = folder(tmp_path, "out")
     args = predict_args(model, raster, out, vector=False)
-    failed = run_engine(args, preexec_fn=_fsize_limit(700_000))
+    monkeypatch.setenv("RSP_ENGINE_FAIL_AT", "tile_write:5")
+    failed = run_engine(args)
+    monkeypatch.delenv("RSP_ENGINE_FAIL_AT")
     assert failed.returncode == 1
     (error,) = failed.errors
-    assert error["kind"] == "OutputPathError" and "--resume" in error["hint"], error
+    assert error["kind"] == "OutputPathError" and "No space left" in error["message"], error
+    assert "--resume" in error["hint"], error
     assert not {"classes.tif", "confidence.tif"} & set(os.listdir(out))
     journal = json.loads(Path(journal_path(str(out / "classes.tif"))).read_text())
     assert 0 < journal["rows_done"] < 1024
@@ -297,6 +302,27 @@ def test_disk_full_mid_run_keeps_the_journal_and_resumes(tmp_path: Path, model: 
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert first(resumed, "start")["total"] < start["total"]
     assert_identical(ref, out, vector=False)
+
+
+def test_disk_full_while_finishing_keeps_every_row_and_resume_only_finishes(tmp_path: Path, model: Path) -> None:
+    """RLIMIT_FSIZE lets every chunk be written but not the assembled confidence raster, as a full disk would."""
+    raster = tall_raster(tmp_path / "in.tif", 1024, 384)
+    ref, _start = uninterrupted(model, raster, tmp_path, vector=False)
+    out = folder(tmp_path, "out")
+    args = predict_args(model, raster, out, vector=False)
+    failed = run_engine(args, preexec_fn=_fsize_limit(700_000))
+    assert failed.returncode == 1
+    (error,) = failed.errors
+    assert error["kind"] == "OutputPathError" and "finishing the outputs failed" in error["message"], error
+    assert "--resume" in error["hint"] and "Traceback" not in failed.stderr
+    assert not {"classes.tif", "confidence.tif"} & set(os.listdir(out))
+    journal = json.loads(Path(journal_path(str(out / "classes.tif"))).read_text())
+    assert journal["rows_done"] == 1024
+    resumed = run_engine([*args, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert first(resumed, "start")["total"] == 0 and first(resumed, "done")["windows"] == 0
+    assert_identical(ref, out, vector=False)
+    assert sorted(os.listdir(out)) == ["classes.tif", "classes.tif.aux.xml", "confidence.tif"]
 
 
 def corrupt_middle_block(path: Path, block_row: int) -> None:
