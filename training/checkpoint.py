@@ -22,7 +22,9 @@ import typing
 
 import torch
 
+from engine import faults
 from engine.checkpoints import CheckpointError  # the one checkpoint error of engine and training; re-exported
+from engine.journal import fsync_folder
 
 LATEST = "latest.pth"
 
@@ -48,16 +50,34 @@ def set_rng_state(state: dict[str, typing.Any]) -> None:
 
 
 def save_checkpoint(work_dir: str, payload: dict[str, typing.Any]) -> str:
-    """Write ``payload`` as ``iter_<n>.pth`` and ``latest.pth`` atomically; returns the iter file path."""
+    """Write ``payload`` as ``iter_<n>.pth`` and ``latest.pth`` atomically; returns the iter file path.
+
+    Each file is written under a ``.tmp`` name, ``fsync``-ed and renamed, so a kill at any instruction leaves the
+    previous ``latest.pth`` or the new one, each whole (``--resume`` continues from either identically); a kill
+    between the two renames leaves ``latest.pth`` one checkpoint behind, which costs iterations, not correctness.
+    """
     os.makedirs(work_dir, exist_ok=True)
     path = checkpoint_path(work_dir, int(payload["iter"]))
     tmp = path + ".tmp"
+    faults.point("checkpoint_write")
     torch.save(payload, tmp)
+    _fsync(tmp)
+    faults.point("rename")
     os.replace(tmp, path)
     tmp_latest = os.path.join(work_dir, LATEST + ".tmp")
+    faults.point("checkpoint_write")
     shutil.copyfile(path, tmp_latest)
+    _fsync(tmp_latest)
+    faults.point("rename")
     os.replace(tmp_latest, os.path.join(work_dir, LATEST))
+    fsync_folder(work_dir)
     return path
+
+
+def _fsync(path: str) -> None:
+    faults.point("fsync")
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def load_checkpoint(path: str) -> dict[str, typing.Any]:
