@@ -473,6 +473,8 @@ class TrainDialog(RunDialog):
                 list(event.raw.get("per_class") or []),
                 colors,
                 holdout.get("holdout_pixels"),
+                event.raw.get("majority"),
+                list(event.raw.get("warnings") or []),
             )
         )
         self.results_label.show()

@@ -38,6 +38,8 @@ def results_html(
     per_class: list[dict[str, Any]],
     colors: dict[str, tuple[int, int, int]],
     holdout_pixels: int | None = None,
+    majority: dict[str, Any] | None = None,
+    warnings: list[str] | None = None,
 ) -> str:
     """The hold-out accuracy of a finished run as HTML: OA, kappa, mIoU, mF1, then F1/IoU/pixels per class.
 
@@ -47,10 +49,21 @@ def results_html(
         per_class: the ``done`` event's ``per_class`` rows (``class``, ``F1``, ``IoU``, ``pixels``; ×100).
         colors: class name → colour, for the swatches.
         holdout_pixels: how many labelled pixels the hold-out had, when known.
+        majority: the ``done`` event's ``majority``: the same figures for always answering the most frequent
+            training class (``class``, ``OA``, ``kappa``, ``mIoU``, ``mF1``), shown as a second row to compare with.
+        warnings: the ``done`` event's ``warnings`` (e.g. classes the model never predicts), shown in red below.
     """
     where = f", {holdout_pixels:,} labelled pixels" if holdout_pixels else ""
     head = "".join(f"<th align='right'>&nbsp;{k}&nbsp;</th>" for k in ("OA", "kappa", "mIoU", "mF1"))
     values = "".join(f"<td align='right'>{format_metric(metrics.get(k))}</td>" for k in ("OA", "kappa", "mIoU", "mF1"))
+    if majority:
+        label = f"<td>always {html.escape(str(majority.get('class', '')))}&nbsp;</td>"
+        always = "".join(
+            f"<td align='right'>{format_metric(majority.get(k))}</td>" for k in ("OA", "kappa", "mIoU", "mF1")
+        )
+        values = f"<td>this model&nbsp;</td>{values}</tr><tr>{label}{always}"
+        head = "<th></th>" + head
+    notes = "".join(f"<p style='color:#b00000;'>&#9888; {html.escape(w)}</p>" for w in warnings or [])
     rows = []
     for row in per_class:
         name = str(row.get("class", ""))
@@ -62,7 +75,7 @@ def results_html(
         )
     return (
         f"<b>Hold-out accuracy of {html.escape(model_name)}</b><br>(on blocks kept out of training{where})"
-        f"<table cellspacing='0' cellpadding='2'><tr>{head}</tr><tr>{values}</tr></table>"
+        f"<table cellspacing='0' cellpadding='2'><tr>{head}</tr><tr>{values}</tr></table>{notes}"
         "<table cellspacing='0' cellpadding='2'><tr><th align='left'>Class</th><th align='right'>&nbsp;F1</th>"
         f"<th align='right'>&nbsp;IoU</th><th align='right'>&nbsp;held-out pixels</th></tr>{''.join(rows)}</table>"
     )

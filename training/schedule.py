@@ -67,6 +67,6 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set the same learning rate on every group (the seed uses no lr multipliers)."""
+    """Set ``lr`` on every group, times the group's ``lr_mult`` where it has one (the seed uses none)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)

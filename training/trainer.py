@@ -276,6 +276,12 @@ class Trainer:
         )
         return iter(loader)
 
+    def loss(
+        self, decode: torch.Tensor, aux: torch.Tensor | None, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss of one micro-batch and its parts (the seed's; fine-tuning overrides it)."""
+        return seed_loss(decode, aux, labels, self.config.ignore_index, self.config.aux_weight)
+
     def train_step(self, batches: typing.Iterator[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """One optimiser step at ``self.iteration`` over ``accum`` micro-batches; returns averaged loss parts."""
         cfg = self.config
@@ -296,7 +302,7 @@ class Trainer:
             with ctx:
                 with self.autocast:
                     decode, aux = self.model(images)
-                loss, parts = seed_loss(decode, aux, labels, cfg.ignore_index, cfg.aux_weight)
+                loss, parts = self.loss(decode, aux, labels)
                 self.scaler.scale(loss / self.accum).backward()
             for k, v in parts.items():
                 totals[k] = totals.get(k, 0.0) + v / self.accum

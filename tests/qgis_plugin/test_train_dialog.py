@@ -180,6 +180,7 @@ def test_train_shows_holdout_metrics_lists_the_model_and_offers_to_segment(
         assert dlg.results_label.isVisibleTo(dlg)
         for text in ("Hold-out accuracy", "OA", "kappa", "mIoU", "mF1", "F1", "building", "impervious_surface"):
             assert text in results, text
+        assert "always " in results  # the majority-class row to compare with
         entry = next(e for e in model_catalog.list_models() if e.path == dlg.trained_model)
         assert set(entry.info.metrics) == {"OA", "kappa", "mIoU", "mF1"}
         assert f"{entry.info.metrics['OA']:.1f}" in results

@@ -6,8 +6,10 @@ the start model's value range, and the label raster (class ids on the work grid 
 unlabelled). Nothing holds a whole raster in memory; GDAL datasets are opened lazily in the process that reads (so a
 data-loader worker can open its own).
 
-Augmentation: :class:`training.transforms.TrainPipeline` (random rescale 0.5-2×, random crop, flip, and mmseg's
-photometric distortion when the inputs are 8-bit 0..255), as for the seed recipes.
+What the recipes train on: :class:`RandomCropDataset`, square crops drawn at random anywhere in the labelled area
+(class-balanced, held-out labels blanked), mildly rescaled, flipped and rotated. :class:`ChipDataset` (fixed chips
+with :class:`training.transforms.TrainPipeline`: random rescale 0.5-2×, random crop, flip, mmseg's photometric
+distortion) is the seed's way, kept for ``Recipe(random_crops=False)`` and the speed benchmark.
 """
 
 from __future__ import annotations
@@ -108,3 +110,110 @@ class ChipDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), torch.from_numpy(
             label.astype(np.int64)
         )
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """How :class:`RandomCropDataset` draws training crops (see its docstring)."""
+
+    crop: int  # side of the network's training input, pixels
+    ratio_range: tuple[float, float] = (1.0, 1.0)  # scale factor r: a (crop / r)² area is read and resized to crop²
+    class_power: float = 0.5  # a crop centres on class k with probability ∝ (training pixels of k) ** class_power
+    photometric: bool = False  # mmseg's photometric distortion (8-bit inputs only)
+    rotate: bool = True  # random vertical flip and 90° rotation on top of the horizontal flip
+
+
+class RandomCropDataset(torch.utils.data.Dataset):
+    """``dataset[(index, seed)]`` → ``(image (C, T, T) float32, label (T, T) int64)``: a crop drawn at random.
+
+    Each sample, from ``numpy.random.default_rng(seed)`` alone (so a run is deterministic and resumes identically):
+    a class ``k`` with probability ∝ ``pixels_k ** class_power`` (1 = as often as the labels hold it, 0 = every
+    class equally often: the imbalance of a real area is softened, and a rare class is seen in every few steps); a
+    training block with probability ∝ its pixels of ``k``; a random pixel of ``k`` in it; a square of side
+    ``crop / r`` (``r`` uniform in ``ratio_range``) placed at random so that it holds that pixel, inside the raster.
+    The crop may reach anywhere, also over held-out blocks: their labels are blanked (:data:`IGNORE`), so the
+    network never trains on a held-out label, though it sees the imagery around them as it will when predicting.
+    The crop is resized to ``crop``² (image bilinear, labels nearest), flipped/rotated at random, normalised.
+
+    ``index`` is not used (every sample is a fresh draw); ``len`` is the number of training blocks, which sets how
+    often the sampler's epoch turns over, nothing else.
+    """
+
+    def __init__(
+        self,
+        sources: list[RasterSource],
+        splits: list[typing.Any],
+        plan: CropPlan,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        eight_bit: bool,
+    ) -> None:
+        self.sources, self.splits, self.plan = sources, splits, plan
+        self.mean, self.std, self.eight_bit = mean, std, eight_bit
+        # (source, block) of every training block and its (n, K) labelled pixels per class
+        self.blocks = [(i, b) for i, s in enumerate(splits) for b, h in zip(s.blocks, s.holdout, strict=True) if not h]
+        self.counts = np.concatenate([s.counts[~s.holdout] for s in splits]).astype(np.float64)
+        totals = self.counts.sum(axis=0)
+        weights = np.where(totals > 0, totals**plan.class_power, 0.0)
+        self.class_p = weights / weights.sum()
+
+    def __len__(self) -> int:
+        return max(1, len(self.blocks))
+
+    def _labels(self, source: int, win: Window) -> np.ndarray:
+        """Labels of ``win`` with held-out blocks blanked."""
+        label = self.sources[source].read_labels(win)
+        for h in self.splits[source].holdout_blocks:
+            part = h.intersection(win)
+            if part is not None:
+                rows = slice(part.row - win.row, part.row_end - win.row)
+                label[rows, part.col - win.col : part.col_end - win.col] = IGNORE
+        return label
+
+    def window(self, rng: np.random.Generator) -> tuple[int, Window]:
+        """The source index and the window (work grid) of one draw."""
+        k = int(rng.choice(len(self.class_p), p=self.class_p))
+        col = self.counts[:, k]
+        j = int(rng.choice(len(col), p=col / col.sum()))
+        i, block = self.blocks[j]
+        lab = self.sources[i].read_labels(block)
+        rows, cols = np.nonzero(lab == k)
+        pick = int(rng.integers(len(rows)))
+        y, x = block.row + int(rows[pick]), block.col + int(cols[pick])
+        low, high = self.plan.ratio_range
+        side = max(8, round(self.plan.crop / float(rng.uniform(low, high))))
+        src = self.sources[i]
+
+        def start(centre: int, limit: int) -> int:
+            s = centre - int(rng.integers(side))  # the pixel anywhere in the square
+            return int(min(max(s, 0), max(limit - side, 0)))
+
+        r0, c0 = start(y, src.height), start(x, src.width)
+        return i, Window(r0, c0, min(side, src.height - r0), min(side, src.width - c0))
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        from training.transforms import normalize, pad_to, photometric_distortion, resize_image, resize_label
+
+        _, seed = item
+        rng = np.random.default_rng(int(seed))
+        i, win = self.window(rng)
+        image, valid = self.sources[i].read_image(win)
+        label = self._labels(i, win)
+        label[~valid] = IGNORE
+        scale = self.plan.crop / max(win.height, win.width)
+        size = (max(1, round(win.height * scale)), max(1, round(win.width * scale)))
+        image, label = resize_image(image, size), resize_label(label, size)
+        if rng.random() < 0.5:
+            image, label = image[:, ::-1], label[:, ::-1]
+        if self.plan.rotate:
+            if rng.random() < 0.5:
+                image, label = image[::-1], label[::-1]
+            if rng.random() < 0.5:
+                image, label = image.transpose(1, 0, 2), label.T
+        image, label = np.ascontiguousarray(image), np.ascontiguousarray(label)
+        if self.eight_bit:
+            image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+            if self.plan.photometric:
+                image = photometric_distortion(image, rng)
+        norm, label = pad_to(normalize(image, self.mean, self.std), label, self.plan.crop, IGNORE)
+        return torch.from_numpy(np.ascontiguousarray(norm.transpose(2, 0, 1))), torch.from_numpy(label.astype(np.int64))

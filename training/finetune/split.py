@@ -3,8 +3,10 @@
 A random split of overlapping tiles puts near-copies of the same pixels on both sides and flatters the model. Here
 the labelled area of each raster is cut into square **blocks** of :func:`block_size` (half a tile) on a grid anchored
 to the raster's pixel (0, 0); a ``val_fraction`` of the blocks that hold labels is held out, and a training **chip**
-(a ``tile``-sized window) is kept only when it overlaps no held-out block. The network never sees a held-out pixel
-in training (it does see the imagery around a held-out block when predicting it, as it would in use).
+(a ``tile``-sized window) is kept only when it overlaps no held-out block. The recipes train on random crops
+instead (:class:`training.finetune.chips.RandomCropDataset`), which may reach over a held-out block with its labels
+blanked: the network never trains on a held-out label (it may see the imagery there, unlabelled, as it does around
+a held-out block when predicting it, and as it will in use).
 
 Choice of held-out blocks (deterministic for a seed, so ``--resume`` and a rerun choose the same ones): first one
 block per class, rarest class first, for every class found in at least two blocks (a class's only block stays in

@@ -16,12 +16,13 @@ import time
 import typing
 from typing import Any
 
+import numpy as np
 import torch
 
 from engine.errors import CancelledError
 from engine.events import PROGRESS, STATUS
 from training.checkpoint import rng_state, set_rng_state
-from training.finetune.chips import ChipDataset
+from training.finetune.chips import ChipDataset, CropPlan, RandomCropDataset
 from training.finetune.classes import IGNORE, ClassTable
 from training.finetune.prepare import Prepared
 from training.finetune.start import Start, build_start
@@ -45,15 +46,43 @@ class FinetuneTrainer(Trainer):
         work_dir: str,
         device: str,
         model: torch.nn.Module,
-        dataset: ChipDataset,
+        dataset: torch.utils.data.Dataset,
         table: ClassTable,
         on_event: Any,
         cancel: threading.Event,
+        labelled_mean: bool = False,
+        backbone_lr_mult: float = 1.0,
     ) -> None:
         self._dataset, self.table, self.on_event, self.cancel = dataset, table, on_event, cancel
         self._t0, self._start_iter = time.monotonic(), 0
         self._snapshot: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+        self.labelled_mean, self.backbone_lr_mult = labelled_mean, backbone_lr_mult
         super().__init__(config, work_dir, device=device, model=model, stream=sys.stderr)
+        if backbone_lr_mult != 1.0:
+            self.optimizer = self._backbone_lr_optimizer(backbone_lr_mult)
+
+    def _backbone_lr_optimizer(self, mult: float) -> torch.optim.Optimizer:
+        """AdamW with the backbone's parameter groups at ``mult`` × the schedule's learning rate."""
+        from training.schedule import lr_at, param_groups
+
+        cfg = self.config
+        backbone = {id(p) for p in typing.cast(torch.nn.Module, self.segmentor.backbone).parameters()}
+        groups = []
+        for group in param_groups(self.net, cfg.weight_decay, cfg.no_decay_keys):
+            for inside in (True, False):
+                params = [p for p in group["params"] if (id(p) in backbone) == inside]
+                if params:
+                    groups.append({**group, "params": params, "lr_mult": mult if inside else 1.0})
+        return torch.optim.AdamW(groups, lr=lr_at(0, cfg), betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+    def loss(
+        self, decode: torch.Tensor, aux: torch.Tensor | None, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The seed's loss, averaged over labelled pixels when the recipe says so."""
+        from training.losses import seed_loss
+
+        cfg = self.config
+        return seed_loss(decode, aux, labels, cfg.ignore_index, cfg.aux_weight, self.labelled_mean)
 
     def train_dataset(self) -> torch.utils.data.Dataset:
         """The chips."""
@@ -135,7 +164,7 @@ def make_config(
         ignore_index=IGNORE,
         crop_size=data.chip,
         resize_scale=data.chip,
-        ratio_range=(0.5, 2.0),
+        ratio_range=recipe.ratio_range,
         cat_max_ratio=0.75,
         seg_pad_val=IGNORE,
         samples_per_gpu=per_step,
@@ -155,7 +184,7 @@ def make_config(
         test_stride=tile * 3 // 4,
         num_workers=0,
         seed=seed,
-        photometric=eight_bit,
+        photometric=eight_bit and recipe.photometric,
         mean=tuple(start.mean),  # type: ignore[arg-type]  # three bands (checked by the band mapping)
         std=tuple(start.std),  # type: ignore[arg-type]
         bands=start.bands,
@@ -187,11 +216,17 @@ def train(
     config = make_config(
         start, table, data, recipe, tile, iters, batch, cuda, request.seed, work_dir, eight_bit, labels
     )
-    dataset = ChipDataset(data.sources, data.chips, train_pipeline(config), eight_bit)
+    dataset: torch.utils.data.Dataset = ChipDataset(data.sources, data.chips, train_pipeline(config), eight_bit)
+    if recipe.random_crops:
+        plan = CropPlan(data.chip, recipe.ratio_range, recipe.class_power, config.photometric)
+        dataset = RandomCropDataset(data.sources, data.splits, plan, config.mean, config.std, eight_bit)
     from training.trainer import TrainingError
 
     try:
-        trainer = FinetuneTrainer(config, work_dir, device, start.model, dataset, table, on_event or print, cancel)
+        trainer = FinetuneTrainer(
+            config, work_dir, device, start.model, dataset, table, on_event or print, cancel, recipe.labelled_mean,
+            recipe.backbone_lr_mult,
+        )  # fmt: skip
     except TrainingError as exc:
         from engine.errors import ParameterError
 
@@ -211,6 +246,7 @@ def evaluate_and_write(
     from engine.model_file import ModelInfo, load_model_file, save_model_file
     from training.evaluate import save_confusion_png
     from training.finetune.holdout import evaluate_holdout
+    from training.finetune.outcome import majority_baseline, outcome_warnings
     from training.finetune.run import CONFUSION_FILE, HOLDOUT_MODEL, REPORT_FILE, created_today, emit
     from training.metrics import write_json
 
@@ -233,7 +269,12 @@ def evaluate_and_write(
         on_block=lambda d, t: emit(on_event, STATUS, message=f"held-out block {d}/{t}"),
     )  # fmt: skip
     os.remove(held_model)
-    train_pixels = int(sum(s.counts[~s.holdout].sum() for s in data.splits))
+    per_class = sum(s.counts[~s.holdout].sum(axis=0) for s in data.splits)  # (K,) training pixels per class
+    train_pixels = int(per_class.sum())
+    counts = np.asarray(summary["confusion_matrix"], np.int64)
+    summary["majority"] = majority_baseline(counts, per_class, table.names)
+    mean_iou = summary["mIoU"] if summary["mIoU"] == summary["mIoU"] else 0.0  # NaN: nothing measured
+    summary["warnings"] = outcome_warnings(counts, per_class, table.names, mean_iou, trainer.iteration)
     report = {
         **summary,
         "model": os.path.abspath(request.output),
@@ -248,7 +289,7 @@ def evaluate_and_write(
         "freeze_backbone": request.freeze_backbone,
         "rasters": [os.path.abspath(r) for r in request.rasters],
         "labels": [os.path.abspath(p.split("|")[0]) for p in request.labels],
-        "warnings": data.warnings,
+        "warnings": data.warnings + summary["warnings"],
         "holdout_windows": [  # on each raster's work grid (its own pixels unless resampled to another GSD)
             {"raster": i, "xoff": b.col, "yoff": b.row, "xsize": b.width, "ysize": b.height}
             for i, s in enumerate(data.splits)
