@@ -50,7 +50,7 @@ import dataclasses
 import hashlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from osgeo import gdal
 
@@ -59,10 +59,8 @@ from engine.atomic import remove_with_sidecars
 from engine.blending import CONFIDENCE_NODATA, LABEL_NODATA, FinishedRows
 from engine.errors import CancelledError, EngineError, OutputPathError, RasterReadError
 from engine.georef import window_geotransform
+from engine.request import PredictRequest, RunContext
 from engine.tiling import Window
-
-if TYPE_CHECKING:
-    from engine.predict import PredictRequest, RunContext
 
 gdal.UseExceptions()
 log = logging.getLogger("engine")
