@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import logging
 import os
 import tempfile
@@ -43,7 +42,7 @@ from typing import Any
 from osgeo import gdal
 
 from engine import events, options
-from engine.atomic import temporary_path
+from engine.atomic import write_json
 from engine.errors import CancelledError, EngineError, ParameterError, RasterReadError, error_event
 from engine.model_file import read_model_info
 from engine.predict import PredictRequest, predict
@@ -299,10 +298,7 @@ def _run_one(
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
-    tmp = temporary_path(path)
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    write_json(path, data, indent=2, sort_keys=False)
 
 
 def add_batch_parser(sub: Any) -> None:
