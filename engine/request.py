@@ -16,7 +16,6 @@ from typing import Any
 from osgeo import gdal
 
 from engine import events, georef, options, outputs, raster_io
-from engine.blending import check_blend
 from engine.errors import CancelledError, ParameterError
 from engine.events import EventCallback
 from engine.masks import PolygonMask
@@ -117,10 +116,8 @@ class PredictRequest:
             raise ParameterError(f"--threads must be >= 1, got {self.threads}")
         if self.min_area < 0 or self.simplify < 0:
             raise ParameterError("--min-area and --simplify must be >= 0")
-        try:
-            check_blend(self.blend)
-        except ValueError as exc:
-            raise ParameterError(str(exc)) from exc
+        if self.blend not in options.BLEND_MODES:
+            raise ParameterError(f"unknown blend mode {self.blend!r}; use one of {', '.join(options.BLEND_MODES)}")
         outs = [os.path.abspath(p) for p in (self.output, self.vector, self.confidence) if p]
         if len(set(outs)) != len(outs) or os.path.abspath(self.input) in outs:
             raise ParameterError("--output, --vector, --confidence and --input must be different files")

@@ -194,3 +194,25 @@ def test_predict_batch_and_warmup_command_lines_offer_the_engine_options() -> No
     assert parameters.PRECISIONS == options.PRECISIONS and parameters.DEFAULT_BATCH_SIZE == options.BATCH_SIZE
     assert batch_parameters.RASTER_EXTENSIONS == options.RASTER_EXTENSIONS
     assert batch_parameters.BatchParameters.__dataclass_fields__["batch_size"].default == options.BATCH_SIZE
+
+
+def test_engine_modules_import_only_their_own_layer_or_below() -> None:
+    """engine.LAYERS (documented in engine/__init__.py): no import reaches a higher layer, lazy imports included."""
+    from engine import LAYERS
+
+    layer = {module: i for i, (_name, modules) in enumerate(LAYERS) for module in modules}
+    graph = _module_graph(("engine",))
+    tops = {name.split(".")[1] for name in graph if name != "engine"}
+    assert tops == set(layer), (
+        f"modules without a layer: {tops - set(layer)}; layers without a module: {set(layer) - tops}"
+    )
+    upward = []
+    for name, imported in graph.items():
+        if name == "engine":
+            continue
+        here = layer[name.split(".")[1]]
+        for target in imported:
+            there = layer.get(target.split(".")[1]) if target != "engine" else 0
+            if there is not None and there > here:
+                upward.append(f"{name} ({LAYERS[here][0]}) imports {target} ({LAYERS[there][0]})")
+    assert upward == []
