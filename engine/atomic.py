@@ -8,8 +8,11 @@ renamed onto ``<stem><ext>``. Every writer of the engine (rasters, polygons, mod
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+from typing import Any
 
 from engine import faults
 
@@ -70,3 +73,44 @@ def stale_temporaries(paths: list[str], pid: int | None = None) -> list[str]:
             if m and int(m.group(1)) != own and os.path.isfile(os.path.join(folder, candidate)):
                 found.append(os.path.join(folder, candidate))
     return sorted(set(found))
+
+
+def fsync_folder(folder: str) -> None:
+    """``fsync`` a folder so a rename or a new file in it survives a power cut (a no-op where unsupported)."""
+    faults.point("fsync")
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json(path: str, data: Any, indent: int = 1, sort_keys: bool = True) -> None:
+    """Write ``data`` as JSON to ``path`` so that a crash leaves the old or the new content, never a mix.
+
+    Temporary file, ``fsync``, ``os.replace``, ``fsync`` of the folder. The one atomic JSON writer of the engine and
+    the training package (journals, summaries, measurements, metrics).
+
+    Raises:
+        OSError: the write failed (e.g. the disk is full); the previous file is then unchanged.
+    """
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        faults.point("journal_write")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=indent, sort_keys=sort_keys)
+            f.flush()
+            faults.point("fsync")
+            os.fsync(f.fileno())
+        faults.point("rename")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    fsync_folder(os.path.dirname(os.path.abspath(path)))

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import logging
 import os
 import tempfile
@@ -42,8 +41,8 @@ from typing import Any
 
 from osgeo import gdal
 
-from engine import events
-from engine.atomic import temporary_path
+from engine import events, options
+from engine.atomic import write_json
 from engine.errors import CancelledError, EngineError, ParameterError, RasterReadError, error_event
 from engine.model_file import read_model_info
 from engine.predict import PredictRequest, predict
@@ -55,7 +54,7 @@ log = logging.getLogger("engine")
 ITEM = "item"  # event: one input finished (done, skipped or failed)
 SUMMARY_NAME = "batch_summary.json"
 MOSAIC_STEM = "mosaic"
-RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg", ".ecw", ".sid", ".nc", ".hdf")
+RASTER_EXTENSIONS = options.RASTER_EXTENSIONS
 LIST_EXTENSION = ".txt"
 GLOB_CHARS = "*?["
 
@@ -136,11 +135,11 @@ def _nothing_found(entry: str) -> str:
 
 def output_set(stem: str, output_dir: str, vector: bool, confidence: bool) -> dict[str, str]:
     """``{"output", "vector"?, "confidence"?}`` paths of one input's outputs in ``output_dir``."""
-    paths = {"output": os.path.join(output_dir, f"{stem}_classes.tif")}
+    paths = {"output": os.path.join(output_dir, stem + options.OUTPUT_SUFFIXES[events.LABELS])}
     if vector:
-        paths["vector"] = os.path.join(output_dir, f"{stem}_polygons.gpkg")
+        paths["vector"] = os.path.join(output_dir, stem + options.OUTPUT_SUFFIXES[events.VECTOR])
     if confidence:
-        paths["confidence"] = os.path.join(output_dir, f"{stem}_confidence.tif")
+        paths["confidence"] = os.path.join(output_dir, stem + options.OUTPUT_SUFFIXES[events.CONFIDENCE])
     return paths
 
 
@@ -299,16 +298,11 @@ def _run_one(
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
-    tmp = temporary_path(path)
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    write_json(path, data, indent=2, sort_keys=False)
 
 
 def add_batch_parser(sub: Any) -> None:
     """Add the ``batch`` subcommand to the argparse subparsers ``sub`` (shares ``predict``'s run options)."""
-    from engine.cli import int_list
-
     p = sub.add_parser(
         "batch",
         help="segment many rasters with one model load (or their mosaic)",
@@ -324,13 +318,12 @@ def add_batch_parser(sub: Any) -> None:
     p.add_argument("--mosaic", action="store_true", help="join the inputs into one VRT and segment it as one raster")
     p.add_argument("--summary", help=f"summary JSON path (default: OUTPUT_DIR/{SUMMARY_NAME})")
     p.add_argument("--gsd", default="model", metavar="model|native|METRES", help="as for predict")
-    p.add_argument("--bands", type=int_list, metavar="1,2,3", help="raster bands feeding the model's inputs")
+    p.add_argument("--bands", type=options.int_list, metavar="1,2,3", help="raster bands feeding the model's inputs")
     p.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--tile", type=int, help="window size in pixels (default: the model file's)")
     p.add_argument("--stride", type=int, help="window step in pixels (default: the model file's)")
-    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="as for predict")
+    options.add_window_options(p)
     p.add_argument("--value-max", type=float, help="raster value mapped to the top of the model's value range")
     p.add_argument("--min-area", type=float, default=0.0, help="polygons below this area (m²) are merged/dropped")
     p.add_argument("--simplify", type=float, default=0.0, help="polygon simplification tolerance (ground metres)")
@@ -354,6 +347,9 @@ def batch_request(args: argparse.Namespace) -> BatchRequest:
         tile=args.tile,
         stride=args.stride,
         compile=args.compile,
+        precision=args.precision,
+        exact=args.exact,
+        blend=args.blend,
         value_max=args.value_max,
         min_area=args.min_area,
         simplify=args.simplify,

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine import options
 from engine.tiling import Window
 
-BLEND_MODES = ("smooth", "reference")
+BLEND_MODES = options.BLEND_MODES
 SMOOTH_WEIGHT_FLOOR = 0.01  # weight at a window's very border, relative to 1.0 at its centre
 LABEL_NODATA = 255  # class-id raster nodata (models have at most 255 classes)
 CONFIDENCE_NODATA = -1.0

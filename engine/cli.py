@@ -21,32 +21,11 @@ import threading
 import typing
 from typing import Any
 
-from engine import events, faults
+from engine import events, faults, options
 from engine.errors import ParameterError
 from engine.events import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK
 
 log = logging.getLogger("engine")
-
-
-def int_list(text: str) -> tuple[int, ...]:
-    """``"1,2,3"`` → ``(1, 2, 3)`` for argparse (``--bands``)."""
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
-
-
-def _float_list(n: int):  # type: ignore[no-untyped-def]
-    def parse(text: str) -> tuple[float, ...]:
-        try:
-            values = tuple(float(v) for v in text.split(","))
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"expected {n} comma-separated numbers, got {text!r}") from exc
-        if len(values) != n:
-            raise argparse.ArgumentTypeError(f"expected {n} comma-separated numbers, got {text!r}")
-        return values
-
-    return parse
 
 
 def add_predict_parser(sub: Any) -> None:
@@ -65,53 +44,28 @@ def add_predict_parser(sub: Any) -> None:
     ext = p.add_mutually_exclusive_group()
     ext.add_argument(
         "--bbox",
-        type=_float_list(4),
+        type=options.float_list(4),
         metavar="XMIN,YMIN,XMAX,YMAX",
         help="process only this box (raster CRS unless --bbox-crs)",
     )
     ext.add_argument(
-        "--window", type=_float_list(4), metavar="XOFF,YOFF,XSIZE,YSIZE", help="process only this pixel window"
+        "--window", type=options.float_list(4), metavar="XOFF,YOFF,XSIZE,YSIZE", help="process only this pixel window"
     )
     p.add_argument("--mask", help="vector file: process only inside its polygons (combinable with --bbox/--window)")
     p.add_argument("--bbox-crs", help="CRS of --bbox, e.g. EPSG:4326 (default: the raster's)")
     p.add_argument(
         "--gsd",
-        default="model",
+        default=options.GSD_MODEL,
         metavar="model|native|METRES",
         help="ground sample distance the network reads the raster at: the model's (default), the raster's own, "
         "or metres (e.g. 0.3)",
     )
-    p.add_argument("--bands", type=int_list, metavar="1,2,3", help="raster bands feeding the model's inputs")
+    p.add_argument("--bands", type=options.int_list, metavar="1,2,3", help="raster bands feeding the model's inputs")
     p.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--tile", type=int, help="window size in pixels (default: the model file's)")
     p.add_argument("--stride", type=int, help="window step in pixels (default: the model file's, at most --tile)")
-    p.add_argument(
-        "--blend",
-        choices=("smooth", "reference"),
-        default="smooth",
-        help="smooth: weighted probabilities (default); reference: mmseg 0.21 mean of logits",
-    )
-    p.add_argument(
-        "--compile",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="torch.compile the network (auto: on CPU when the expected saving beats the compile cost, "
-        "1-2 min the first time, ≈ 10 s once cached; see python -m engine warmup)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16"),
-        default="auto",
-        help="auto: bfloat16 where the CPU/GPU computes it natively and the network's bf16 labels were measured "
-        "≥ 99.5 %% equal to fp32's, else fp32 (always fp32 with --exact or --blend reference)",
-    )
-    p.add_argument(
-        "--exact",
-        action="store_true",
-        help="compute in the reference code's float order (bit-identical logits to RSP/mmseg; ≈ 1.3× slower on CPU)",
-    )
+    options.add_window_options(p)
     p.add_argument("--value-max", type=float, help="raster value mapped to the top of the model's value range")
     p.add_argument("--min-area", type=float, default=0.0, help="polygons below this area (m²) are merged/dropped")
     p.add_argument("--simplify", type=float, default=0.0, help="polygon simplification tolerance (ground metres)")

@@ -30,9 +30,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any
+
+from engine.atomic import write_json
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +89,7 @@ def record(key: str, **measured: float | None) -> None:
     data[key] = entry
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".rsp-compile-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        write_json(path, data)
     except OSError as exc:
         log.debug("could not record compile measurements in %s: %s", path, exc)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from engine.events import ERROR, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, event
-from engine.model_file import ModelFileError
 
 __all__ = [
     "EXIT_CANCELLED",
@@ -23,6 +22,12 @@ __all__ = [
     "RasterReadError",
     "error_event",
 ]
+
+
+class ModelFileError(Exception):
+    """A model file is missing, unreadable, corrupt, of a newer format version, or does not match its network.
+
+    Defined here, below every layer; :mod:`engine.model_file` raises it and re-exports it."""
 
 
 class EngineError(Exception):

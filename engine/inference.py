@@ -16,27 +16,26 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine import compile_plan, precision
+from engine import compile_plan, options, precision
 from engine.blending import check_blend, window_weight
+from engine.compile_child import warm_in_child
 from engine.compile_plan import COMPILE_AUTO_MIN_WINDOWS, Decision
 from engine.errors import CancelledError, ParameterError
 from engine.model_file import ModelInfo, load_model_file
+from engine.request import RunContext
 from engine.tiling import axis_spans
-
-if TYPE_CHECKING:
-    from engine.predict import RunContext
 
 __all__ = ["COMPILE_AUTO_MIN_WINDOWS", "CompiledBatches", "WindowRunner", "compile_for_run", "run_windows"]
 
 log = logging.getLogger(__name__)
 
-COMPILE_MODES = ("auto", "on", "off")
+COMPILE_MODES = options.COMPILE_MODES
 ABANDON_POLL_S = 0.05  # how often a waiting run looks at its cancel event
 
 
@@ -331,8 +330,9 @@ class WindowRunner:
 def window_runner(ctx: RunContext, model: torch.nn.Module, device: torch.device, n_windows: int) -> WindowRunner:
     """The run's :class:`engine.inference.WindowRunner`: precision, and compilation when it pays off.
 
-    A compilation with a cold compiler cache runs in a child process first (:func:`engine.warmup.warm_in_child`), so a
-    cancel during those 1-2 minutes ends the run at once; the run then compiles from the warm cache.
+    A compilation with a cold compiler cache runs in a child process first
+    (:func:`engine.compile_child.warm_in_child`), so a cancel during those 1-2 minutes ends the run at once; the run
+    then compiles from the warm cache.
     """
     from engine import events
     from engine.compile_plan import graph_key
@@ -345,8 +345,6 @@ def window_runner(ctx: RunContext, model: torch.nn.Module, device: torch.device,
         took = "≈ 10 s from the compiler cache" if runner.decision.warm else "1-2 min the first time"
         ctx.emit(events.STATUS, message=f"compiling the network ({took}; {runner.decision.reason})")
         if not runner.decision.warm:
-            from engine.warmup import warm_in_child
-
             threads = req.threads or torch.get_num_threads()
             warm = warm_in_child(
                 req.model,

@@ -46,6 +46,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from engine import faults
+from engine.atomic import write_json as write_json_atomic
 from engine.errors import OutputPathError, ParameterError
 
 log = logging.getLogger("engine")
@@ -117,21 +118,6 @@ def chunk_debris(outputs: list[str], keep: list[str] | tuple[str, ...] = ()) -> 
     return sorted(set(found))
 
 
-def fsync_folder(folder: str) -> None:
-    """``fsync`` a folder so a rename or a new file in it survives a power cut (a no-op where unsupported)."""
-    faults.point("fsync")
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def fsync_file(path: str) -> None:
     """``fsync`` the file at ``path`` (its data reach the disk before this returns)."""
     faults.point("fsync")
@@ -140,29 +126,6 @@ def fsync_file(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def write_json_atomic(path: str, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old or the new content, never a mix.
-
-    Raises:
-        OSError: the write failed (e.g. the disk is full); the previous file is then unchanged.
-    """
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        faults.point("journal_write")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            faults.point("fsync")
-            os.fsync(f.fileno())
-        faults.point("rename")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    fsync_folder(os.path.dirname(path))
 
 
 class Journal:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.atomic import temporary_path
+from engine.errors import ModelFileError as ModelFileError  # raised here, defined below every layer
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -29,10 +30,6 @@ FORMAT_NAME = "rsp-qgis-model"
 FORMAT_VERSION = 1  # bump when a field changes meaning; readers refuse newer versions
 METADATA_KEY = "rsp_model"
 _MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
-
-
-class ModelFileError(Exception):
-    """A model file is missing, unreadable, corrupt, of a newer format version, or does not match its network."""
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,11 @@ import functools
 import logging
 from collections.abc import Iterator
 
+from engine import options
+
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = options.PRECISIONS
 AUTO_MIN_AGREEMENT = 0.995  # bf16 vs fp32 labels on a trained model, per architecture
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names of native bfloat16 arithmetic
 

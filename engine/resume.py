@@ -50,19 +50,17 @@ import dataclasses
 import hashlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from osgeo import gdal
 
 from engine import events, faults, journal, outputs, resources, sources
-from engine.atomic import remove_with_sidecars
+from engine.atomic import fsync_folder, remove_with_sidecars
 from engine.blending import CONFIDENCE_NODATA, LABEL_NODATA, FinishedRows
 from engine.errors import CancelledError, EngineError, OutputPathError, RasterReadError
 from engine.georef import window_geotransform
+from engine.request import PredictRequest, RunContext
 from engine.tiling import Window
-
-if TYPE_CHECKING:
-    from engine.predict import PredictRequest, RunContext
 
 gdal.UseExceptions()
 log = logging.getLogger("engine")
@@ -262,7 +260,7 @@ class ChunkSink:
             faults.point("rename")
             os.replace(part, path)
             files[role] = path
-        journal.fsync_folder(os.path.dirname(os.path.abspath(self.outputs[events.LABELS])))
+        fsync_folder(os.path.dirname(os.path.abspath(self.outputs[events.LABELS])))
         self.journal.record_chunk(first, end, files)
         self.pending = []
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from engine import compile_plan, events
+from engine import compile_plan, events, options
 from engine.errors import ParameterError
 from engine.events import EXIT_OK, EventCallback
 from engine.precision import PRECISIONS, resolve_precision
@@ -32,7 +32,7 @@ def warmup(
     model_path: str,
     *,
     device: str | None = None,
-    batch_size: int = 4,
+    batch_size: int = options.BATCH_SIZE,
     precision: str = "auto",
     tile: int | None = None,
     exact: bool = False,
@@ -128,10 +128,8 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--model", required=True, help="model file (.rspmodel)")
     p.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, default=4, help="the runs' --batch-size (default 4)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="the runs' --precision (default auto)")
+    options.add_window_options(p, blend=False, compile=False)  # the runs' values: the graph compiled for them
     p.add_argument("--tile", type=int, help="the runs' --tile (default: the model file's)")
-    p.add_argument("--exact", action="store_true", help="the runs use --exact")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--compile-only", action="store_true", help="compile only; no timing batches (nothing measured)")
     p.add_argument("--debug", action="store_true", help="debug logs and tracebacks on stderr")
@@ -158,63 +156,3 @@ def run_cli(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return run_cancellable(work, debug=args.debug, cancelled_message="cancelled; nothing recorded")
-
-
-def warm_in_child(
-    model_path: str,
-    *,
-    device: str,
-    batch_size: int,
-    precision: str,
-    tile: int,
-    exact: bool,
-    threads: int | None,
-    cancel: threading.Event | None,
-) -> bool:
-    """Fill the compiler cache for a run by compiling in a child ``python -m engine warmup --compile-only``.
-
-    A first compilation takes 1-2 minutes of Python work that holds the interpreter lock for a second or more at a
-    time; in a child process it can be killed at once, so a run cancelled while compiling ends within a fraction of a
-    second. The run then compiles from the warm cache in-process (≈ 5-10 s).
-
-    Returns:
-        True when the child compiled; False when it failed (logged; the run then stays eager).
-
-    Raises:
-        CancelledError: ``cancel`` was set (the child is killed first).
-    """
-    import logging
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from engine.errors import CancelledError
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    cmd = [sys.executable, "-m", "engine", "warmup", "--compile-only", "--model", model_path, "--device", device]
-    cmd += ["--batch-size", str(batch_size), "--precision", precision, "--tile", str(tile)]
-    cmd += ["--exact"] if exact else []
-    cmd += ["--threads", str(threads)] if threads else []
-    log = logging.getLogger(__name__)
-    child = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, start_new_session=True
-    )
-    try:
-        while True:
-            try:
-                _out, err = child.communicate(timeout=0.05)
-                break
-            except subprocess.TimeoutExpired:
-                if cancel is not None and cancel.is_set():
-                    raise CancelledError("cancelled") from None
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-    if child.returncode != 0:
-        last = (err.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
-        log.warning("compiling in a child process failed (%s); continuing without compilation", last)
-        return False
-    return True

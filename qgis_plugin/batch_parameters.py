@@ -10,10 +10,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .parameters import DEVICES, GSD_MODEL, MAX_BATCH_SIZE, CheckedParameters, parse_gsd_text
+from .parameters import (
+    DEFAULT_BATCH_SIZE,
+    DEVICES,
+    GSD_MODEL,
+    MAX_BATCH_SIZE,
+    CheckedParameters,
+    engine_options,
+    parse_gsd_text,
+)
 
-# engine.batch.RASTER_EXTENSIONS (kept in step by a test): what a folder input contributes
-RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg", ".ecw", ".sid", ".nc", ".hdf")
+RASTER_EXTENSIONS = engine_options.RASTER_EXTENSIONS  # what a folder input contributes
 
 
 def folder_rasters(folder: str) -> list[str]:
@@ -47,7 +54,7 @@ class BatchParameters(CheckedParameters):
     mosaic: bool = False
     gsd: str = GSD_MODEL
     device: str = "cpu"
-    batch_size: int = 4
+    batch_size: int = DEFAULT_BATCH_SIZE
     overwrite: bool = False
 
     def problems(self) -> list[str]:

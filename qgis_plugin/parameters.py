@@ -18,13 +18,16 @@ from pathlib import Path
 
 from .engine_locator import ensure_engine_importable
 
+ensure_engine_importable()
+from engine import options as engine_options  # noqa: E402  (standard library only: the engine's option values)
+
 DEVICES = ("cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16")  # python -m engine predict --precision
-DEFAULT_BATCH_SIZE = 4
+PRECISIONS = engine_options.PRECISIONS  # python -m engine predict --precision
+DEFAULT_BATCH_SIZE = engine_options.BATCH_SIZE
 MAX_BATCH_SIZE = 256
 DEFAULT_MIN_AREA_M2 = 0.0
 DEFAULT_SIMPLIFY_M = 0.0
-GSD_MODEL, GSD_NATIVE = "model", "native"  # the engine's named --gsd choices
+GSD_MODEL, GSD_NATIVE = engine_options.GSD_MODEL, engine_options.GSD_NATIVE  # the engine's named --gsd choices
 GSD_TOLERANCE = 0.05  # engine.georef.GSD_TOLERANCE: a GSD this close to the layer's is read without resampling
 
 

@@ -23,6 +23,7 @@ from .engine_locator import default_interpreter
 from .engine_runner import EngineRunner
 from .environment_check import check_environment
 from .model_catalog import list_models
+from .parameters import DEFAULT_BATCH_SIZE
 from .progress_stream import DoneEvent
 from .web_layers import max_web_pixels
 
@@ -104,7 +105,7 @@ class SettingsDialog(QDialog):
         if not path:
             self.warm_status.setText("No model installed: add one in the Model manager first.")
             return
-        batch = str(plugin_settings.get_value("batch_size", 4, int))
+        batch = str(plugin_settings.get_value("batch_size", DEFAULT_BATCH_SIZE, int))
         precision = str(plugin_settings.get_value("precision", "auto"))
         args = ["warmup", "--model", path, "--batch-size", batch, "--precision", precision]
         interpreter = self.interpreter.filePath().strip() or default_interpreter()

@@ -96,3 +96,123 @@ def test_metadata_txt_is_valid() -> None:
     for key in ("repository", "tracker", "homepage"):
         assert general[key].startswith("https://"), key
     assert "@" in general["email"]
+
+
+def _module_graph(packages: tuple[str, ...]) -> dict[str, set[str]]:
+    """``{module: modules of ``packages`` it imports}``: every import, at module level, under ``TYPE_CHECKING`` or
+    inside a function (a lazy import still couples two modules), relative imports resolved."""
+    import ast
+
+    modules: dict[str, Path] = {}
+    for package in packages:
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            modules[name.removesuffix(".__init__")] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                edges.update(a.name for a in node.names if a.name in modules)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    base = ".".join([*parts, base] if base else parts)
+                for alias in node.names:
+                    target = f"{base}.{alias.name}"
+                    edges.add(target if target in modules else base)
+        graph[name] = {m for m in edges if m in modules and m != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circles_in_engine_training_or_plugin() -> None:
+    graph = _module_graph(("engine", "training", "qgis_plugin"))
+    assert len(graph) > 100  # the walk really saw the packages
+    assert _cycles(graph) == []
+
+
+def test_cycle_finder_finds_a_circle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_predict_batch_and_warmup_command_lines_offer_the_engine_options() -> None:
+    """The choices of every command line and of the plugin come from engine.options, and agree."""
+    import argparse
+
+    from engine import options
+    from engine.cli import build_parser
+    from qgis_plugin import batch_parameters, parameters
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    choices = {}
+    for command in ("predict", "batch", "warmup"):
+        parser = sub.choices[command]
+        choices[command] = {a.dest: (tuple(a.choices) if a.choices else None, a.default) for a in parser._actions}
+    for command in ("predict", "batch"):
+        assert choices[command]["precision"] == (options.PRECISIONS, options.PRECISION_DEFAULT)
+        assert choices[command]["compile"] == (options.COMPILE_MODES, options.COMPILE_DEFAULT)
+        assert choices[command]["blend"] == (options.BLEND_MODES, options.BLEND_DEFAULT)
+        assert choices[command]["batch_size"] == (None, options.BATCH_SIZE)
+        assert "exact" in choices[command]
+    assert choices["warmup"]["precision"] == (options.PRECISIONS, options.PRECISION_DEFAULT)
+    assert choices["warmup"]["batch_size"] == (None, options.BATCH_SIZE)
+    assert parameters.PRECISIONS == options.PRECISIONS and parameters.DEFAULT_BATCH_SIZE == options.BATCH_SIZE
+    assert batch_parameters.RASTER_EXTENSIONS == options.RASTER_EXTENSIONS
+    assert batch_parameters.BatchParameters.__dataclass_fields__["batch_size"].default == options.BATCH_SIZE
+
+
+def test_engine_modules_import_only_their_own_layer_or_below() -> None:
+    """engine.LAYERS (documented in engine/__init__.py): no import reaches a higher layer, lazy imports included."""
+    from engine import LAYERS
+
+    layer = {module: i for i, (_name, modules) in enumerate(LAYERS) for module in modules}
+    graph = _module_graph(("engine",))
+    tops = {name.split(".")[1] for name in graph if name != "engine"}
+    assert tops == set(layer), (
+        f"modules without a layer: {tops - set(layer)}; layers without a module: {set(layer) - tops}"
+    )
+    upward = []
+    for name, imported in graph.items():
+        if name == "engine":
+            continue
+        here = layer[name.split(".")[1]]
+        for target in imported:
+            there = layer.get(target.split(".")[1]) if target != "engine" else 0
+            if there is not None and there > here:
+                upward.append(f"{name} ({LAYERS[here][0]}) imports {target} ({LAYERS[there][0]})")
+    assert upward == []

@@ -23,8 +23,8 @@ import typing
 import torch
 
 from engine import faults
+from engine.atomic import fsync_folder
 from engine.checkpoints import CheckpointError  # the one checkpoint error of engine and training; re-exported
-from engine.journal import fsync_folder
 
 LATEST = "latest.pth"
 

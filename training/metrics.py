@@ -17,11 +17,12 @@ over the 5 other classes. Labels >= the matrix size that are not the ignore inde
 
 from __future__ import annotations
 
-import json
 import os
 import typing
 
 import numpy as np
+
+from engine.atomic import write_json as write_json_atomic
 
 PERCENT = 100.0
 SUMMARY_DECIMALS = 2
@@ -186,12 +187,4 @@ def json_ready(obj: typing.Any) -> typing.Any:
 
 def write_json(summary: dict[str, typing.Any], path: str | os.PathLike[str]) -> None:
     """Write ``summary`` as JSON (NaN written as ``null``), under a temporary name first then renamed."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(json_ready(summary), f, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_json_atomic(os.fspath(path), json_ready(summary), indent=2, sort_keys=False)

@@ -14,8 +14,8 @@ import logging
 import sys
 from typing import Any
 
-from engine.cli import int_list
 from engine.events import DONE, EXIT_OK
+from engine.options import int_list
 
 log = logging.getLogger("training")
 
