@@ -90,7 +90,7 @@ def _predict(
 
     ctx = prepare(request, on_event, cancel)
     with OutputLock(list(request.output_paths().values())):  # a second run on these outputs is refused at once
-        resume.check_disk_space(ctx, resume.resumable_bytes(request))  # before anything else reads the raster or writes
+        resume.check_run_fits(ctx, resume.resumable_bytes(request))  # before anything else reads the raster or writes
         remove_with_sidecars(stale_temporaries(list(request.output_paths().values())))  # a killed run's
         state = RunState.open(ctx)
         model, device = network or call_abandonable(lambda: load_run_network(ctx), ctx.cancel, "rsp-load")

@@ -438,7 +438,7 @@ def resumable_bytes(request: PredictRequest) -> int:
     return sum(os.path.getsize(p) for p in journal.run_files(request.output, others)[1:] if os.path.isfile(p))
 
 
-def check_disk_space(ctx: RunContext, already: int = 0) -> None:
+def check_run_fits(ctx: RunContext, already: int = 0) -> None:
     """Refuse the run before it starts when its outputs may not fit (:func:`engine.resources.check_disk_space`).
 
     Args:
