@@ -25,12 +25,20 @@ from training.checkpoint import rng_state, set_rng_state
 from training.finetune.chips import ChipDataset, CropPlan, RandomCropDataset
 from training.finetune.classes import IGNORE, ClassTable
 from training.finetune.prepare import Prepared
+from training.finetune.request import (
+    CONFUSION_FILE,
+    HOLDOUT_MODEL,
+    REPORT_FILE,
+    FinetuneRequest,
+    Recipe,
+    created_today,
+    emit,
+)
 from training.finetune.start import Start, build_start
 from training.trainer import Trainer
 
 if typing.TYPE_CHECKING:  # pragma: no cover
     from training.config import TrainConfig
-    from training.finetune.run import FinetuneRequest, Recipe
 
 CPU_SAMPLES_PER_STEP = 4  # chips per forward on a CPU (larger batches accumulate gradients)
 LOG_EVERY = 10
@@ -199,7 +207,6 @@ def train(
 ) -> tuple[Start, FinetuneTrainer]:  # fmt: skip
     """Build the start network and train it on the chips; returns it with the trainer (weights in ``segmentor``)."""
     from training.datasets import train_pipeline
-    from training.finetune.run import emit
 
     emit(on_event, STATUS, message="building the start network")
     torch.manual_seed(request.seed)  # fresh heads start the same in every run with this seed
@@ -247,7 +254,6 @@ def evaluate_and_write(
     from training.evaluate import save_confusion_png
     from training.finetune.holdout import evaluate_holdout
     from training.finetune.outcome import majority_baseline, outcome_warnings
-    from training.finetune.run import CONFUSION_FILE, HOLDOUT_MODEL, REPORT_FILE, created_today, emit
     from training.metrics import write_json
 
     state = trainer.state_dict()
