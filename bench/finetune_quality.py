@@ -186,7 +186,7 @@ def random_forest(
     return scores(confusion(pred, test, k)), round(time.monotonic() - t0, 1)
 
 
-def child(cmd: list[str], log: str) -> tuple[int, float, float, str]:
+def child(cmd: list[str], log: str, threads: int | None = None) -> tuple[int, float, float, str]:
     """Run ``cmd`` (stderr to ``log``); ``(return code, seconds, peak RSS MB, stdout)``.
 
     The peak RSS is polled (psutil, every 0.2 s): a forked child's ``ru_maxrss`` starts at its parent's size.
@@ -197,7 +197,7 @@ def child(cmd: list[str], log: str) -> tuple[int, float, float, str]:
     peak = [0]
     with open(log, "w", encoding="utf-8") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": ROOT})  # fmt: skip
+                                env=child_env(threads))  # fmt: skip
         watched = psutil.Process(proc.pid)
 
         def poll() -> None:
@@ -214,15 +214,24 @@ def child(cmd: list[str], log: str) -> tuple[int, float, float, str]:
     return proc.returncode, round(time.monotonic() - t0, 1), round(peak[0] / 2**20), out
 
 
+def child_env(threads: int | None) -> dict[str, str]:
+    """The environment of a child: this checkout on the path; ``OMP_NUM_THREADS`` when ``threads`` is given."""
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
 def finetune(
-    raster: str, gpkg: str, names: list[str], test_rows: slice, test: np.ndarray, tmp: str, seed: int, extra: list[str]
-) -> dict[str, Any]:
+    raster: str, gpkg: str, names: list[str], test_rows: slice, test: np.ndarray, tmp: str, seed: int, extra: list[str],
+    threads: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """``python -m training finetune`` (defaults, demo start) then ``engine predict`` on the test rows."""
     model = os.path.join(tmp, "model.rspmodel")
     cmd = [sys.executable, "-m", "training", "finetune", "--raster", raster, "--labels", gpkg, "--class-field",
            "class", "--output", model, "--init", DEMO, "--device", "cpu", "--seed", str(seed), "--overwrite",
            "--work-dir", os.path.join(tmp, "work"), *extra]  # fmt: skip
-    rc, seconds, rss, out = child(cmd, os.path.join(tmp, "finetune.log"))
+    rc, seconds, rss, out = child(cmd, os.path.join(tmp, "finetune.log"), threads)
     events = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
     if rc != 0:
         return {"error": next((e.get("message") for e in events if e["event"] == "error"), f"exit {rc}")}
@@ -233,7 +242,7 @@ def finetune(
     height = test_rows.stop - test_rows.start
     cmd = [sys.executable, "-m", "engine", "predict", "--model", model, "--input", raster, "--output", pred_path,
            "--window", f"0,{test_rows.start},{test.shape[1]},{height}", "--device", "cpu", "--overwrite"]  # fmt: skip
-    prc, pseconds, prss, pout = child(cmd, os.path.join(tmp, "predict.log"))
+    prc, pseconds, prss, pout = child(cmd, os.path.join(tmp, "predict.log"), threads)
     if prc != 0:
         return {"error": f"predict exit {prc}: {pout[-500:]}"}
     from engine.model_file import read_model_info
@@ -259,7 +268,9 @@ def finetune(
     }
 
 
-def run_scene(scene: Scene, regime: str, tmp: str, seed: int, skip_finetune: bool, extra: list[str]) -> dict[str, Any]:
+def run_scene(
+    scene: Scene, regime: str, tmp: str, seed: int, skip_finetune: bool, extra: list[str], threads: int | None = None
+) -> dict[str, Any]:
     """All columns for one scene and regime."""
     image, mask, names = load_scene(scene)
     k = len(names)
@@ -284,7 +295,7 @@ def run_scene(scene: Scene, regime: str, tmp: str, seed: int, skip_finetune: boo
     }
     row["random_forest"], row["random_forest_seconds"] = random_forest(image, labels, test_rows, test, k, seed)
     if not skip_finetune:
-        row["finetune"] = finetune(raster, gpkg, names, test_rows, test, folder, seed, extra)
+        row["finetune"] = finetune(raster, gpkg, names, test_rows, test, folder, seed, extra, threads)
     return row
 
 
@@ -322,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the sparse squares, the forest and the fine-tune")
     p.add_argument("--skip-finetune", action="store_true", help="baselines only")
     p.add_argument("--keep", help="keep the rasters, labels and runs in this folder")
+    p.add_argument(
+        "--threads", type=int, help="OMP_NUM_THREADS of the finetune and predict processes (default: torch's)"
+    )
     p.add_argument("--finetune-args", default="", help="extra finetune options, e.g. '--iters 600' (experiments)")
     args = p.parse_args(argv)
     names = args.scenes or (["loveda0", "potsdam"] if args.quick else list(SCENES))
@@ -335,14 +349,17 @@ def main(argv: list[str] | None = None) -> int:
         tmp = args.keep or tmpdir
         for name in names:
             for regime in args.regimes:
-                row = run_scene(SCENES[name], regime, tmp, args.seed, args.skip_finetune, args.finetune_args.split())
+                row = run_scene(
+                    SCENES[name], regime, tmp, args.seed, args.skip_finetune, args.finetune_args.split(), args.threads
+                )
                 rows.append(row)
                 print(json.dumps({k: row[k] for k in ("scene", "regime", "majority", "random_forest")} | {
                     "finetune": {k: v for k, v in row.get("finetune", {}).items() if k not in ("iou",)}}),
                     flush=True)  # fmt: skip
     path = os.path.join(args.out, "finetune_quality.json")
     with open(path, "w", encoding="utf-8") as f:
-        json.dump({"cpu": cpu, "seed": args.seed, "finetune_args": args.finetune_args, "rows": rows}, f, indent=1)
+        json.dump({"cpu": cpu, "seed": args.seed, "threads": args.threads, "finetune_args": args.finetune_args,
+                   "rows": rows}, f, indent=1)  # fmt: skip
     print(markdown(rows))
     print(f"written {path}")
     return 0

@@ -49,7 +49,7 @@ class Recipe:
 
 # CPU-sized for the demo network; GPU-sized for the RSP networks (they run on a CPU too, slowly).
 RECIPES: dict[str, Recipe] = {
-    "lite_resnet": Recipe(iters=300, batch_size=4, tile=256, lr=1e-3, warmup_iters=20),
+    "lite_resnet": Recipe(iters=300, batch_size=4, tile=256, lr=6e-4, warmup_iters=20, backbone_lr_mult=0.3),
     "rsp_resnet50": Recipe(iters=2000, batch_size=8, tile=512, lr=1e-4, warmup_iters=100),
     "rsp_swin_t": Recipe(iters=2000, batch_size=8, tile=512, lr=6e-5, warmup_iters=100),
     "rsp_vitaev2_s": Recipe(iters=2000, batch_size=8, tile=512, lr=6e-5, warmup_iters=100),
