@@ -47,7 +47,7 @@ from .parameters import (
     parse_gsd_text,
 )
 from .processing_base import RspAlgorithm, check_parameters, raster_file, run_with_feedback
-from .web_layers import WebLayerProblem, is_web_layer, max_web_pixels, web_request, write_description
+from .web_layers import WebLayerProblem, checked_web_request, is_web_layer, write_description
 
 INPUT = "INPUT"
 MODEL = "MODEL"
@@ -239,12 +239,9 @@ class SegmentRasterAlgorithm(RspAlgorithm):
         else:
             gsd_m = None if gsd == GSD_NATIVE or parse_gsd_text(gsd) is None else float(gsd)
         try:
-            request = web_request(layer, bbox, gsd_m)
+            request = checked_web_request(layer, bbox, gsd_m)
         except WebLayerProblem as exc:
             raise QgsProcessingException(str(exc)) from exc
-        too_large = request.size_problem(max_web_pixels())
-        if too_large:
-            raise QgsProcessingException(too_large)
         folder = QgsProcessingUtils.generateTempFilename("web_layer")
         os.makedirs(folder, exist_ok=True)
         return write_description(request, folder), request.bbox

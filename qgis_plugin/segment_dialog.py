@@ -78,6 +78,7 @@ from .progress_stream import DoneEvent, ProgressEvent
 from .run_dialog import MESSAGE_TITLE, RunDialog
 from .web_layers import (
     WebLayerProblem,
+    checked_web_request,
     default_web_outputs,
     is_web_layer,
     max_web_pixels,
@@ -347,7 +348,8 @@ class SegmentDialog(RunDialog):
         if not is_web_layer(layer):
             return gsd_summary(self._gsd_choice(), model_gsd, layer_pixel_size_m(layer))
         try:
-            request = self._web_request(layer, ExtentMode(self.extent_combo.currentData()))
+            request = web_request(layer, self._web_extent(layer, ExtentMode(self.extent_combo.currentData())),
+                                  self._gsd_metres())  # fmt: skip
         except WebLayerProblem as exc:
             return str(exc)
         lines = [request.summary(), gsd_summary(self._gsd_choice(), model_gsd, request.pixel_m)]
@@ -440,18 +442,12 @@ class SegmentDialog(RunDialog):
             raise WebLayerProblem("The extent does not overlap the layer: pan to it or choose another extent.")
         return bbox
 
-    def _web_request(self, layer: QgsRasterLayer, mode: ExtentMode) -> Any:
-        return web_request(layer, self._web_extent(layer, mode), self._gsd_metres())
-
     def _web_input(self, layer: QgsRasterLayer, mode: ExtentMode) -> tuple[str, Any, tuple[str, ...]]:
         """``(description path, --bbox, problems)`` of a web layer for this run (nothing written when refused)."""
         try:
-            request = self._web_request(layer, mode)
+            request = checked_web_request(layer, self._web_extent(layer, mode), self._gsd_metres())
         except WebLayerProblem as exc:
             return "", None, (str(exc),)
-        too_large = request.size_problem(max_web_pixels())
-        if too_large:
-            return "", None, (too_large,)
         self._web_tmp = QTemporaryDir()
         return write_description(request, self._web_tmp.path()), request.bbox, ()
 

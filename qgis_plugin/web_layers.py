@@ -174,6 +174,21 @@ def write_description(request: WebRequest, folder: str) -> str:
     return path
 
 
+def checked_web_request(layer: QgsRasterLayer, bbox: BBox, gsd_m: float | None) -> WebRequest:
+    """:func:`web_request` for ``bbox`` at ``gsd_m``, refused when it would download more than :func:`max_web_pixels`.
+
+    The one check the Segment dialog and the Processing algorithm share before writing a service description.
+
+    Raises:
+        WebLayerProblem: the layer cannot be read this way, or the request is too large (the message says why).
+    """
+    request = web_request(layer, bbox, gsd_m)
+    too_large = request.size_problem(max_web_pixels())
+    if too_large:
+        raise WebLayerProblem(too_large)
+    return request
+
+
 def default_web_outputs(layer: QgsRasterLayer, model_path: str) -> dict[str, str]:
     """Default outputs of a web layer: the project's folder, named after the layer; ``{}`` for an unsaved project."""
     home = QgsProject.instance().homePath()
