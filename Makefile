@@ -17,7 +17,7 @@ help:
 	@echo "make reliability long reliability tests (50 plugin runs in one QGIS session)"
 	@echo "make lint       ruff + mypy"
 	@echo "make demo       segment the bundled sample raster with the demo model"
-	@echo "make bench      CPU performance figures (long)"
+	@echo "make bench      CPU performance figures, versus the seed code first (hours)"
 	@echo "make package    build the installable QGIS plugin zip into dist/"
 
 setup:
@@ -51,7 +51,9 @@ package:
 clean:
 	rm -rf dist build .pytest_cache .mypy_cache .ruff_cache .qgis-settings
 
+# First the engine against the seed's own slide_inference (../shared/seed_bench; one skip line without it).
 bench:
+	$(PY) -m bench.seed_compare --out bench_output
 	$(PY) -m bench --out bench_output
 	$(PY) -m bench.finetune --out bench_output
 
