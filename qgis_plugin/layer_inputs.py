@@ -45,7 +45,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from .train_parameters import CLASSES_FILE_NAME, class_entry, write_classes_json
+from .train_parameters import CLASSES_FILE_NAME, TrainParameters, class_entry, resumable_labels, write_classes_json
 
 if TYPE_CHECKING:
     from qgis.gui import QgsMapCanvas
@@ -328,3 +328,18 @@ def write_style_classes(layer: Any, field: str, folder: str) -> str | None:
     if not classes:
         return None
     return write_classes_json([class_entry(*c) for c in classes], os.path.join(folder, CLASSES_FILE_NAME))
+
+
+def write_run_inputs(params: TrainParameters, labels: Any, selected_only: bool) -> None:
+    """Write a checked fine-tuning run's inputs into its work folder: the labels layer's features (when the run reads
+    the work folder's labels file and is not resuming with one) and ``classes.json`` from the layer's categorised style.
+
+    Raises:
+        LayerExportError: a file could not be written (nothing else is changed then).
+    """
+    os.makedirs(params.work_folder, exist_ok=True)
+    exported = os.path.join(params.work_folder, LABELS_FILE_NAME)
+    if params.labels_path == exported and not (params.resume and resumable_labels(params.work_folder)):
+        export_features(labels, selected_only=selected_only, folder=params.work_folder, name=LABELS_FILE_NAME)
+    if params.classes_json:
+        write_style_classes(labels, params.class_field, params.work_folder)

@@ -45,10 +45,9 @@ from .layer_inputs import (
     LABELS_FILE_NAME,
     LayerExportError,
     categorized_classes,
-    export_features,
     layer_file_path,
     vector_file_path,
-    write_style_classes,
+    write_run_inputs,
 )
 from .model_catalog import bundled_demo_model, holdout_of, list_models, read_entry
 from .parameters import InvalidParametersError
@@ -400,18 +399,8 @@ class TrainDialog(RunDialog):
         problems += params.problems(inputs_pending=True)
         if problems:
             raise InvalidParametersError("\n".join(dict.fromkeys(problems)))
-        labels = self.labels_combo.currentLayer()
-        os.makedirs(params.work_folder, exist_ok=True)
         try:
-            if params.labels_path == os.path.join(params.work_folder, LABELS_FILE_NAME) and not (
-                params.resume and resumable_labels(params.work_folder)
-            ):
-                export_features(
-                    labels, selected_only=self.selected_check.isChecked(), folder=params.work_folder,
-                    name=LABELS_FILE_NAME,
-                )  # fmt: skip
-            if params.classes_json:
-                write_style_classes(labels, params.class_field, params.work_folder)
+            write_run_inputs(params, self.labels_combo.currentLayer(), self.selected_check.isChecked())
         except LayerExportError as exc:
             raise InvalidParametersError(str(exc)) from exc
         params.validate()
