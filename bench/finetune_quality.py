@@ -323,6 +323,13 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def save(path: str, cpu: str, args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    """The results so far as JSON."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"cpu": cpu, "seed": args.seed, "threads": args.threads, "finetune_args": args.finetune_args,
+                   "rows": rows}, f, indent=1)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the scenes and regimes asked for; print the table; write the JSON."""
     p = argparse.ArgumentParser(prog="python -m bench.finetune_quality", description=__doc__.splitlines()[0])
@@ -353,13 +360,11 @@ def main(argv: list[str] | None = None) -> int:
                     SCENES[name], regime, tmp, args.seed, args.skip_finetune, args.finetune_args.split(), args.threads
                 )
                 rows.append(row)
+                save(os.path.join(args.out, "finetune_quality.json"), cpu, args, rows)  # after each row: a partial run
                 print(json.dumps({k: row[k] for k in ("scene", "regime", "majority", "random_forest")} | {
                     "finetune": {k: v for k, v in row.get("finetune", {}).items() if k not in ("iou",)}}),
                     flush=True)  # fmt: skip
     path = os.path.join(args.out, "finetune_quality.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump({"cpu": cpu, "seed": args.seed, "threads": args.threads, "finetune_args": args.finetune_args,
-                   "rows": rows}, f, indent=1)  # fmt: skip
     print(markdown(rows))
     print(f"written {path}")
     return 0
