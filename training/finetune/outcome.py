@@ -76,8 +76,8 @@ def outcome_warnings(
 def small_class_warnings(train_pixels: np.ndarray, names: typing.Sequence[str], chip: int) -> list[str]:
     """A warning for each class with labelled training pixels, but fewer than one ``chip``² chip holds."""
     return [
-        f"class {names[i]} has only {int(n)} labelled training pixels, fewer than one {chip}×{chip} chip: the model "
-        "may never learn it (digitise more of it, in several places)"
+        f"class {names[i]} has only {int(n)} labelled training pixels, fewer than one {chip}×{chip} chip holds: "
+        "it may be learnt poorly (digitise more of it, in several places)"
         for i, n in enumerate(train_pixels)
         if 0 < n < chip * chip
     ]
