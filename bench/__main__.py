@@ -5,7 +5,8 @@
    fraction of (1), for the plain ``build_segmentor`` module and for the engine's path (× the overhead ratio of 3);
    and the same forward with the decode head's low-resolution fusion (fewer FLOPs for the same function);
 3. engine overhead: engine end-to-end windows/s on a GeoTIFF ÷ raw batched forward windows/s on as many windows;
-4. versus the seed's inference (``bench/baseline.py``, mmseg 0.21 ``slide_inference``): speed-up and pixel agreement
+4. versus ``bench/baseline.py`` (a re-implementation written here after mmseg 0.21's ``slide_inference``, not the
+   seed's own code; ``python -m bench.seed_compare`` compares with the seed's code): speed-up and pixel agreement
    of the engine with ``--exact --blend reference`` (the seed's floats), ``--blend reference`` (the fast head), the
    default (fast head, smooth blend) and a labelled fast mode (no window overlap);
 5. peak RSS of engine runs on growing rasters (separate processes, lite network).
@@ -260,7 +261,8 @@ def table(results: dict) -> str:
         )
     lines += [
         "",
-        "End to end on a GeoTIFF versus the seed's slide_inference (speed-up × and label agreement %):",
+        "End to end on a GeoTIFF versus bench/baseline.py, a re-implementation after mmseg 0.21's slide_inference, "
+        "not the seed's code (speed-up × and label agreement %):",
         "",
         "| network | raster | engine/raw (exact) | --exact --blend reference | --blend reference | default (smooth) "
         "| fast (stride=tile) | default + --compile on |",

@@ -1,8 +1,12 @@
-"""A baseline that follows mmseg 0.21's ``EncoderDecoder.slide_inference``, as the seed runs it.
+"""A re-implementation of mmseg 0.21's ``EncoderDecoder.slide_inference``, written here; NOT the seed's own code.
 
 Eager float32, the whole image normalised in memory, a whole-image logit accumulator and a count map, windows of
 ``tile`` with step ``stride`` (the last one shifted back to the edge), logits averaged, then argmax. Written here from
-the documented behaviour (RSP_SPEC §8) to time the seed's way of running a raster against the engine's.
+the documented behaviour (RSP_SPEC §8), running the project's own networks, to check the engine's reference blending
+(``tests/bench``) and to time that way of running a raster. Its timings are not the seed's: as a whole process it
+took 216.9 s for a 2048² RSP-R50 run on a loaded machine (2026-12-02), where the seed's own ``slide_inference`` took
+47.6-49.5 s for a 2048² image on the same machine kind, quiet (issue 25). Speed comparisons with the seed are made
+by ``python -m bench.seed_compare``, which runs the seed's code itself.
 """
 
 from __future__ import annotations

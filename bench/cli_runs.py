@@ -1,7 +1,8 @@
-"""Whole command-line runs, process start to exit: the engine against the seed-style baseline on one GeoTIFF.
+"""Whole command-line runs, process start to exit: the engine against the re-implemented baseline on one GeoTIFF.
 
-For each network: the baseline (``python -m bench.baseline``: mmseg 0.21 ``slide_inference`` as the seed runs it,
-fp32, reference float order), then ``python -m engine warmup`` (not timed: it leaves the compiler cache warm, as an
+For each network: the baseline (``python -m bench.baseline``: a re-implementation written here after mmseg 0.21's
+``slide_inference``, not the seed's own code, fp32, reference float order; ``python -m bench.seed_compare`` runs the
+seed's code itself), then ``python -m engine warmup`` (not timed: it leaves the compiler cache warm, as an
 analyst's earlier runs or the plugin's *Compile ahead* button do), then ``python -m engine predict`` with the defaults
 and with ``--blend reference --precision fp32`` (the seed's labels), each in its own process, timed by wall clock
 from ``Popen`` to exit. Ratios are baseline time ÷ engine time; agreements compare labels pixel by pixel.
@@ -78,7 +79,8 @@ def bench_cli(arch: str, model: Path, raster: Path, work: Path, threads: int, ba
 def table(rows: list[dict[str, Any]]) -> str:
     """The whole-run table (markdown)."""
     lines = [
-        "Whole CLI runs, process start to exit, versus the seed-style baseline process (speed-up ×, label agreement):",
+        "Whole CLI runs, process start to exit, versus the bench/baseline.py process (a re-implementation, not the "
+        "seed's code; speed-up ×, label agreement):",
         "",
         "| network | raster | baseline s | default s | default: precision, compiled | default | "
         "`--blend reference --precision fp32` | warmup (not timed): eager → compiled s/window, compile s |",
