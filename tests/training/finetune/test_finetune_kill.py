@@ -59,6 +59,7 @@ def uninterrupted(tmp_path_factory, potsdam_polygons):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # four fine-tuning processes per case
 @pytest.mark.parametrize("kill_at", ["checkpoint_write:1", "rename:1", "checkpoint_write:2"])
 def test_kill_during_a_checkpoint_write_then_resume_gives_the_uninterrupted_model(
     tmp_path, potsdam_polygons, uninterrupted, kill_at
