@@ -100,6 +100,7 @@ def label_agreement(ours: np.ndarray, seed: np.ndarray, margin: np.ndarray, quan
     confident = margin >= threshold
     return {
         "all": float(equal.mean()),
+        "differing_pixels": int(equal.size - np.count_nonzero(equal)),
         "confident": float(equal[confident].mean()),
         "margin_threshold": threshold,
         "confident_pixels": float(confident.mean()),
@@ -228,6 +229,7 @@ def compare(arch: str, size: int, rounds: int, threads: int, shared: Path, seed_
             "engine_s": seconds[mode],
             "ratio_of_medians": ratio_of_medians(seconds["seed"], seconds[mode]),
             "agreement": worst["all"],
+            "differing_pixels": worst["differing_pixels"],
             "agreement_confident": worst["confident"],
             "margin_threshold": worst["margin_threshold"],
             **facts[mode],
@@ -255,7 +257,7 @@ def table(results: dict) -> str:
             f"| {r['arch']} | {r['size']}² ({r['windows']} win) | {med(r['seed_s']):.1f} | "
             f"{med(ref['engine_s']):.1f} | "
             f"{ref['ratio_of_medians']:.2f}×{_goal(r['size'], 'reference', ref['ratio_of_medians'])} | "
-            f"{100 * ref['agreement']:.3f} % | {med(dft['engine_s']):.1f} | "
+            f"{100 * ref['agreement']:.3f} % ({ref['differing_pixels']} px differ) | {med(dft['engine_s']):.1f} | "
             f"{dft['ratio_of_medians']:.2f}×{_goal(r['size'], 'default', dft['ratio_of_medians'])} | "
             f"{100 * dft['agreement']:.2f} % / {100 * dft['agreement_confident']:.2f} % | "
             f"{dft['precision']}, {'yes' if dft['compiled'] else 'no'} |"

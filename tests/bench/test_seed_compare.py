@@ -47,7 +47,7 @@ def test_label_agreement_over_all_and_confident_pixels() -> None:
     ours = np.array([[0, 1], [2, 0]], np.uint8)  # differs where the seed's margin is smallest
     margin = np.array([[4.0, 3.0], [2.0, 0.1]], np.float32)
     a = sc.label_agreement(ours, seed, margin)
-    assert a["all"] == pytest.approx(0.75)
+    assert a["all"] == pytest.approx(0.75) and a["differing_pixels"] == 1
     assert a["confident"] == 1.0 and a["confident_pixels"] == 0.5  # margin ≥ its median (2.5)
     assert a["margin_threshold"] == pytest.approx(2.5)
     with pytest.raises(ValueError, match="shapes differ"):
