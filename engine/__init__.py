@@ -14,8 +14,8 @@ a circle (``tests/test_architecture.py`` checks both, lazy imports included):
 4. **outputs**: ``outputs`` (GeoTIFFs, finishing, statistics), ``vectorize``.
 5. **request**: ``request`` (what a run is asked, and its prepared context).
 6. **compute**: ``blending``, ``compile_plan``, ``inference`` (network loading, precision, compiled window runner).
-7. **run**: ``resources``, ``streaming``, ``resume``, ``predict`` (the API), ``distributed``, ``batch``, ``warmup``,
-   ``importer``, ``selfcheck``.
+7. **run**: ``resources``, ``streaming``, ``chunks``, ``resume``, ``predict`` (the API), ``distributed``, ``batch``,
+   ``warmup``, ``importer``, ``selfcheck``.
 8. **cli**: ``cli``, ``__main__``.
 """
 
@@ -29,6 +29,7 @@ LAYERS = (
     ("outputs", ("outputs", "vectorize")),
     ("request", ("request",)),
     ("compute", ("blending", "compile_plan", "inference")),
-    ("run", ("resources", "streaming", "resume", "predict", "distributed", "batch", "warmup", "importer", "selfcheck")),
+    ("run", ("resources", "streaming", "chunks", "resume", "predict", "distributed", "batch", "warmup", "importer",
+             "selfcheck")),
     ("cli", ("cli", "__main__")),
 )  # fmt: skip

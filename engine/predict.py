@@ -54,7 +54,7 @@ __all__ = ["EventCallback", "PredictRequest", "PredictResult", "ProgressEvents",
 
 log = logging.getLogger("engine")
 
-MOSAIC_SUFFIX = ".chunks.vrt"  # next to a temporary output: the VRT of its chunks (engine.resume)
+MOSAIC_SUFFIX = ".chunks.vrt"  # next to a temporary output: the VRT of its chunks (engine.chunks)
 
 
 def predict(
@@ -224,7 +224,7 @@ def run_region(
             ``confidence``) when ``state`` is None.
         progress: called with ``(done, total)`` windows after each batch.
         state: the run's :class:`engine.resume.RunState`: finished rows become chunks listed in its journal
-            (:class:`engine.resume.ChunkSink`), and a resumed run writes only rows at and below its ``rows_done``.
+            (:class:`engine.chunks.ChunkSink`), and a resumed run writes only rows at and below its ``rows_done``.
             None: plain new GeoTIFFs (distributed ranks).
 
     Returns:

@@ -19,13 +19,13 @@ recomputes above ``rows_done`` are not written again (:func:`keep_rows`). Every 
 same windows in the same order as in an uninterrupted run, so labels and confidence are bit-identical (on the same
 device and software; the polygons are made from the labels).
 
-**Durable chunks** (:class:`ChunkSink`): finished rows are never written into a raster that is written again. The
-writer thread gathers finished row bands until they reach :data:`CHUNK_ROWS` rows (or the region's end), writes them
-as one new GeoTIFF per raster output under a ``.part`` name, closes it, ``fsync``-s it, renames it onto its chunk name,
-``fsync``-s the folder, and only then lists it in the journal (:meth:`engine.journal.Journal.record_chunk`, itself
-an atomic replace). At the end the outputs are assembled from the chunks, read only, through a VRT
-(:meth:`RunState.assemble`); the chunks and the journal are removed only after the outputs were renamed onto their
-requested names (:meth:`RunState.finish`).
+**Durable chunks** (:class:`engine.chunks.ChunkSink`): finished rows are never written into a raster that is written
+again. The writer thread gathers finished row bands until they reach :data:`engine.chunks.CHUNK_ROWS` rows (or the
+region's end), writes them as one new GeoTIFF per raster output under a ``.part`` name, closes it, ``fsync``-s it,
+renames it onto its chunk name, ``fsync``-s the folder, and only then lists it in the journal
+(:meth:`engine.journal.Journal.record_chunk`, itself an atomic replace). At the end the outputs are assembled from the
+chunks, read only, through a VRT (:meth:`RunState.assemble`); the chunks and the journal are removed only after the
+outputs were renamed onto their requested names (:meth:`RunState.commit`).
 
 **Why a kill at any instruction leaves a resumable state.** A byte that the journal declares durable belongs to a
 chunk that was complete, synced and renamed before the journal's atomic replace listed it, and nothing opens a
@@ -54,10 +54,11 @@ from typing import Any
 
 from osgeo import gdal
 
-from engine import events, faults, journal, outputs, resources, sources
-from engine.atomic import fsync_folder, remove_with_sidecars
-from engine.blending import CONFIDENCE_NODATA, LABEL_NODATA, FinishedRows
-from engine.errors import CancelledError, EngineError, OutputPathError, RasterReadError
+from engine import events, journal, outputs, resources, sources
+from engine.atomic import remove_with_sidecars
+from engine.blending import FinishedRows
+from engine.chunks import ChunkSink, write_mosaic
+from engine.errors import CancelledError, EngineError, RasterReadError
 from engine.georef import window_geotransform
 from engine.request import PredictRequest, RunContext
 from engine.tiling import Window
@@ -180,120 +181,6 @@ def keep_rows(rows: FinishedRows | None, first: int) -> FinishedRows | None:
     if skip >= rows.labels.shape[0]:
         return None
     return FinishedRows(first, rows.labels[skip:], rows.confidence[skip:])
-
-
-CHUNK_ROWS = 256  # finished rows gathered into one chunk (fewer at the region's end)
-CHUNK_OPTIONS = ["COMPRESS=DEFLATE", "ZLEVEL=1", "BIGTIFF=IF_SAFER"]  # written once, read once: fast, striped
-
-
-class ChunkSink:
-    """Writes finished rows as durable chunks and lists them in the journal (see the module docstring).
-
-    Runs in the writer thread (:class:`engine.streaming.RowWriter`).
-
-    Args:
-        run_journal: the run's journal (rows from its ``rows_done`` on arrive here, in order).
-        outputs: ``{role: requested raster output}`` (``labels``, optionally ``confidence``); chunks sit next to them.
-        work: the work-grid dataset (the chunks' georeferencing).
-        region: the work-grid window of the run.
-        chunk_rows: rows gathered before a chunk is written.
-    """
-
-    def __init__(
-        self,
-        run_journal: journal.Journal,
-        outputs: dict[str, str],
-        work: gdal.Dataset,
-        region: Window,
-        chunk_rows: int = CHUNK_ROWS,
-    ) -> None:
-        self.journal, self.outputs, self.region, self.chunk_rows = run_journal, outputs, region, chunk_rows
-        self.work, self.projection = work, work.GetProjection()
-        self.pending: list[FinishedRows] = []
-
-    def write(self, rows: FinishedRows) -> None:
-        """Gather ``rows``; write a chunk once :attr:`chunk_rows` rows or the region's end are reached."""
-        self.pending.append(rows)
-        first = self.pending[0].row
-        end = rows.row + rows.labels.shape[0]
-        if end - first >= self.chunk_rows or end >= self.region.row_end:
-            self._write_chunk()
-
-    def close(self, ok: bool) -> None:
-        """Write the gathered rows as a last chunk (when no write failed): they are finished and correct."""
-        if ok and self.pending:
-            self._write_chunk()
-        self.pending = []
-
-    def _write_chunk(self) -> None:
-        import numpy as np
-
-        first = self.pending[0].row
-        end = self.pending[-1].row + self.pending[-1].labels.shape[0]
-        arrays = {events.LABELS: np.concatenate([r.labels for r in self.pending])}
-        if events.CONFIDENCE in self.outputs:
-            arrays[events.CONFIDENCE] = np.concatenate([r.confidence for r in self.pending])
-        window = Window(first, self.region.col, end - first, self.region.width)
-        gt = window_geotransform(self.work, window)
-        files = {}
-        for role, data in arrays.items():
-            path = journal.chunk_path(self.outputs[role], first, end)
-            part = journal.part_path(path)
-            dtype, nodata = (
-                (gdal.GDT_Byte, LABEL_NODATA) if role == events.LABELS else (gdal.GDT_Float32, CONFIDENCE_NODATA)
-            )
-            try:
-                ds = gdal.GetDriverByName("GTiff").Create(part, window.width, window.height, 1, dtype, CHUNK_OPTIONS)
-            except RuntimeError as exc:
-                raise OutputPathError(f"cannot create {part}: {exc}") from exc
-            ds.SetGeoTransform(gt)
-            if self.projection:
-                ds.SetProjection(self.projection)
-            band = ds.GetRasterBand(1)
-            band.SetNoDataValue(nodata)
-            faults.point("tile_write")
-            band.WriteArray(data)
-            faults.point("flush")
-            ds.FlushCache()
-            band = ds = None  # closed: a write error surfaces here
-            journal.fsync_file(part)
-            faults.point("rename")
-            os.replace(part, path)
-            files[role] = path
-        fsync_folder(os.path.dirname(os.path.abspath(self.outputs[events.LABELS])))
-        self.journal.record_chunk(first, end, files)
-        self.pending = []
-
-
-def write_mosaic(
-    vrt: str, chunks: list[tuple[int, str]], width: int, height: int, geotransform: tuple[float, ...], projection: str
-) -> None:
-    """Write a VRT of ``width`` × ``height`` pixels that stacks ``chunks`` (``(first row in the VRT, file)``) exactly.
-
-    Written as XML with explicit pixel rectangles (no placement computed from floating-point geotransforms).
-    """
-    from xml.sax.saxutils import escape
-
-    parts = []
-    dtype, nodata = "Byte", 0.0
-    for first, path in chunks:
-        ds = gdal.Open(path)
-        band = ds.GetRasterBand(1)
-        h, dtype, nodata = ds.RasterYSize, gdal.GetDataTypeName(band.DataType), band.GetNoDataValue()
-        band = ds = None
-        parts.append(
-            f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(path)}</SourceFilename><SourceBand>1</SourceBand>'
-            f'<SrcRect xOff="0" yOff="0" xSize="{width}" ySize="{h}"/>'
-            f'<DstRect xOff="0" yOff="{first}" xSize="{width}" ySize="{h}"/></SimpleSource>'
-        )
-    gt = ",".join(repr(float(v)) for v in geotransform)
-    xml = (
-        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>{escape(projection)}</SRS>'
-        f'<GeoTransform>{gt}</GeoTransform><VRTRasterBand dataType="{dtype}" band="1">'
-        f"<NoDataValue>{nodata!r}</NoDataValue>{''.join(parts)}</VRTRasterBand></VRTDataset>"
-    )
-    with open(vrt, "w", encoding="utf-8") as f:
-        f.write(xml)
 
 
 class RunState:

@@ -133,7 +133,7 @@ def batches(items: Iterator[WindowItem], size: int) -> Iterator[list[WindowItem]
 
 
 class RowSink(Protocol):
-    """Where finished row bands go: :class:`GeoTiffSink` (plain rasters) or :class:`engine.resume.ChunkSink`."""
+    """Where finished row bands go: :class:`GeoTiffSink` (plain rasters) or :class:`engine.chunks.ChunkSink`."""
 
     def write(self, rows: FinishedRows) -> None:
         """Write one band of finished rows (bands arrive in row order)."""
