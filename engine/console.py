@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from engine import faults
 from engine.events import CANCELLED, DONE, ERROR, EXIT_CANCELLED, EXIT_ERROR, PROGRESS
 
 log = logging.getLogger("engine")
@@ -76,6 +77,7 @@ def run_cancellable(
     def on_signal(signum: int, _frame: Any) -> None:
         log.warning("received %s: cancelling", signal.Signals(signum).name)
         cancel.set()
+        faults.release()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

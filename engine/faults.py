@@ -9,6 +9,9 @@ variables, read once, drive it:
   buffered output flushed.
 - ``RSP_ENGINE_FAIL_AT="kind:N[,...]"``: the N-th write of ``kind`` raises ``OSError(ENOSPC)`` instead, as a full
   disk makes a write fail (every later write of that kind fails too, as on a disk that stays full).
+- ``RSP_ENGINE_HOLD_AT="kind:N[,...]"``: just before the N-th write of ``kind``, the writing thread waits until the
+  process is asked to stop (SIGTERM or SIGINT: :func:`release`, called by the console's signal handler), then writes
+  on. A test that must stop a run in the middle uses it instead of racing a timer: the run cannot finish first.
 - ``RSP_ENGINE_WRITE_COUNTS=path``: at a normal exit, the number of writes of each kind is written to ``path`` (JSON),
   so that a test can choose N within what a run really does.
 
@@ -28,13 +31,17 @@ import threading
 
 KILL_ENV = "RSP_ENGINE_KILL_AT"
 FAIL_ENV = "RSP_ENGINE_FAIL_AT"
+HOLD_ENV = "RSP_ENGINE_HOLD_AT"
 COUNTS_ENV = "RSP_ENGINE_WRITE_COUNTS"
+HOLD_LIMIT_S = 600.0  # a hold nobody releases ends after this long (a forgotten test cannot hang forever)
 KINDS = ("tile_write", "flush", "journal_write", "fsync", "rename", "overview", "vector_write", "checkpoint_write")
 
 _lock = threading.Lock()
 _counts: dict[str, int] = {}
 _targets: dict[str, int] | None = None
 _failures: dict[str, int] = {}
+_holds: dict[str, int] = {}
+_released = threading.Event()
 
 
 def _parse(text: str, env: str = KILL_ENV) -> dict[str, int]:
@@ -52,6 +59,7 @@ def _load() -> dict[str, int]:
     if _targets is None:
         _targets = _parse(os.environ.get(KILL_ENV, ""))
         _failures.update(_parse(os.environ.get(FAIL_ENV, ""), FAIL_ENV))
+        _holds.update(_parse(os.environ.get(HOLD_ENV, ""), HOLD_ENV))
         if os.environ.get(COUNTS_ENV):
             atexit.register(write_counts)
     return _targets
@@ -77,8 +85,15 @@ def point(kind: str) -> None:
         n = _counts[kind] = _counts.get(kind, 0) + 1
     if targets.get(kind) == n:
         os.kill(os.getpid(), signal.SIGKILL)
+    if _holds.get(kind) == n:
+        _released.wait(HOLD_LIMIT_S)
     if kind in _failures and n >= _failures[kind]:
         raise OSError(errno.ENOSPC, f"No space left on device (injected by {FAIL_ENV})")
+
+
+def release() -> None:
+    """End every hold of :data:`HOLD_ENV`, now and later in this process (the process was asked to stop)."""
+    _released.set()
 
 
 def counts() -> dict[str, int]:

@@ -47,25 +47,29 @@ def _runner(qgis_app, model: Path, raster: Path, out: Path) -> tuple[EngineRunne
 
 
 def test_engine_killed_mid_run_reports_and_leaves_only_the_resumable_part(
-    qgis_app, tmp_path: Path, model: Path
+    qgis_app, tmp_path: Path, model: Path, monkeypatch
 ) -> None:
     """Nothing under the requested names; the engine's hidden journal and chunks stay for Resume (the lock
-    file of the killed engine is removed)."""
+    file of the killed engine and the chunk it was writing are removed). The engine holds before its second chunk
+    (:data:`engine.faults.HOLD_ENV`), so the kill always lands mid-run, however fast the machine."""
+    from engine.faults import HOLD_ENV
     from engine.journal import Journal, journal_path, unfinished_run
+
+    monkeypatch.setenv(HOLD_ENV, "tile_write:2")
 
     raster = write_raster(tmp_path / "big.tif", np.tile(real_pixels(256, 256), (1, 3, 3)))
     out = tmp_path / "out"
     out.mkdir()
     runner, seen, outputs = _runner(qgis_app, model, raster, out)
     runner.start()
-    assert _wait(qgis_app, lambda: seen["progress"] > 0, 120), seen
+    labels = str(out / "classes.tif")
+    assert _wait(qgis_app, lambda: unfinished_run(labels) is not None or "done" in seen, 120), seen
     os.kill(runner.process.processId(), 9)  # as the OOM killer would
     assert _wait(qgis_app, lambda: "failed" in seen, 60), seen
     message, _hint = seen["failed"]
     assert message.strip()
     assert "done" not in seen
     assert not any(os.path.exists(p) for p in outputs)
-    labels = str(out / "classes.tif")
     resumable = {os.path.basename(p) for p in (journal_path(labels), *Journal.load(journal_path(labels)).files)}
     assert set(os.listdir(out)) == resumable  # journal and its chunks; no lock file, no other temporary
     assert unfinished_run(labels) is not None
