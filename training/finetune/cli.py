@@ -27,7 +27,7 @@ def add_parsers(sub: Any) -> None:
         help="fine-tune a model on your own labels (polygons or a class raster); honest spatial hold-out",
         description="Fine-tune on labels digitised over your imagery. JSON events on stdout, logs on stderr; exit "
         "codes 0 ok, 1 error, 130 cancelled. Start from --init MODEL.rspmodel, --backbone CKPT.pth [--arch A], "
-        "or --arch A (scratch).",
+        "--arch A (scratch), or, with none of them, the bundled start model (resources/models/).",
     )
     p.add_argument("--raster", dest="rasters", action="append", required=True, help="GDAL raster (repeat for several)")
     p.add_argument(
@@ -38,7 +38,8 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--class-field", help="the polygons' field holding class names or integer codes")
     p.add_argument("--output", required=True, help="model file to write (.rspmodel)")
-    p.add_argument("--init", help="start from this model file (RSP UperNet, the demo, an earlier fine-tune)")
+    p.add_argument("--init", help="start from this model file (RSP UperNet, the demo, an earlier fine-tune); default with no "
+        "--backbone/--arch: the bundled start model")
     p.add_argument("--backbone", help="start from an RSP pretraining checkpoint (rsp-*-ckpt.pth)")
     p.add_argument("--arch", help="architecture (rsp_resnet50, rsp_swin_t, rsp_vitaev2_s, lite_resnet)")
     p.add_argument("--iters", type=int, help="training iterations (default: per architecture, 300 for lite_resnet)")

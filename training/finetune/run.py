@@ -24,6 +24,7 @@ import json
 import os
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 from engine.errors import CancelledError, ParameterError
@@ -123,7 +124,7 @@ def finetune(
     """
     from engine.outputs import check_output_path
     from training.finetune.prepare import pair_inputs, prepare_data
-    from training.finetune.start import check_start_args, start_info
+    from training.finetune.start import check_start_args, default_start_model, start_info
 
     t0 = time.monotonic()
     cancel = cancel or threading.Event()
@@ -134,6 +135,10 @@ def finetune(
 
     check_output_path(request.output, request.overwrite)
     check_start_args(request.init, request.backbone, request.arch)
+    if not (request.init or request.backbone or request.arch):
+        request = replace(request, init=default_start_model())
+        emit(on_event, STATUS, message=f"starting from the bundled {os.path.basename(str(request.init))} "
+                                       "(no --init, --backbone or --arch given)")  # fmt: skip
     pairs = pair_inputs(list(request.rasters), list(request.labels))
     info = start_info(request.init)
     arch = info.arch if info else request.arch

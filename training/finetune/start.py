@@ -1,11 +1,12 @@
 """Where fine-tuning starts: a model file, an RSP pretraining checkpoint, or a network from scratch.
 
-- ``--init MODEL.rspmodel`` (an imported RSP UperNet, the demo, an earlier fine-tune): the backbone's weights are
-  kept; the decode head is kept when the new classes are the model's (same names, same order), else re-initialised;
-  the auxiliary head (never stored in model files) starts fresh. Bands, value range, mean/std follow the model.
+- ``--init MODEL.rspmodel`` (an imported RSP UperNet, the demo, an earlier fine-tune): the backbone and the decode
+  head are kept; the head's last 1×1 classifier keeps the start model's row for each class of the same name and starts
+  fresh for new classes (:func:`_classifier_by_name`); the auxiliary head (never stored in model files) starts fresh. Bands, value range, mean/std follow the model.
 - ``--backbone CKPT.pth [--arch A]``: an RSP pretraining checkpoint through ``engine.models.load_rsp_backbone``
   (the paper's transfer setting); without ``--arch`` the architecture is found by trying each RSP network. Inputs
   are RGB 0..255 with the ImageNet mean/std RSP pretrained with.
+- none of them: the bundled start model (:func:`default_start_model`), as if it were ``--init``.
 - ``--arch A`` alone: random initialisation (a warning says so), RGB 0..255 and ImageNet mean/std.
 """
 
@@ -20,6 +21,10 @@ from engine.errors import ParameterError
 from engine.model_file import ModelFileError, ModelInfo, read_model_info
 
 DEFAULT_BANDS = ("red", "green", "blue")
+# The start of a fine-tune given none of --init/--backbone/--arch, best first. Today only the demo network ships
+# (lite_resnet trained on one 512² Potsdam crop); a general start model trained on every real scene goes first here
+# when it is built (issue "Fine-tuning that makes useful maps", item 3).
+DEFAULT_START_MODELS = ("demo_lite_potsdam.rspmodel",)
 
 
 @dataclass
@@ -74,8 +79,23 @@ def check_start_args(init: str | None, backbone: str | None, arch: str | None) -
                 f"--init {os.path.basename(init)} is a {info.arch} model but --arch says {arch}",
                 f"drop --arch, or pass --arch {info.arch}",
             )
-    if not (init or backbone or arch):
-        raise ParameterError("say where to start: --init MODEL.rspmodel, --backbone CKPT.pth or --arch NAME")
+    if not (init or backbone or arch) and default_start_model() is None:
+        raise ParameterError(
+            "say where to start: --init MODEL.rspmodel, --backbone CKPT.pth or --arch NAME",
+            f"this installation has no bundled start model ({', '.join(DEFAULT_START_MODELS)})",
+        )
+
+
+def default_start_model() -> str | None:
+    """The bundled start model used when none of ``--init/--backbone/--arch`` is given: the first of
+    :data:`DEFAULT_START_MODELS` found in ``resources/models/`` (a checkout) or ``models/`` (the plugin zip)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for name in DEFAULT_START_MODELS:
+        for folder in (os.path.join(root, "resources", "models"), os.path.join(root, "models")):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                return path
+    return None
 
 
 def build_start(
@@ -121,11 +141,11 @@ def _from_model_file(path: str, num_classes: int, class_names: tuple[str, ...]) 
     state = read_state_dict(path)
     model = build_segmentor(info.arch, num_classes, aux_head=True)
     head_kept = tuple(class_names) == tuple(info.class_names)
-    keep = ("backbone.", "decode_head.") if head_kept else ("backbone.",)
-    wanted = {k: v for k, v in state.items() if k.startswith(keep)}
-    fresh = ("auxiliary_head.*",) if head_kept else ("decode_head.*", "auxiliary_head.*")
+    wanted = {k: v for k, v in state.items() if k.startswith(("backbone.", "decode_head."))}
+    if not head_kept:
+        wanted.update(_classifier_by_name(model, wanted, tuple(info.class_names), class_names))
     try:
-        load_state_dict_strict(model, wanted, allowed_missing=fresh)
+        load_state_dict_strict(model, wanted, allowed_missing=("auxiliary_head.*",))
     except Exception as exc:
         raise ParameterError(f"--init {path} does not fit its own architecture {info.arch}: {exc}") from exc
     return Start(
@@ -140,6 +160,27 @@ def _from_model_file(path: str, num_classes: int, class_names: tuple[str, ...]) 
         head_kept=head_kept,
         provenance={"start": os.path.basename(path), "start_sha256": sha256_of(path), "start_arch": info.arch},
     )
+
+
+def _classifier_by_name(
+    model: Any, state: dict[str, Any], old: tuple[str, ...], new: tuple[str, ...]
+) -> dict[str, Any]:
+    """The decode head's classifier (``decode_head.conv_seg``) for the classes ``new``: the start model's row for a
+    class of the same name, the new network's fresh initialisation for the others.
+
+    Only the last 1×1 convolution depends on the classes; the rest of the decode head (pyramid pooling, FPN, fusion)
+    holds features that transfer to any class set, so it is always kept (re-initialising it cost 2-3 mIoU in
+    ``bench.finetune_quality`` and lost what the start model knew of shared classes such as *building* or *tree*).
+    """
+    fresh = model.state_dict()
+    out = {}
+    for key in ("decode_head.conv_seg.weight", "decode_head.conv_seg.bias"):
+        rows = fresh[key].clone()
+        for i, name in enumerate(new):
+            if name in old:
+                rows[i] = state[key][old.index(name)]
+        out[key] = rows
+    return out
 
 
 def _from_backbone(path: str, arch: str | None, num_classes: int) -> Start:

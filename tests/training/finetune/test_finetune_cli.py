@@ -147,3 +147,15 @@ def test_sigterm_stops_training_within_seconds(tmp_path, potsdam_polygons):
     assert json.loads(rest.splitlines()[-1])["event"] == "cancelled"
     assert not out.exists()
     assert (tmp_path / "work" / "latest.pth").is_file()  # --resume continues from here
+
+
+def test_no_start_given_starts_from_the_bundled_start_model(tmp_path, capsys, potsdam_polygons):
+    from engine.model_file import read_model_info
+    from training.finetune.start import DEFAULT_START_MODELS
+
+    args = base(tmp_path, potsdam_polygons)
+    del args[args.index("--init") : args.index("--init") + 2]
+    code, events = run(capsys, *args)
+    assert code == 0, events[-1]
+    assert any(e["event"] == "status" and DEFAULT_START_MODELS[0] in e["message"] for e in events)
+    assert read_model_info(str(tmp_path / "out.rspmodel")).provenance["start"] == DEFAULT_START_MODELS[0]
