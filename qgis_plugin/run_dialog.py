@@ -10,11 +10,15 @@ on and still reports its end.
 A dialog subclasses :class:`RunDialog` and says what its run is: the checked parameters
 (:meth:`RunDialog._checked_parameters`), the runner for them (:meth:`RunDialog._new_runner`), the task's title, the
 progress text, what to do with the result (:meth:`RunDialog._on_done`), and the texts below.
+
+A dialog may also start a *side run* that follows from its own (:meth:`RunDialog.start_side_run`: "Where to label
+next" after a segmentation or a training run): a :class:`SideRun` says everything about it, and it uses the same
+controls (progress, Cancel, the task bar), one subprocess at a time.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from qgis.core import Qgis, QgsApplication, QgsProxyProgressTask
 from qgis.gui import QgsMessageBar
@@ -26,6 +30,34 @@ from .progress_stream import DoneEvent, ProgressEvent
 
 MESSAGE_TITLE = "RSP Segmentation"  # QGIS's message bar
 MESSAGE_DURATION_S = 10  # how long a failure stays in QGIS's message bar
+
+
+class SideRun(Protocol):
+    """A run a dialog starts besides its own (:meth:`RunDialog.start_side_run`), described completely.
+
+    Attributes:
+        task_title: its name in QGIS's task manager.
+        starting_text: the status line while its subprocess starts.
+        failed_title: QGIS's message bar title when it fails.
+        cancelled_text: the status line after a cancel.
+    """
+
+    task_title: str
+    starting_text: str
+    failed_title: str
+    cancelled_text: str
+
+    def new_runner(self, parent: Any) -> EngineRunner:
+        """The runner, not started."""
+
+    def progress_text(self, event: ProgressEvent) -> str:
+        """The status line for a progress event."""
+
+    def on_done(self, event: DoneEvent) -> str:
+        """Use the result (e.g. add a layer); return the status line to show."""
+
+    def on_end(self) -> None:
+        """The run has ended, whatever the outcome (release what it held)."""
 
 
 class RunDialog(QDialog):
@@ -47,6 +79,7 @@ class RunDialog(QDialog):
         self.runner: EngineRunner | None = None
         self.task: QgsProxyProgressTask | None = None
         self._run_params: Any = None  # the parameters of the current (or last) run
+        self._side: SideRun | None = None  # the side run in progress, if any
 
     # -- what a dialog says about its run -------------------------------------------------------------------------
 
@@ -147,19 +180,30 @@ class RunDialog(QDialog):
             return False
         self._save_settings()
         self._run_params = params
-        self.runner = self._new_runner(params)
+        self._start(self._new_runner(params), self._task_title(params), self.STARTING_TEXT)
+        return True
+
+    def start_side_run(self, side: SideRun) -> bool:
+        """Start ``side`` with the dialog's controls; False when a run is in progress (one subprocess at a time)."""
+        if self.runner is not None:
+            return False
+        self._side = side
+        self._start(side.new_runner(self), side.task_title, side.starting_text)
+        return True
+
+    def _start(self, runner: EngineRunner, title: str, starting_text: str) -> None:
+        self.runner = runner
         self.runner.progress.connect(self._on_progress)
         self.runner.status.connect(self.status_label.setText)
-        self.runner.finished_ok.connect(self._on_done)
+        self.runner.finished_ok.connect(self._on_run_done)
         self.runner.failed.connect(self._on_failed)
         self.runner.canceled.connect(self._on_canceled)
-        self.task = QgsProxyProgressTask(self._task_title(params))
+        self.task = QgsProxyProgressTask(title)
         QgsApplication.taskManager().addTask(self.task)
         self.progress.setValue(0)
-        self.status_label.setText(self.STARTING_TEXT)
+        self.status_label.setText(starting_text)
         self.runner.start()
         self._update_enabled()
-        return True
 
     def cancel(self) -> None:
         """Cancel the running subprocess (SIGTERM, SIGKILL after a grace period); its partial outputs are removed."""
@@ -176,7 +220,7 @@ class RunDialog(QDialog):
 
     def _on_progress(self, event: ProgressEvent) -> None:
         self.progress.setValue(int(event.percent))
-        self.status_label.setText(self._progress_text(event))
+        self.status_label.setText(self._side.progress_text(event) if self._side else self._progress_text(event))
         if self.task is not None:
             self.task.setProxyProgress(event.percent)
 
@@ -188,15 +232,29 @@ class RunDialog(QDialog):
         if self.runner is not None:
             self.runner.deleteLater()
         self.runner = None
+        side, self._side = self._side, None
+        if side is not None:
+            side.on_end()
         self._update_enabled()
 
+    def _on_run_done(self, event: DoneEvent) -> None:
+        side = self._side
+        if side is None:
+            self._on_done(event)
+            return
+        self._finish(True)
+        self.progress.setValue(100)
+        self.status_label.setText(side.on_done(event))
+
     def _on_failed(self, message: str, hint: str) -> None:
+        title = self._side.failed_title if self._side else self.FAILED_TITLE
         self._finish(False)
         self.status_label.setText(f"{message}\n{hint}".strip())
-        self.iface.messageBar().pushMessage(self.FAILED_TITLE, f"{message} {hint}", Qgis.Critical, MESSAGE_DURATION_S)
+        self.iface.messageBar().pushMessage(title, f"{message} {hint}", Qgis.Critical, MESSAGE_DURATION_S)
 
     def _on_canceled(self) -> None:
+        side = self._side
         self._finish(False)
         self.progress.setValue(0)
-        self.status_label.setText(self._cancelled_text())
-        self.iface.messageBar().pushInfo(MESSAGE_TITLE, self.CANCELLED_MESSAGE)
+        self.status_label.setText(side.cancelled_text if side else self._cancelled_text())
+        self.iface.messageBar().pushInfo(MESSAGE_TITLE, side.cancelled_text if side else self.CANCELLED_MESSAGE)

@@ -8,11 +8,15 @@ Choices are remembered in QgsSettings (output paths are not: they default next t
 When the engine left an unfinished run for the chosen class raster (QGIS closed mid-run, a crash, a failure:
 :func:`engine.journal.unfinished_run`), a **Resume** button next to Run continues it (``--resume``); Run starts
 again from the beginning (the engine then removes the unfinished run's files).
+
+After a run, **Where to label next** (:mod:`.label_next`) suggests squares of the segmented raster where labels would
+help the model most, as a numbered layer next to the run's outputs (``<input>_<model>_suggestions[_N].gpkg``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +54,7 @@ from .dialog_widgets import (
 )
 from .engine_locator import ensure_engine_importable
 from .engine_runner import EngineRunner
+from .label_next import LabelNextRow, suggest_run
 from .layer_inputs import (
     MASK_FILE_NAME,
     LayerExportError,
@@ -68,6 +73,7 @@ from .parameters import (
     MAX_BATCH_SIZE,
     PRECISIONS,
     ExtentMode,
+    InvalidParametersError,
     SegmentParameters,
     default_band_mapping,
     default_output_paths,
@@ -76,6 +82,7 @@ from .parameters import (
 )
 from .progress_stream import DoneEvent, ProgressEvent
 from .run_dialog import MESSAGE_TITLE, RunDialog
+from .suggest_parameters import free_suggestions_path, suggestions_stem
 from .web_layers import (
     WebLayerProblem,
     checked_web_request,
@@ -122,6 +129,7 @@ class SegmentDialog(RunDialog):
         self._auto_outputs: dict[str, str] = {}
         self._default_bands: tuple[int, ...] | None = None  # the mapping the engine chooses by itself
         self._resume_next = False  # the run being started continues an unfinished one
+        self._last_run: tuple[SegmentParameters, ModelEntry, str] | None = None  # params, model, input name
         self._build()
         self._restore_settings()
         self.refresh()
@@ -223,7 +231,9 @@ class SegmentDialog(RunDialog):
         layout.addWidget(advanced)
 
         self.check_button = QPushButton("Check environment", self)
-        self._add_run_controls(layout, self.check_button)
+        self.label_next = LabelNextRow(self)
+        self.label_next.suggest_button.clicked.connect(self.where_to_label_next)
+        self._add_run_controls(layout, self.check_button, below_status=self.label_next)
         layout.itemAt(layout.count() - 1).layout().insertWidget(1, self.several_button)
         self.resume_button = QPushButton("Resume", self)
         self.resume_button.setObjectName("resumeButton")
@@ -299,6 +309,7 @@ class SegmentDialog(RunDialog):
         model_gsd = entry.info.gsd_m if entry is not None and entry.info is not None else None
         self.gsd_info.setText(self._resolution_text(model_gsd))
         super()._update_enabled()
+        self.label_next.setEnabled(self.runner is None)
         if hasattr(self, "resume_button"):
             self._offer_resume()
 
@@ -547,6 +558,37 @@ class SegmentDialog(RunDialog):
         self.iface.messageBar().pushSuccess(MESSAGE_TITLE, f"Segmented {input_name} with {entry.name}")
         self._auto_outputs = {}
         self._set_default_outputs()
+        self._last_run = (params, entry, input_name)
+        rereadable = params.input_bbox is None and not is_web_layer(layer)  # a web layer's download is not kept
+        self.label_next.suggest_button.setEnabled(rereadable)
+        self.label_next.suggest_button.setToolTip(
+            self.label_next.suggest_button.toolTip()
+            if rereadable
+            else "Needs a raster file: save the web layer's area as a GeoTIFF (Export → Save As) and segment that"
+        )
+        self.label_next.show()
+
+    def where_to_label_next(self) -> bool:
+        """Suggest squares to label on the last run's raster, with its model, as a numbered layer (a side run).
+
+        Returns:
+            False (with the reason shown) when it cannot start.
+        """
+        if self._last_run is None or self.runner is not None:
+            return False
+        params, entry, input_name = self._last_run
+        folder = os.path.dirname(os.path.abspath(params.output_raster))
+        output = free_suggestions_path(folder, suggestions_stem(params.input_path, entry.path))
+        try:
+            side = suggest_run(
+                self.iface, entry.path, params.input_path, f"Where to label next – {input_name}", output,
+                self.label_next,
+            )  # fmt: skip
+        except InvalidParametersError as exc:
+            self.message_bar.pushWarning("Cannot run", str(exc).replace("\n", " "))
+            self.status_label.setText(str(exc))
+            return False
+        return self.start_side_run(side)
 
     # -- helpers ---------------------------------------------------------------------------------------------------
 

@@ -12,6 +12,12 @@ the plugin, which opens the Segment dialog with the layer and the model selected
 
 The new model goes into the profile's models folder (:func:`.model_catalog.user_models_dir`), where the Segment
 dialog and the model manager find it; the work folder ``<name>_finetune`` sits next to it.
+
+The labelling loop, after a run: **Where to label next** (:mod:`.label_next`) suggests squares of the run's raster
+where labels would help the new model most, away from the labels layer, as a numbered layer in the labels' CRS
+(``<raster>_suggestions[_N].gpkg`` in the run's work folder); **Continue training** fine-tunes again from the new
+model (``--init``) with the same labels layer as it is now (grown by the analyst) and the same options, under the
+next free name (``<name>_2``, ``<name>_3``, ...), and shows the hold-out figures of both models side by side.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import html
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +43,15 @@ from qgis.PyQt.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSpinBox,
+    QVBoxLayout,
+    QWidget,
 )
 
 from . import model_catalog, plugin_settings
 from .dialog_widgets import FittedLabel, ModelCombo, device_combo, save_device
 from .engine_locator import training_available
 from .engine_runner import EngineRunner
+from .label_next import LabelNextRow, suggest_run
 from .layer_inputs import (
     LABELS_FILE_NAME,
     LayerExportError,
@@ -53,6 +64,7 @@ from .model_catalog import bundled_demo_model, holdout_of, list_models, read_ent
 from .parameters import InvalidParametersError
 from .progress_stream import DoneEvent, ProgressEvent
 from .run_dialog import MESSAGE_TITLE, RunDialog
+from .suggest_parameters import free_suggestions_path
 from .train_parameters import (
     CLASSES_FILE_NAME,
     DEFAULT_VAL_FRACTION,
@@ -72,11 +84,43 @@ from .train_parameters import (
     safe_model_name,
     work_folder_for,
 )
-from .train_results import SWATCH, progress_text, results_html
+from .train_results import SWATCH, HoldoutFigures, progress_text, results_html
 
 START_LABELS = {StartKind.MODEL: "A model", StartKind.BACKBONE: "An RSP backbone file (pretraining checkpoint)"}
 FIND_ARCH_LABEL = "Find from the file"
 BACKBONE_FILTER = "RSP pretraining checkpoints (*.pth *.pt);;All files (*)"
+_ROUND = re.compile(r"(.+)_(\d+)")  # a continued model's name: <first model's name>_<n>
+
+
+def _alive(layer: Any) -> Any:
+    """``layer``, or None when it was deleted (removed from the project) since it was kept."""
+    try:
+        return layer if layer is not None and layer.isValid() else None
+    except RuntimeError:  # the C++ layer is gone
+        return None
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """The last run that wrote a model: what Where to label next and Continue training start from.
+
+    Attributes:
+        params: its parameters.
+        model: the model file it wrote.
+        raster: the raster layer it trained on.
+        labels: the labels layer (the same layer object: the analyst grows it).
+        selected_only: it trained on the selected features only.
+        figures: its hold-out figures (the "previous" column after Continue training).
+        continued: it was itself a Continue training run (its name ends in ``_<n>``).
+    """
+
+    params: TrainParameters
+    model: str
+    raster: Any
+    labels: Any
+    selected_only: bool
+    figures: HoldoutFigures
+    continued: bool
 
 
 class TrainDialog(RunDialog):
@@ -105,6 +149,11 @@ class TrainDialog(RunDialog):
         self._auto_iterations: int | None = None
         self._auto_name = ""
         self._watched_labels: QgsVectorLayer | None = None  # its style changes update the classes
+        self._run_labels: QgsVectorLayer | None = None
+        self._run_selected = False
+        self.last_run: FinishedRun | None = None  # the last run that wrote a model
+        self._next_previous: HoldoutFigures | None = None  # set by Continue training for the run it starts
+        self._run_previous: HoldoutFigures | None = None  # the model the running run continues, if any
         self._build()
         self.refresh()
 
@@ -204,7 +253,13 @@ class TrainDialog(RunDialog):
         self.segment_button = QPushButton("Segment with the new model", self)
         self.segment_button.setObjectName("segmentWithNewModelButton")
         self.segment_button.hide()
-        self._add_run_controls(layout, self.segment_button, below_status=self.results_label)
+        self.label_next = LabelNextRow(self, with_continue=True)
+        below_status = QWidget(self)
+        below_layout = QVBoxLayout(below_status)
+        below_layout.setContentsMargins(0, 0, 0, 0)
+        below_layout.addWidget(self.results_label)
+        below_layout.addWidget(self.label_next)
+        self._add_run_controls(layout, self.segment_button, below_status=below_status)
 
         self.raster_combo.layerChanged.connect(self._on_raster_changed)
         self.labels_combo.layerChanged.connect(self._on_labels_changed)
@@ -215,6 +270,9 @@ class TrainDialog(RunDialog):
         self.name_edit.textChanged.connect(self._update_output)
         self.overwrite_check.toggled.connect(self._update_enabled)
         self.segment_button.clicked.connect(self._request_segment)
+        self.label_next.suggest_button.clicked.connect(self.where_to_label_next)
+        assert self.label_next.continue_button is not None
+        self.label_next.continue_button.clicked.connect(self.continue_training)
 
     # -- state -----------------------------------------------------------------------------------------------------
 
@@ -415,11 +473,19 @@ class TrainDialog(RunDialog):
     def _checked_parameters(self) -> TrainParameters:
         return self.prepare_run()
 
+    def _update_enabled(self, *_args: Any) -> None:
+        super()._update_enabled()
+        self.label_next.setEnabled(self.runner is None)
+
     def _new_runner(self, params: TrainParameters) -> EngineRunner:
         self._run_layer = self.raster_combo.currentLayer()
+        self._run_labels = self.labels_combo.currentLayer()
+        self._run_selected = self.selected_check.isChecked()
+        self._run_previous, self._next_previous = self._next_previous, None
         self.trained_model = None
         self.results_label.hide()
         self.segment_button.hide()
+        self.label_next.hide()
         runner = EngineRunner(
             plugin_settings.interpreter(), params.finetune_args(), params.output_paths(), self, module=TRAINING_MODULE
         )
@@ -444,6 +510,7 @@ class TrainDialog(RunDialog):
     def _finish(self, ok: bool) -> None:
         super()._finish(ok)
         self._update_output()  # the model now exists (Replace), or an unfinished run (Resume)
+        self.label_next.setVisible(self.last_run is not None)  # a failed run leaves the last model to go on from
 
     def _on_done(self, event: DoneEvent) -> None:
         params = self._run_params
@@ -455,18 +522,26 @@ class TrainDialog(RunDialog):
         entry = read_entry(path)
         colors = dict(zip(entry.info.class_names, entry.info.colors, strict=True)) if entry.info else {}
         holdout = holdout_of(entry.info) or {}
+        figures = HoldoutFigures(
+            entry.name, dict(event.raw.get("metrics") or {}), event.raw.get("majority"), holdout.get("holdout_pixels")
+        )
         self.results_label.setText(
             results_html(
                 entry.name,
-                dict(event.raw.get("metrics") or {}),
+                figures.metrics,
                 list(event.raw.get("per_class") or []),
                 colors,
-                holdout.get("holdout_pixels"),
-                event.raw.get("majority"),
+                figures.holdout_pixels,
+                figures.majority,
                 list(event.raw.get("warnings") or []),
+                previous=self._run_previous,
             )
         )
         self.results_label.show()
+        self.last_run = FinishedRun(
+            params, path, self._run_layer, self._run_labels, self._run_selected, figures, self._run_previous is not None
+        )
+        self.label_next.show()
         seconds = event.raw.get("seconds")
         took = f" in {float(seconds):.0f} s" if isinstance(seconds, int | float) else ""
         report = event.outputs.get("report", "")
@@ -492,3 +567,76 @@ class TrainDialog(RunDialog):
     def _request_segment(self) -> None:
         if self.trained_model and self._run_layer is not None:
             self.segment_requested.emit(self._run_layer, self.trained_model)
+
+    # -- the labelling loop ----------------------------------------------------------------------------------------
+
+    def _cannot(self, problem: str) -> bool:
+        self.message_bar.pushWarning("Cannot run", problem.replace("\n", " "))
+        self.status_label.setText(problem)
+        return False
+
+    def where_to_label_next(self) -> bool:
+        """Suggest squares to label on the last run's raster with its new model, away from the labels layer (a side
+        run); False (with the reason shown) when it cannot start."""
+        last = self.last_run
+        if last is None or self.runner is not None:
+            return False
+        raster = _alive(last.raster)
+        name = raster.name() if raster is not None else Path(last.params.raster_path).stem
+        output = free_suggestions_path(last.params.work_folder, Path(last.params.raster_path).stem)
+        try:
+            side = suggest_run(
+                self.iface, last.model, last.params.raster_path, f"Where to label next – {name}", output,
+                self.label_next, _alive(last.labels), last.params.class_field,
+            )  # fmt: skip
+        except InvalidParametersError as exc:
+            return self._cannot(str(exc))
+        return self.start_side_run(side)
+
+    def continuation_name(self) -> str:
+        """The next free name in the last run's series: ``<first name>_2``, ``_3``, ..."""
+        assert self.last_run is not None
+        name = Path(self.last_run.model).stem
+        match = _ROUND.fullmatch(name)
+        return self._free_name(match.group(1) if self.last_run.continued and match else name)
+
+    def continue_training(self) -> bool:
+        """Fine-tune again from the last run's model (``--init``) on the same raster and labels layer (as it is now)
+        with the same options, under :meth:`continuation_name`; the result compares both models.
+
+        The widgets are set to that run, so the dialog shows what runs. Returns False (with the reason shown) when
+        the run cannot start.
+        """
+        last = self.last_run
+        if last is None or self.runner is not None:
+            return False
+        raster, labels = _alive(last.raster), _alive(last.labels)
+        if raster is None or labels is None:
+            return self._cannot("The raster or labels layer of the last run was removed from the project.")
+        p = last.params
+        self.start_combo.setCurrentIndex(self.start_combo.findData(StartKind.MODEL.value))
+        if self.model_combo.findData(last.model) < 0:
+            self.refresh()
+        index = self.model_combo.findData(last.model)
+        if index < 0:
+            return self._cannot(f"The last model is no longer in the models folder: {last.model}")
+        self.model_combo.setCurrentIndex(index)
+        self.raster_combo.setLayer(raster)
+        self.labels_combo.setLayer(labels)
+        self.field_combo.setField(p.class_field)
+        self.selected_check.setChecked(last.selected_only)
+        if p.iterations is not None:
+            self.iterations_spin.setValue(p.iterations)
+        self.device_combo.setCurrentText(p.device)
+        self.batch_spin.setValue(p.batch_size or 0)
+        self.tile_spin.setValue(p.tile or 0)
+        self.val_spin.setValue(DEFAULT_VAL_FRACTION if p.val_fraction is None else p.val_fraction)
+        self.freeze_check.setChecked(p.freeze_backbone)
+        self.name_edit.setText(self.continuation_name())
+        self.resume_check.setChecked(False)  # a fresh run, even where an interrupted one of that name was left
+        self.overwrite_check.setChecked(False)
+        self._next_previous = last.figures
+        if not self.run():
+            self._next_previous = None
+            return False
+        return True

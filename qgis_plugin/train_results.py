@@ -1,18 +1,82 @@
 """What the Train model dialog shows of a run: the progress line and the hold-out accuracy table (no Qt).
 
 Pure formatting of the training run's events (``progress`` with ``iteration``/``loss``/``eta_s``; ``done`` with
-``metrics`` and ``per_class``), so the dialog module holds only the dialog.
+``metrics``, ``per_class`` and ``majority``), so the dialog module holds only the dialog. After **Continue training**
+the table shows the previous and the new model side by side (:func:`comparison_table`); each model's figures are
+those of its own run's held-out blocks (more labels change which blocks are held out), which the table says.
 """
 
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from typing import Any
 
 from .model_catalog import format_metric
 from .progress_stream import ProgressEvent
 
 SWATCH = "&nbsp;&nbsp;&nbsp;&nbsp;"
+HEADLINE = ("OA", "kappa", "mIoU", "mF1")
+SAME_HOLDOUT_NOTE = (
+    "Each model is measured on the blocks held out in its own run; added labels change which blocks are held out, "
+    "so compare each with its 'always' row too."
+)
+
+
+@dataclass(frozen=True)
+class HoldoutFigures:
+    """A finished run's hold-out figures, kept to compare with the next run (Continue training).
+
+    Attributes:
+        model_name: the model's name.
+        metrics: ``{"OA", "kappa", "mIoU", "mF1"}`` (×100) of the ``done`` event.
+        majority: the ``done`` event's ``majority`` (``class``, ``OA``, ``kappa``, ``mIoU``, ``mF1``), or None.
+        holdout_pixels: how many labelled pixels were held out, when known.
+    """
+
+    model_name: str
+    metrics: dict[str, Any]
+    majority: dict[str, Any] | None = None
+    holdout_pixels: int | None = None
+
+
+def _difference(old: Any, new: Any) -> str:
+    """``"+9.1"`` / ``"-2.0"``; ``""`` when either figure is missing (None or NaN)."""
+    if format_metric(old) == "n/a" or format_metric(new) == "n/a":
+        return ""
+    return f"{float(new) - float(old):+.1f}"
+
+
+def _always(majority: dict[str, Any] | None) -> str:
+    if not majority:
+        return "n/a"
+    name = html.escape(str(majority.get("class", "")))
+    return f"{name}: OA {format_metric(majority.get('OA'))}, mIoU {format_metric(majority.get('mIoU'))}"
+
+
+def comparison_table(previous: HoldoutFigures, new: HoldoutFigures) -> str:
+    """The hold-out figures of two models side by side as an HTML table: OA, kappa, mIoU and mF1 (with the change),
+    what always answering the most frequent class scores, and the held-out pixels; a note says how to read it."""
+    cell = "<td align='right'>&nbsp;{}&nbsp;</td>"
+    rows = [
+        "<tr><th></th>"
+        f"<th align='right'>&nbsp;previous: {html.escape(previous.model_name)}&nbsp;</th>"
+        f"<th align='right'>&nbsp;new: {html.escape(new.model_name)}&nbsp;</th><th align='right'>&nbsp;change</th></tr>"
+    ]
+    for key in HEADLINE:
+        old, now = previous.metrics.get(key), new.metrics.get(key)
+        values = (format_metric(old), format_metric(now), _difference(old, now))
+        rows.append(f"<tr><td>{key}</td>{''.join(cell.format(v) for v in values)}</tr>")
+    rows.append(
+        f"<tr><td>always the most frequent class&nbsp;</td>{cell.format(_always(previous.majority))}"
+        f"{cell.format(_always(new.majority))}<td></td></tr>"
+    )
+    pixels = [f"{p:,}" if p else "n/a" for p in (previous.holdout_pixels, new.holdout_pixels)]
+    rows.append(f"<tr><td>held-out pixels</td>{cell.format(pixels[0])}{cell.format(pixels[1])}<td></td></tr>")
+    return (
+        f"<table cellspacing='0' cellpadding='2'>{''.join(rows)}</table>"
+        f"<p><small>{html.escape(SAME_HOLDOUT_NOTE)}</small></p>"
+    )
 
 
 def format_eta(seconds: float | None) -> str:
@@ -40,6 +104,7 @@ def results_html(
     holdout_pixels: int | None = None,
     majority: dict[str, Any] | None = None,
     warnings: list[str] | None = None,
+    previous: HoldoutFigures | None = None,
 ) -> str:
     """The hold-out accuracy of a finished run as HTML: OA, kappa, mIoU, mF1, then F1/IoU/pixels per class.
 
@@ -52,17 +117,25 @@ def results_html(
         majority: the ``done`` event's ``majority``: the same figures for always answering the most frequent
             training class (``class``, ``OA``, ``kappa``, ``mIoU``, ``mF1``), shown as a second row to compare with.
         warnings: the ``done`` event's ``warnings`` (e.g. classes the model never predicts), shown in red below.
+        previous: the model this run continued from (Continue training): the headline figures of both are shown
+            side by side (:func:`comparison_table`) instead of this model's alone.
     """
     where = f", {holdout_pixels:,} labelled pixels" if holdout_pixels else ""
-    head = "".join(f"<th align='right'>&nbsp;{k}&nbsp;</th>" for k in ("OA", "kappa", "mIoU", "mF1"))
-    values = "".join(f"<td align='right'>{format_metric(metrics.get(k))}</td>" for k in ("OA", "kappa", "mIoU", "mF1"))
+    head = "".join(f"<th align='right'>&nbsp;{k}&nbsp;</th>" for k in HEADLINE)
+    values = "".join(f"<td align='right'>{format_metric(metrics.get(k))}</td>" for k in HEADLINE)
     if majority:
         label = f"<td>always {html.escape(str(majority.get('class', '')))}&nbsp;</td>"
-        always = "".join(
-            f"<td align='right'>{format_metric(majority.get(k))}</td>" for k in ("OA", "kappa", "mIoU", "mF1")
-        )
+        always = "".join(f"<td align='right'>{format_metric(majority.get(k))}</td>" for k in HEADLINE)
         values = f"<td>this model&nbsp;</td>{values}</tr><tr>{label}{always}"
         head = "<th></th>" + head
+    headline = f"<table cellspacing='0' cellpadding='2'><tr>{head}</tr><tr>{values}</tr></table>"
+    title = f"Hold-out accuracy of {html.escape(model_name)}</b><br>(on blocks kept out of training{where})"
+    if previous is not None:
+        headline = comparison_table(previous, HoldoutFigures(model_name, metrics, majority, holdout_pixels))
+        title = (
+            f"Hold-out accuracy: {html.escape(previous.model_name)} (previous) and {html.escape(model_name)} "
+            "(new)</b><br>(each on the blocks kept out of its own training; per class: the new model)"
+        )
     notes = "".join(f"<p style='color:#b00000;'>&#9888; {html.escape(w)}</p>" for w in warnings or [])
     rows = []
     for row in per_class:
@@ -74,8 +147,7 @@ def results_html(
             f"</td><td align='right'>{int(row.get('pixels') or 0):,}</td></tr>"
         )
     return (
-        f"<b>Hold-out accuracy of {html.escape(model_name)}</b><br>(on blocks kept out of training{where})"
-        f"<table cellspacing='0' cellpadding='2'><tr>{head}</tr><tr>{values}</tr></table>{notes}"
+        f"<b>{title}{headline}{notes}"
         "<table cellspacing='0' cellpadding='2'><tr><th align='left'>Class</th><th align='right'>&nbsp;F1</th>"
         f"<th align='right'>&nbsp;IoU</th><th align='right'>&nbsp;held-out pixels</th></tr>{''.join(rows)}</table>"
     )
