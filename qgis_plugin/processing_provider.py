@@ -1,5 +1,5 @@
 """Processing provider "RSP Segmentation" holding the algorithms "Segment raster with RSP model", "Fine-tune RSP
-model" and "Compute accuracy"."""
+model", "Compute accuracy" and "Where to label next"."""
 
 from __future__ import annotations
 
@@ -29,8 +29,10 @@ class RspProcessingProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:
         """Add the provider's algorithms."""
         from .processing_algorithm import SegmentRasterAlgorithm
+        from .processing_suggest import SuggestAlgorithm
         from .processing_training import AccuracyAlgorithm, FinetuneAlgorithm
 
         self.addAlgorithm(SegmentRasterAlgorithm())
         self.addAlgorithm(FinetuneAlgorithm())
         self.addAlgorithm(AccuracyAlgorithm())
+        self.addAlgorithm(SuggestAlgorithm())

@@ -19,7 +19,7 @@ def test_init_gui_registers_action_and_provider_then_unloads(qgis_iface, qgis_pr
         assert plugin.segment_action.text() == "Segment layer"
         assert plugin.train_action.text() == "Train model"
         assert plugin.toolbar.actions() == [plugin.segment_action, plugin.train_action]
-        for name in ("segmentraster", "finetune", "accuracy"):
+        for name in ("segmentraster", "finetune", "accuracy", "suggest"):
             assert registry.algorithmById(f"rspsegmentation:{name}") is not None, name
     finally:
         plugin.unload()
