@@ -17,9 +17,9 @@ from .progress_stream import ProgressEvent
 
 SWATCH = "&nbsp;&nbsp;&nbsp;&nbsp;"
 HEADLINE = ("OA", "kappa", "mIoU", "mF1")
-SAME_HOLDOUT_NOTE = (
-    "Each model is measured on the blocks held out in its own run; added labels change which blocks are held out, "
-    "so compare each with its 'always' row too."
+SAME_HOLDOUT_NOTE = (  # two short lines: the dialog's label does not wrap
+    "Each model is measured on the blocks held out in its own run, and added labels",
+    "change which blocks those are: compare each model with its own 'always answering' rows too.",
 )
 
 
@@ -47,35 +47,31 @@ def _difference(old: Any, new: Any) -> str:
     return f"{float(new) - float(old):+.1f}"
 
 
-def _always(majority: dict[str, Any] | None) -> str:
-    if not majority:
-        return "n/a"
-    name = html.escape(str(majority.get("class", "")))
-    return f"{name}: OA {format_metric(majority.get('OA'))}, mIoU {format_metric(majority.get('mIoU'))}"
-
-
 def comparison_table(previous: HoldoutFigures, new: HoldoutFigures) -> str:
     """The hold-out figures of two models side by side as an HTML table: OA, kappa, mIoU and mF1 (with the change),
-    what always answering the most frequent class scores, and the held-out pixels; a note says how to read it."""
+    the most frequent class and what always answering it scores, and the held-out pixels; a note says how to read it.
+
+    Narrow on purpose (the dialog's label does not wrap): the models' names are in the title, not the header.
+    """
     cell = "<td align='right'>&nbsp;{}&nbsp;</td>"
-    rows = [
-        "<tr><th></th>"
-        f"<th align='right'>&nbsp;previous: {html.escape(previous.model_name)}&nbsp;</th>"
-        f"<th align='right'>&nbsp;new: {html.escape(new.model_name)}&nbsp;</th><th align='right'>&nbsp;change</th></tr>"
-    ]
+
+    def row(label: str, old: str, now: str, change: str = "") -> str:
+        return f"<tr><td>{label}&nbsp;</td>{cell.format(old)}{cell.format(now)}{cell.format(change)}</tr>"
+
+    rows = ["<tr><th></th><th align='right'>&nbsp;previous</th><th align='right'>&nbsp;new</th>"
+            "<th align='right'>&nbsp;change</th></tr>"]  # fmt: skip
     for key in HEADLINE:
         old, now = previous.metrics.get(key), new.metrics.get(key)
-        values = (format_metric(old), format_metric(now), _difference(old, now))
-        rows.append(f"<tr><td>{key}</td>{''.join(cell.format(v) for v in values)}</tr>")
-    rows.append(
-        f"<tr><td>always the most frequent class&nbsp;</td>{cell.format(_always(previous.majority))}"
-        f"{cell.format(_always(new.majority))}<td></td></tr>"
-    )
+        rows.append(row(key, format_metric(old), format_metric(now), _difference(old, now)))
+    majorities = (previous.majority or {}, new.majority or {})
+    rows.append(row("most frequent class", *(html.escape(str(m.get("class", "n/a"))) for m in majorities)))
+    for key in ("OA", "mIoU"):
+        rows.append(row(f"&nbsp;&nbsp;{key} always answering it", *(format_metric(m.get(key)) for m in majorities)))
     pixels = [f"{p:,}" if p else "n/a" for p in (previous.holdout_pixels, new.holdout_pixels)]
-    rows.append(f"<tr><td>held-out pixels</td>{cell.format(pixels[0])}{cell.format(pixels[1])}<td></td></tr>")
+    rows.append(row("held-out pixels", *pixels))
     return (
         f"<table cellspacing='0' cellpadding='2'>{''.join(rows)}</table>"
-        f"<p><small>{html.escape(SAME_HOLDOUT_NOTE)}</small></p>"
+        f"<small>{'<br>'.join(html.escape(line) for line in SAME_HOLDOUT_NOTE)}</small><br>"
     )
 
 
@@ -133,8 +129,8 @@ def results_html(
     if previous is not None:
         headline = comparison_table(previous, HoldoutFigures(model_name, metrics, majority, holdout_pixels))
         title = (
-            f"Hold-out accuracy: {html.escape(previous.model_name)} (previous) and {html.escape(model_name)} "
-            "(new)</b><br>(each on the blocks kept out of its own training; per class: the new model)"
+            f"Hold-out accuracy, previous and new model</b><br>previous: {html.escape(previous.model_name)}<br>"
+            f"new: {html.escape(model_name)} (per class below)"
         )
     notes = "".join(f"<p style='color:#b00000;'>&#9888; {html.escape(w)}</p>" for w in warnings or [])
     rows = []

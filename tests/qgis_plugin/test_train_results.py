@@ -31,11 +31,14 @@ def test_continue_training_shows_both_models_side_by_side():
     text = results_html(
         "mine_2", METRICS, PER_CLASS, {}, 950, {"class": "forest", "OA": 50.0, "mIoU": 12.5}, [], previous
     )
-    assert "previous: mine" in text and "new: mine_2" in text
+    assert "previous: mine<br>" in text and "new: mine_2" in text
     rows = {cells[0]: cells[1:] for cells in _rows(text)}
+    assert rows[""] == ["previous", "new", "change"]
     assert rows["OA"] == ["61.2", "80.0", "+18.8"] and rows["kappa"] == ["40.0", "10.0", "-30.0"]
     assert rows["mIoU"] == ["30.0", "20.0", "-10.0"] and rows["mF1"] == ["41.0", "25.0", "-16.0"]
-    assert rows["always the most frequent class"][:2] == ["tree: OA 38.3, mIoU 7.7", "forest: OA 50.0, mIoU 12.5"]
+    assert rows["most frequent class"][:2] == ["tree", "forest"]
+    assert rows["OA always answering it"][:2] == ["38.3", "50.0"]
+    assert rows["mIoU always answering it"][:2] == ["7.7", "12.5"]
     assert rows["held-out pixels"][:2] == ["800", "950"]
     assert "its own run" in text and "this model" not in text  # the single-model table is replaced
     assert "forest" in text.split("Class")[1]  # the new model's per-class table follows
