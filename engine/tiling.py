@@ -153,3 +153,27 @@ def split_rows(region: Window, parts: int, align: int) -> list[Window]:
         bottom = min(top + step, region.row_end)
         strips.append(Window(top, region.col, bottom - top, region.width))
     return strips
+
+
+def pass_size(n_windows: int, batch_size: int) -> int:
+    """Windows per forward pass for a run of ``n_windows`` asked to run ``batch_size`` at a time.
+
+    Every pass holds the same number of windows (a shorter last batch is padded with zero windows: a window's
+    logits depend on how many windows share its pass, so a resumed run must use the same number,
+    :class:`engine.resources.AdaptiveBatches`). The padding is wasted work: 25 windows in passes of 4 compute 28.
+    So the pass size is the one within ``[max(2, batch_size - 1), batch_size + batch_size // 2]`` (memory grows by
+    at most half) that computes the fewest windows, ``batch_size`` itself on a tie, then the larger: 25 windows → 5
+    (25 computed), 26 → 3 (27), 28 → 4; a run of at most ``batch_size + batch_size // 2`` windows is one pass. A pure
+    function of the whole run's window count, so a resumed run (which computes only the rest) passes the same
+    ``n_windows`` and gets the same pass size. ``batch_size`` 1 stays 1.
+    """
+    if batch_size <= 1 or n_windows <= 0:
+        return max(batch_size, 1)
+    if n_windows <= batch_size + batch_size // 2:
+        return n_windows
+    low, high = max(2, batch_size - 1), batch_size + batch_size // 2
+
+    def computed(size: int) -> int:
+        return -(-n_windows // size) * size
+
+    return min(range(low, high + 1), key=lambda s: (computed(s), s != batch_size, -s))
