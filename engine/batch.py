@@ -11,7 +11,8 @@ Decisions (where the issue is silent):
   folder). The same input twice is run once. A pattern, folder or list that yields no raster is an error before
   anything runs.
 - **Outputs**: ``D/<input stem>_classes.tif``, ``_polygons.gpkg`` (``--vector``), ``_confidence.tif``
-  (``--confidence``). Two inputs with the same stem are refused up front (their outputs would collide).
+  (``--confidence``), ``_uncertainty.tif`` (``--uncertainty``). Two inputs with the same stem are refused up front
+  (their outputs would collide).
 - **Failures**: an input that fails (unreadable, wrong bands, ...) is reported (a ``status`` event and its summary
   entry with the error's message and hint), leaves nothing behind, and the next input runs. The command then ends
   with an ``error`` event naming the failed inputs and exit code 1; otherwise ``done`` and 0. Cancel stops the batch.
@@ -72,11 +73,13 @@ class BatchRequest:
     Attributes:
         inputs: files, globs, folders or ``.txt`` lists (see the module docstring).
         output_dir: folder of the outputs and the summary (created when missing).
-        template: options for every run (its ``input``/``output``/``vector``/``confidence`` are replaced).
+        template: options for every run (its ``input``/``output``/``vector``/``confidence``/``uncertainty`` are
+            replaced).
         vector: also write ``_polygons.gpkg``.
         confidence: also write ``_confidence.tif``.
         mosaic: segment the inputs as one VRT mosaic.
         summary: summary JSON path (default ``output_dir/batch_summary.json``).
+        uncertainty: also write ``_uncertainty.tif``.
     """
 
     inputs: tuple[str, ...]
@@ -86,6 +89,7 @@ class BatchRequest:
     confidence: bool = False
     mosaic: bool = False
     summary: str | None = None
+    uncertainty: bool = False
 
 
 def expand_inputs(inputs: list[str] | tuple[str, ...]) -> list[str]:
@@ -133,13 +137,15 @@ def _nothing_found(entry: str) -> str:
     return f"no file matches {entry}"
 
 
-def output_set(stem: str, output_dir: str, vector: bool, confidence: bool) -> dict[str, str]:
-    """``{"output", "vector"?, "confidence"?}`` paths of one input's outputs in ``output_dir``."""
+def output_set(stem: str, output_dir: str, vector: bool, confidence: bool, uncertainty: bool = False) -> dict[str, str]:
+    """``{"output", "vector"?, "confidence"?, "uncertainty"?}`` paths of one input's outputs in ``output_dir``."""
     paths = {"output": os.path.join(output_dir, stem + options.OUTPUT_SUFFIXES[events.LABELS])}
     if vector:
         paths["vector"] = os.path.join(output_dir, stem + options.OUTPUT_SUFFIXES[events.VECTOR])
     if confidence:
         paths["confidence"] = os.path.join(output_dir, stem + options.OUTPUT_SUFFIXES[events.CONFIDENCE])
+    if uncertainty:
+        paths["uncertainty"] = os.path.join(output_dir, stem + options.OUTPUT_SUFFIXES[events.UNCERTAINTY])
     return paths
 
 
@@ -248,9 +254,9 @@ def _jobs(request: BatchRequest, names: list[str], scratch: str) -> list[tuple[s
     t = request.template
 
     def job(source: str, stem: str) -> PredictRequest:
-        paths = output_set(stem, request.output_dir, request.vector, request.confidence)
+        paths = output_set(stem, request.output_dir, request.vector, request.confidence, request.uncertainty)
         return replace(t, input=source, output=paths["output"], vector=paths.get("vector"),
-                       confidence=paths.get("confidence"))  # fmt: skip
+                       confidence=paths.get("confidence"), uncertainty=paths.get("uncertainty"))  # fmt: skip
 
     if request.mosaic:
         check_band_compatibility(names)
@@ -315,6 +321,7 @@ def add_batch_parser(sub: Any) -> None:
     p.add_argument("--output-dir", required=True, help="folder of the outputs (created when missing)")
     p.add_argument("--vector", action="store_true", help="also write <name>_polygons.gpkg")
     p.add_argument("--confidence", action="store_true", help="also write <name>_confidence.tif")
+    p.add_argument("--uncertainty", action="store_true", help="also write <name>_uncertainty.tif (1 - top-two margin)")
     p.add_argument("--mosaic", action="store_true", help="join the inputs into one VRT and segment it as one raster")
     p.add_argument("--summary", help=f"summary JSON path (default: OUTPUT_DIR/{SUMMARY_NAME})")
     p.add_argument("--gsd", default="model", metavar="model|native|METRES", help="as for predict")
@@ -357,7 +364,7 @@ def batch_request(args: argparse.Namespace) -> BatchRequest:
         overwrite=args.overwrite,
     )
     return BatchRequest(tuple(args.inputs), args.output_dir, template, args.vector, args.confidence, args.mosaic,
-                        args.summary)  # fmt: skip
+                        args.summary, args.uncertainty)  # fmt: skip
 
 
 def run_batch_command(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from osgeo import gdal
 
 from engine import events, faults, journal
 from engine.atomic import fsync_folder
-from engine.blending import CONFIDENCE_NODATA, LABEL_NODATA, FinishedRows
+from engine.blending import CONFIDENCE_NODATA, LABEL_NODATA, UNCERTAINTY_NODATA, FinishedRows
 from engine.errors import OutputPathError
 from engine.georef import window_geotransform
 from engine.tiling import Window
@@ -22,6 +22,11 @@ gdal.UseExceptions()
 
 CHUNK_ROWS = 256  # finished rows gathered into one chunk (fewer at the region's end)
 CHUNK_OPTIONS = ["COMPRESS=DEFLATE", "ZLEVEL=1", "BIGTIFF=IF_SAFER"]  # written once, read once: fast, striped
+RASTER_TYPES = {  # role: (GDAL data type, nodata) of its chunks
+    events.LABELS: (gdal.GDT_Byte, LABEL_NODATA),
+    events.CONFIDENCE: (gdal.GDT_Float32, CONFIDENCE_NODATA),
+    events.UNCERTAINTY: (gdal.GDT_Float32, UNCERTAINTY_NODATA),
+}
 
 
 class ChunkSink:
@@ -31,7 +36,8 @@ class ChunkSink:
 
     Args:
         run_journal: the run's journal (rows from its ``rows_done`` on arrive here, in order).
-        outputs: ``{role: requested raster output}`` (``labels``, optionally ``confidence``); chunks sit next to them.
+        outputs: ``{role: raster output}`` (``labels``, optionally ``confidence`` and ``uncertainty``); chunks sit next
+            to them.
         work: the work-grid dataset (the chunks' georeferencing).
         region: the work-grid window of the run.
         chunk_rows: rows gathered before a chunk is written.
@@ -66,18 +72,15 @@ class ChunkSink:
     def _write_chunk(self) -> None:
         first = self.pending[0].row
         end = self.pending[-1].row + self.pending[-1].labels.shape[0]
-        arrays = {events.LABELS: np.concatenate([r.labels for r in self.pending])}
-        if events.CONFIDENCE in self.outputs:
-            arrays[events.CONFIDENCE] = np.concatenate([r.confidence for r in self.pending])
+        parts = [r.arrays() for r in self.pending]
+        arrays = {role: np.concatenate([p[role] for p in parts]) for role in self.outputs}  # labels first
         window = Window(first, self.region.col, end - first, self.region.width)
         gt = window_geotransform(self.work, window)
         files = {}
         for role, data in arrays.items():
             path = journal.chunk_path(self.outputs[role], first, end)
             part = journal.part_path(path)
-            dtype, nodata = (
-                (gdal.GDT_Byte, LABEL_NODATA) if role == events.LABELS else (gdal.GDT_Float32, CONFIDENCE_NODATA)
-            )
+            dtype, nodata = RASTER_TYPES[role]
             try:
                 ds = gdal.GetDriverByName("GTiff").Create(part, window.width, window.height, 1, dtype, CHUNK_OPTIONS)
             except RuntimeError as exc:

@@ -39,8 +39,15 @@ def add_predict_parser(sub: Any) -> None:
     p.add_argument("--model", required=True, help="model file (.rspmodel)")
     p.add_argument("--input", required=True, help="GDAL-readable raster")
     p.add_argument("--output", required=True, help="class-id GeoTIFF to write (uint8, nodata 255)")
-    p.add_argument("--vector", help="also write polygons to this GeoPackage (class_id, class_name, area_m2)")
+    p.add_argument(
+        "--vector", help="also write polygons to this GeoPackage (class_id, class_name, area_m2, confidence)"
+    )
     p.add_argument("--confidence", help="also write the chosen class's probability (float32 GeoTIFF, nodata -1)")
+    p.add_argument(
+        "--uncertainty",
+        help="also write 1 - (p1 - p2), one minus the margin between the two most probable classes "
+        "(float32 GeoTIFF 0..1, nodata -1): where labelling helps most",
+    )
     ext = p.add_mutually_exclusive_group()
     ext.add_argument(
         "--bbox",

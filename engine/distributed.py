@@ -17,11 +17,10 @@ from typing import Any
 
 from osgeo import gdal
 
-from engine import events
 from engine.atomic import remove_with_sidecars, temporary_path
 from engine.errors import CancelledError, EngineError
 from engine.events import EventCallback, ProgressEvents
-from engine.outputs import remove_temporaries
+from engine.outputs import RASTER_ROLES, remove_temporaries
 from engine.predict import (
     PredictRequest,
     PredictResult,
@@ -72,7 +71,7 @@ def predict_distributed(
     ran = 0
     try:
         ctx = prepare(request, emit, cancel)
-        tmps = {role: temporary_path(path, token[0]) for role, path in request.output_paths().items()}
+        tmps = {role: temporary_path(path, token[0]) for role, path in request.run_paths().items()}
         strips = split_rows(ctx.region_work, world, ctx.stride)
         model, device = load_run_network(ctx)
         if rank == 0:
@@ -113,5 +112,5 @@ def predict_distributed(
 
 
 def _rasters(tmps: dict[str, str]) -> dict[str, str]:
-    """The raster roles (labels, confidence) of ``{role: path}``: what the ranks write in parts."""
-    return {role: path for role, path in tmps.items() if role in (events.LABELS, events.CONFIDENCE)}
+    """The raster roles (labels, confidence, uncertainty) of ``{role: path}``: what the ranks write in parts."""
+    return {role: path for role, path in tmps.items() if role in RASTER_ROLES}

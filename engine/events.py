@@ -38,6 +38,7 @@ CANCELLED = "cancelled"
 # Output roles: keys of the ``done`` event's ``outputs``.
 LABELS = "labels"  # class-id GeoTIFF
 CONFIDENCE = "confidence"  # float32 GeoTIFF of the chosen class's probability
+UNCERTAINTY = "uncertainty"  # float32 GeoTIFF of 1 - (p1 - p2), the top-two probability margin's complement
 VECTOR = "vector"  # GeoPackage polygons
 
 # Process exit codes.

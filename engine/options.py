@@ -20,7 +20,12 @@ BLEND_DEFAULT = "smooth"
 GSD_MODEL, GSD_NATIVE = "model", "native"  # the named --gsd choices (or metres)
 MIN_TILE = 32  # the networks downsample by 32
 MAX_TILE = 8192  # one window's logits must fit in memory
-OUTPUT_SUFFIXES = {"labels": "_classes.tif", "vector": "_polygons.gpkg", "confidence": "_confidence.tif"}
+OUTPUT_SUFFIXES = {
+    "labels": "_classes.tif",
+    "vector": "_polygons.gpkg",
+    "confidence": "_confidence.tif",
+    "uncertainty": "_uncertainty.tif",
+}
 RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg", ".ecw", ".sid", ".nc", ".hdf")
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from osgeo import gdal
 
-from engine import events, faults
+from engine import events, faults, journal
 from engine.atomic import commit, remove_with_sidecars
 from engine.errors import OutputPathError
 from engine.georef import get_srs, row_pixel_areas_m2, window_geotransform
@@ -40,6 +40,11 @@ GEOTIFF_OPTIONS = [
 STATS_CHUNK_ROWS = 512  # rows read at a time when counting classes in the output
 WORK_SUFFIX = ".work.tif"  # a raster on the work grid (resampled run or COG), before finishing
 STAGE_SUFFIX = ".stage.tif"  # a finished GeoTIFF before its copy to COG
+RASTER_ROLES = (events.LABELS, events.CONFIDENCE, events.UNCERTAINTY)  # the outputs a run writes row by row
+DESCRIPTIONS = {
+    events.CONFIDENCE: "confidence of the predicted class (0..1)",
+    events.UNCERTAINTY: "uncertainty: 1 - (p1 - p2), one minus the margin of the two most probable classes (0..1)",
+}
 
 
 def check_output_path(path: str, overwrite: bool) -> None:
@@ -61,14 +66,31 @@ def check_output_path(path: str, overwrite: bool) -> None:
         )
 
 
-def output_paths(labels: str, confidence: str | None = None, vector: str | None = None) -> dict[str, str]:
+def output_paths(
+    labels: str, confidence: str | None = None, vector: str | None = None, uncertainty: str | None = None
+) -> dict[str, str]:
     """``{role: path}`` of the requested outputs (roles of :mod:`engine.events`; absent ones left out)."""
     outs = {events.LABELS: labels}
     if confidence:
         outs[events.CONFIDENCE] = confidence
+    if uncertainty:
+        outs[events.UNCERTAINTY] = uncertainty
     if vector:
         outs[events.VECTOR] = vector
     return outs
+
+
+def polygon_confidence_path(labels: str) -> str:
+    """The name a run writes the confidence under when only its polygons need it (``--vector`` without
+    ``--confidence``): never created itself, only its hidden temporary and resume chunks are, and removed at the end.
+
+    It starts with the class raster's chunk prefix (:func:`engine.journal.chunk_prefix`), so every hidden file
+    derived from it (its temporary, its chunks, their debris) is also debris of the class raster: the cleanup that
+    knows only the requested outputs (the plugin's, a next run's) finds them.
+    """
+    folder, name = os.path.split(os.path.abspath(labels))
+    stem, ext = os.path.splitext(name)
+    return os.path.join(folder, f"{stem}{journal.PARTIAL_TAG}-polygon-confidence{ext}")
 
 
 def work_paths(tmps: dict[str, str], direct: bool) -> dict[str, str]:
@@ -79,7 +101,7 @@ def work_paths(tmps: dict[str, str], direct: bool) -> dict[str, str]:
         direct: the rasters are written on the source grid as plain GeoTIFFs, so straight to ``tmps``; else to
             scratch files next to them (:data:`WORK_SUFFIX`) that :func:`finish_rasters` turns into the outputs.
     """
-    roles = [r for r in (events.LABELS, events.CONFIDENCE) if r in tmps]
+    roles = [r for r in RASTER_ROLES if r in tmps]
     return {role: tmps[role] if direct else tmps[role] + WORK_SUFFIX for role in roles}
 
 
@@ -151,6 +173,7 @@ def finish_rasters(
     resampled: bool,
     cog: bool,
     check_cancel: Callable[[], None],
+    internal: tuple[str, ...] = (),
 ) -> None:
     """Turn the work-grid rasters into the final temporary outputs (on the source grid, styled, overviews or COG).
 
@@ -164,14 +187,16 @@ def finish_rasters(
         resampled: the work grid is not the source grid (warp back, nearest neighbour).
         cog: write Cloud-Optimized GeoTIFFs.
         check_cancel: raises when the run was cancelled.
+        internal: roles only the run itself reads (the polygons' confidence): plain GeoTIFFs, no overviews or COG.
     """
     for role, src in work.items():
         check_cancel()
         dst = tmps[role]
+        as_cog = cog and role not in internal
         if not resampled and not src.endswith(".vrt"):
             staged = src  # written on the source grid already (single process)
         else:
-            staged = dst if not cog else dst + STAGE_SUFFIX
+            staged = dst if not as_cog else dst + STAGE_SUFFIX
         faults.point("tile_write")
         if src != staged and not resampled:  # a VRT on the source grid (chunks, or a distributed run's parts): copy
             gdal.Translate(staged, src, format="GTiff", creationOptions=GEOTIFF_OPTIONS)
@@ -195,7 +220,12 @@ def finish_rasters(
             ds = None  # reopen so that the overview builder sees the colour table
             ds = gdal.Open(staged, gdal.GA_Update)
         else:
-            ds.GetRasterBand(1).SetDescription("confidence of the predicted class (0..1)")
+            ds.GetRasterBand(1).SetDescription(DESCRIPTIONS[role])
+        if role in internal:
+            ds = None
+            if staged != dst:  # a COG run's work raster on the source grid
+                os.replace(staged, dst)
+            continue
         overview_resampling = "MODE" if role == events.LABELS else "AVERAGE"
         if not cog:
             levels = overview_levels(ds.RasterXSize, ds.RasterYSize)

@@ -36,11 +36,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from osgeo import gdal
 
 from engine import events, georef, journal, outputs, raster_io, resources, resume, sources, streaming
 from engine.atomic import remove_with_sidecars, stale_temporaries, temporary_path
-from engine.blending import CONFIDENCE_NODATA, LABEL_NODATA, BandAccumulator
+from engine.blending import LABEL_NODATA, BandAccumulator
+from engine.chunks import RASTER_TYPES
 from engine.errors import OutputPathError, ParameterError
 from engine.events import EventCallback, ProgressEvents
 from engine.journal import OutputLock
@@ -91,10 +91,10 @@ def _predict(
     ctx = prepare(request, on_event, cancel)
     with OutputLock(list(request.output_paths().values())):  # a second run on these outputs is refused at once
         resume.check_run_fits(ctx, resume.resumable_bytes(request))  # before anything else reads the raster or writes
-        remove_with_sidecars(stale_temporaries(list(request.output_paths().values())))  # a killed run's
+        remove_with_sidecars(stale_temporaries(list(request.run_paths().values())))  # a killed run's
         state = RunState.open(ctx)
         model, device = network or call_abandonable(lambda: load_run_network(ctx), ctx.cancel, "rsp-load")
-        tmps = {role: temporary_path(path) for role, path in request.output_paths().items()}
+        tmps = {role: temporary_path(path) for role, path in request.run_paths().items()}
         mosaics = {role: tmps[role] + MOSAIC_SUFFIX for role in state.outputs}
         work = outputs.work_paths(tmps, direct=not (ctx.resampled or request.cog))
         scratch = [p for p in [*work.values(), *mosaics.values()] if p not in tmps.values()]
@@ -221,7 +221,7 @@ def run_region(
         region: the work-grid window to write.
         windows: :func:`region_windows` of ``region``, in grid order.
         paths: ``{role: path}`` of the GeoTIFFs to create covering ``region`` (``labels``, optionally
-            ``confidence``) when ``state`` is None.
+            ``confidence`` and ``uncertainty``) when ``state`` is None.
         progress: called with ``(done, total)`` windows after each batch.
         state: the run's :class:`engine.resume.RunState`: finished rows become chunks listed in its journal
             (:class:`engine.chunks.ChunkSink`), and a resumed run writes only rows at and below its ``rows_done``.
@@ -240,16 +240,16 @@ def run_region(
     else:
         gt, proj = georef.window_geotransform(ctx.work, region), ctx.work.GetProjection()
         w, h = region.width, region.height
-        labels = outputs.create_geotiff(paths[events.LABELS], w, h, gt, proj, gdal.GDT_Byte, LABEL_NODATA)
-        conf = None
-        if events.CONFIDENCE in paths:
-            conf = outputs.create_geotiff(paths[events.CONFIDENCE], w, h, gt, proj, gdal.GDT_Float32, CONFIDENCE_NODATA)
-        sink = streaming.GeoTiffSink(labels, conf, region)
-        labels = conf = None  # the sink holds the datasets and closes them
+        rasters = {
+            role: outputs.create_geotiff(path, w, h, gt, proj, *RASTER_TYPES[role]) for role, path in paths.items()
+        }
+        sink = streaming.GeoTiffSink(rasters, region)
+        rasters = {}  # the sink holds the datasets and closes them
     writer = streaming.RowWriter(sink)
     first = state.rows_done if state is not None else region.row  # rows above are written already
     top = max(region.row, windows[0].row)
-    acc = BandAccumulator(region, ctx.info.num_classes, ctx.tile, ctx.request.blend, top=top)
+    uncertainty = ctx.request.uncertainty is not None
+    acc = BandAccumulator(region, ctx.info.num_classes, ctx.tile, ctx.request.blend, top=top, uncertainty=uncertainty)
     forward = resources.AdaptiveBatches(runner, ctx.request.batch_size, ctx.on_event, ctx.tile, str(device))
     reader = streaming.read_items(ctx.work, ctx.bands, windows, ctx.tile, ctx.normalizer, ctx.polygons, ctx.cancel)
     items = streaming.prefetch(reader, streaming.PREFETCH_BATCHES * ctx.request.batch_size, ctx.cancel)
@@ -317,6 +317,7 @@ def _finish(
     from engine.vectorize import polygonize
 
     req = ctx.request
+    internal = (events.CONFIDENCE,) if req.polygon_confidence else ()
     outputs.finish_rasters(
         work,
         tmps,
@@ -326,6 +327,7 @@ def _finish(
         resampled=ctx.resampled,
         cog=req.cog,
         check_cancel=ctx.check_cancel,
+        internal=internal,
     )
     labels = tmps[events.LABELS]
     classes = outputs.class_statistics(labels, ctx.info, ctx.source, ctx.region_src)
@@ -333,8 +335,10 @@ def _finish(
     if req.vector:
         ctx.check_cancel()
         area = outputs.pixel_area_m2(ctx.source, ctx.region_src)
-        polygonize(labels, tmps[events.VECTOR], ctx.info, ctx.source, area, req.min_area, req.simplify)
+        polygonize(labels, tmps[events.VECTOR], ctx.info, ctx.source, area, req.min_area, req.simplify,
+                   confidence_path=tmps[events.CONFIDENCE])  # fmt: skip
     ctx.check_cancel()
+    outputs.remove_temporaries([tmps[role] for role in internal])
     finals = req.output_paths()
-    commit(tmps, finals)
+    commit({role: path for role, path in tmps.items() if role in finals}, finals)
     return finals, classes

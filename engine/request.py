@@ -35,8 +35,11 @@ class PredictRequest:
         input: GDAL-readable raster: a file or any GDAL dataset name (``/vsicurl/``, ``/vsizip/``, an ``http(s)://``
             URL, a WMS/XYZ service description; see :mod:`engine.sources`).
         output: class-id GeoTIFF to write (uint8, nodata 255).
-        vector: optional GeoPackage of polygons (``class_id``, ``class_name``, ``area_m2``).
+        vector: optional GeoPackage of polygons (``class_id``, ``class_name``, ``area_m2``, ``confidence``: the mean
+            of the chosen class's probability over the polygon's pixels).
         confidence: optional float32 GeoTIFF of the chosen class's probability (nodata -1).
+        uncertainty: optional float32 GeoTIFF of ``1 - (p1 - p2)``, one minus the margin between the two most
+            probable classes (0..1, nodata -1; :func:`engine.blending.margin_uncertainty`).
         window: pixel window ``(xoff, yoff, xsize, ysize)`` of the source raster (GDAL order).
         bbox: ``(xmin, ymin, xmax, ymax)`` in ``bbox_crs`` (default: the raster's CRS).
         mask: vector file whose polygons limit the processed area (pixels outside are nodata).
@@ -73,6 +76,7 @@ class PredictRequest:
     output: str
     vector: str | None = None
     confidence: str | None = None
+    uncertainty: str | None = None
     window: tuple[int, int, int, int] | None = None
     bbox: tuple[float, float, float, float] | None = None
     bbox_crs: str | None = None
@@ -118,13 +122,31 @@ class PredictRequest:
             raise ParameterError("--min-area and --simplify must be >= 0")
         if self.blend not in options.BLEND_MODES:
             raise ParameterError(f"unknown blend mode {self.blend!r}; use one of {', '.join(options.BLEND_MODES)}")
-        outs = [os.path.abspath(p) for p in (self.output, self.vector, self.confidence) if p]
+        outs = [os.path.abspath(p) for p in (self.output, self.vector, self.confidence, self.uncertainty) if p]
         if len(set(outs)) != len(outs) or os.path.abspath(self.input) in outs:
-            raise ParameterError("--output, --vector, --confidence and --input must be different files")
+            raise ParameterError("--output, --vector, --confidence, --uncertainty and --input must be different files")
 
     def output_paths(self) -> dict[str, str]:
         """``{role: path}`` of the requested outputs (roles of :mod:`engine.events`)."""
-        return outputs.output_paths(self.output, self.confidence, self.vector)
+        return outputs.output_paths(self.output, self.confidence, self.vector, self.uncertainty)
+
+    @property
+    def polygon_confidence(self) -> bool:
+        """Whether the run writes a confidence raster for its polygons only (``--vector`` without ``--confidence``)."""
+        return bool(self.vector) and not self.confidence
+
+    def run_paths(self) -> dict[str, str]:
+        """:meth:`output_paths` plus, with :attr:`polygon_confidence`, the ``confidence`` raster the polygons need
+        (:func:`engine.outputs.polygon_confidence_path`, removed once they are written)."""
+        paths = self.output_paths()
+        if self.polygon_confidence:
+            paths[events.CONFIDENCE] = outputs.polygon_confidence_path(self.output)
+        return paths
+
+    def raster_paths(self) -> dict[str, str]:
+        """``{role: path}`` of the rasters the run writes row by row (labels first; see :meth:`run_paths`)."""
+        paths = self.run_paths()
+        return {role: paths[role] for role in outputs.RASTER_ROLES if role in paths}
 
 
 @dataclass
@@ -132,7 +154,7 @@ class PredictResult:
     """What a run produced.
 
     Attributes:
-        outputs: ``{"labels": path, "confidence": path?, "vector": path?}``.
+        outputs: ``{"labels": path, "confidence": path?, "uncertainty": path?, "vector": path?}``.
         classes: per class ``{"id", "name", "pixels", "area_m2"}`` (``area_m2`` None without CRS).
         windows: windows run through the network (fully masked windows are skipped and not counted).
         seconds: wall time of the run.

@@ -2,9 +2,10 @@
 
 **Disk space** (:func:`check_disk_space`): before a run starts, the outputs' size is estimated from the region's
 pixel count, as an upper bound (uncompressed; DEFLATE usually makes the files several times smaller, but a noisy
-class map or a float confidence raster may not compress much): class raster 1 byte/pixel, confidence 4 bytes/pixel,
-each plus 1/3 for overviews (or the COG's), plus the work-grid copy of a resampled or COG run; polygons
-:data:`VECTOR_BYTES_PER_PIXEL` bytes/pixel. The sum per file system is compared with the free space of the outputs'
+class map or a float confidence raster may not compress much): class raster 1 byte/pixel, confidence and
+uncertainty 4 bytes/pixel, each plus 1/3 for overviews (or the COG's), plus the work-grid copy of a resampled or COG
+run; polygons :data:`VECTOR_BYTES_PER_PIXEL` bytes/pixel (and the confidence raster they are made with when
+``--vector`` comes without ``--confidence``). The sum per file system is compared with the free space of the outputs'
 folders (``os.statvfs``); a resumed run counts what its partial rasters already hold. A run that is refused has
 written nothing.
 
@@ -34,7 +35,7 @@ from engine.errors import EngineError
 log = logging.getLogger("engine")
 
 OVERVIEW_FACTOR = 4 / 3  # overviews 2, 4, 8… add 1/4 + 1/16 + … ≤ 1/3 of the full resolution
-BYTES_PER_PIXEL = {events.LABELS: 1, events.CONFIDENCE: 4}
+BYTES_PER_PIXEL = {events.LABELS: 1, events.CONFIDENCE: 4, events.UNCERTAINTY: 4}
 VECTOR_BYTES_PER_PIXEL = 1.0  # a rough bound for the GeoPackage (class maps with polygons of a few pixels)
 TILE_MULTIPLE = 32  # the networks downsample by 32: tile sizes to suggest are multiples of it
 INJECT_OOM_ENV = "RSP_ENGINE_INJECT_OOM"

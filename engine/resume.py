@@ -71,7 +71,7 @@ NOT_JOURNALED = frozenset(
     {"output", "vector", "min_area", "simplify", "cog", "overwrite", "resume", "device", "batch_size", "threads",
      "compile"}
 )  # fmt: skip
-PATH_FIELDS = ("input", "model", "confidence")  # journaled as absolute paths
+PATH_FIELDS = ("input", "model", "confidence", "uncertainty")  # journaled as absolute paths
 CHECKSUM_ROWS = 64  # rows of the region whose GDAL checksum identifies the input's pixels
 HASH_CHUNK = 1 << 20
 
@@ -152,6 +152,8 @@ def run_identity(ctx: RunContext) -> dict[str, Any]:
         "work_size": [ctx.work.RasterXSize, ctx.work.RasterYSize],
         "region_work": [r.row, r.col, r.height, r.width],
     }
+    if ctx.request.polygon_confidence:  # its chunks hold a confidence raster the request did not ask for
+        identity["polygon_confidence"] = True
     return dict(json_round_trip(identity))
 
 
@@ -180,7 +182,7 @@ def keep_rows(rows: FinishedRows | None, first: int) -> FinishedRows | None:
     skip = first - rows.row
     if skip >= rows.labels.shape[0]:
         return None
-    return FinishedRows(first, rows.labels[skip:], rows.confidence[skip:])
+    return rows.tail(skip)
 
 
 class RunState:
@@ -192,7 +194,7 @@ class RunState:
 
     Attributes:
         ctx: the prepared run.
-        outputs: ``{role: requested raster output}`` (``labels``, optionally ``confidence``).
+        outputs: ``{role: raster output}`` (:meth:`engine.request.PredictRequest.raster_paths`).
         identity: :func:`run_identity` of the run.
         journal: the journal (created by :meth:`sink`, or the resumed one).
         rows_done: first work-grid row still to write.
@@ -202,7 +204,7 @@ class RunState:
     def __init__(self, ctx: RunContext, identity: dict[str, Any], resumed: journal.Journal | None) -> None:
         self.ctx, self.identity = ctx, identity
         req = ctx.request
-        self.outputs = {r: p for r, p in req.output_paths().items() if r in (events.LABELS, events.CONFIDENCE)}
+        self.outputs = req.raster_paths()
         self.journal = resumed
         self.rows_done = resumed.rows_done if resumed else ctx.region_work.row
         self.resumed = resumed is not None
@@ -219,7 +221,7 @@ class RunState:
         """
         req = ctx.request
         path = journal.journal_path(req.output)
-        others = [p for r, p in req.output_paths().items() if r == events.CONFIDENCE]
+        others = other_rasters(req)
         identity = run_identity(ctx)
         if req.resume and os.path.isfile(path):
             old = journal.Journal.load(path)
@@ -285,7 +287,7 @@ class RunState:
         current.mark_committing()
         outputs.commit_outputs(tmps, finals)
         req = self.ctx.request
-        journal.discard(req.output, [p for r, p in req.output_paths().items() if r == events.CONFIDENCE])
+        journal.discard(req.output, other_rasters(req))
         self.journal = None
 
     def abandon(self, exc: BaseException) -> None:
@@ -294,7 +296,7 @@ class RunState:
         When kept, ``exc``'s hint (an :class:`engine.errors.EngineError`) says how to continue.
         """
         req = self.ctx.request
-        others = [p for r, p in req.output_paths().items() if r == events.CONFIDENCE]
+        others = other_rasters(req)
         current = self._current_journal()
         if current is not None and current.has_rows:
             first, end = current.region_rows
@@ -317,11 +319,16 @@ class RunState:
             return None
 
 
+def other_rasters(request: PredictRequest) -> list[str]:
+    """The run's raster outputs besides the class raster, whose chunks sit next to them (confidence, uncertainty)."""
+    return [p for role, p in request.raster_paths().items() if role != events.LABELS]
+
+
 def resumable_bytes(request: PredictRequest) -> int:
     """Bytes the partial rasters of an unfinished run for ``request.output`` hold, when ``request.resume``."""
     if not request.resume:
         return 0
-    others = [p for role, p in request.output_paths().items() if role == events.CONFIDENCE]
+    others = other_rasters(request)
     return sum(os.path.getsize(p) for p in journal.run_files(request.output, others)[1:] if os.path.isfile(p))
 
 
@@ -335,6 +342,6 @@ def check_run_fits(ctx: RunContext, already: int = 0) -> None:
     src, work = ctx.region_src, ctx.region_work
     # The chunks are a work-grid copy of each raster output until the outputs are assembled from them.
     sizes = resources.estimate_output_bytes(
-        ctx.request.output_paths(), src.width * src.height, work.width * work.height, True
+        ctx.request.run_paths(), src.width * src.height, work.width * work.height, True
     )
     resources.check_disk_space(sizes, already)

@@ -146,27 +146,26 @@ class GeoTiffSink:
     """Writes row bands into open single-band rasters covering ``region`` (distributed ranks' strips).
 
     Args:
-        labels: uint8 class raster covering ``region``.
-        confidence: float32 confidence raster covering ``region``, or None.
+        rasters: ``{role: dataset}``: the uint8 ``labels`` raster and optionally the float32 ``confidence`` and
+            ``uncertainty`` rasters, each covering ``region``.
         region: the work-grid window the rasters cover (rows are written at ``row - region.row``).
     """
 
-    def __init__(self, labels: gdal.Dataset, confidence: gdal.Dataset | None, region: Window) -> None:
-        self.labels, self.confidence, self.region = labels, confidence, region
+    def __init__(self, rasters: dict[str, gdal.Dataset], region: Window) -> None:
+        self.rasters, self.region = rasters, region
 
     def write(self, rows: FinishedRows) -> None:
         """Write ``rows`` at their place."""
         y = rows.row - self.region.row
-        faults.point("tile_write")
-        self.labels.GetRasterBand(1).WriteArray(rows.labels, 0, y)
-        if self.confidence is not None:
+        arrays = rows.arrays()
+        for role, ds in self.rasters.items():
             faults.point("tile_write")
-            self.confidence.GetRasterBand(1).WriteArray(rows.confidence, 0, y)
+            ds.GetRasterBand(1).WriteArray(arrays[role], 0, y)
 
     def close(self, ok: bool) -> None:
         """Release the rasters (which closes them)."""
         faults.point("flush")
-        self.labels = self.confidence = None  # type: ignore[assignment]  # the sink held the last references
+        self.rasters = {}  # the sink held the last references
 
 
 class RowWriter:

@@ -1,4 +1,4 @@
-"""Class raster → GeoPackage polygons (``class_id``, ``class_name``, ``area_m2``) with GDAL/OGR.
+"""Class raster → GeoPackage polygons (``class_id``, ``class_name``, ``area_m2``, ``confidence``) with GDAL/OGR.
 
 Steps: (1) with a minimum area, ``gdal.SieveFilter`` first merges regions smaller than it into their largest
 neighbour *on the raster*, so the polygons still tile the predicted area without gaps (topology is kept because it
@@ -10,6 +10,11 @@ all polygons of the output in memory at once. Without shapely it falls back to p
 ``SimplifyPreserveTopology`` (valid polygons, but neighbours may then show slivers up to the tolerance). Areas are
 ground areas: planar in the CRS's linear unit for projected CRSs, and on a Lambert azimuthal equal-area projection
 centred on the raster for geographic CRSs; NULL without CRS.
+
+``confidence`` is the mean of the confidence raster (the chosen class's probability) over the polygon's pixels, as
+traced in step (2), before simplification: the polygons are rasterised by feature id onto the class raster's grid
+(pixel-centre rule, exact for polygons that follow pixel edges) into a temporary file, and the sums are gathered
+:data:`ZONE_CHUNK_ROWS` rows at a time, so memory does not grow with the raster (only with the polygon count).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 from osgeo import gdal, ogr, osr
 
 from engine import faults
@@ -28,6 +34,8 @@ gdal.UseExceptions()
 ogr.UseExceptions()
 
 LAYER_NAME = "segments"
+ZONE_CHUNK_ROWS = 512  # rows of the zone and confidence rasters read at a time
+ZONES_SUFFIX = ".zones.tif"  # next to the GeoPackage being written: polygon ids on the class raster's grid
 
 
 def _area_transform(raster: gdal.Dataset) -> tuple[float, osr.CoordinateTransformation | None] | None:
@@ -62,6 +70,7 @@ def polygonize(
     pixel_area_m2: float | None,
     min_area: float = 0.0,
     simplify: float = 0.0,
+    confidence_path: str | None = None,
 ) -> int:
     """Write the polygons of ``labels_path`` to a new GeoPackage ``gpkg_path``; returns the feature count.
 
@@ -73,6 +82,8 @@ def polygonize(
         pixel_area_m2: ground area of one pixel (None without CRS: ``min_area`` is then in pixels).
         min_area: minimum polygon area, m² (0 = keep all).
         simplify: simplification tolerance, ground metres (0 = none).
+        confidence_path: float32 confidence raster on the class raster's grid (nodata < 0) for the ``confidence``
+            field; None: the field is NULL.
     """
     src = gdal.Open(labels_path)
     band = src.GetRasterBand(1)
@@ -94,10 +105,12 @@ def polygonize(
     name_field = ogr.FieldDefn("class_name", ogr.OFTString)
     layer.CreateField(name_field)
     layer.CreateField(ogr.FieldDefn("area_m2", ogr.OFTReal))
+    layer.CreateField(ogr.FieldDefn("confidence", ogr.OFTReal))
     layer.StartTransaction()
     gdal.Polygonize(band, band.GetMaskBand(), layer, 0, [], callback=None)
     faults.point("vector_write")
     layer.CommitTransaction()
+    means = zonal_means(out, src, confidence_path, gpkg_path + ZONES_SUFFIX) if confidence_path else {}
     area = _area_transform(raster)
     tol = _tolerance_in_crs_units(raster, simplify) if simplify > 0 else 0.0
     simplified = simplify_coverage(layer, tol) if tol > 0 else None
@@ -126,6 +139,11 @@ def polygonize(
             drop.append(feat.GetFID())
             continue
         feat.SetField("class_name", info.class_names[cid] if 0 <= cid < len(info.class_names) else "")
+        mean = means.get(feat.GetFID())
+        if mean is None:
+            feat.SetFieldNull("confidence")
+        else:
+            feat.SetField("confidence", mean)
         if a is None:
             feat.SetFieldNull("area_m2")
         else:
@@ -141,6 +159,52 @@ def polygonize(
     if sieved_path and os.path.exists(sieved_path):
         remove_with_sidecars([sieved_path])
     return count
+
+
+def zonal_means(gpkg: ogr.DataSource, grid: gdal.Dataset, values_path: str, zones_path: str) -> dict[int, float]:
+    """``{fid: mean of values_path over the pixels of polygon fid}`` for the polygons of ``gpkg``'s layer.
+
+    Args:
+        gpkg: the open GeoPackage holding :data:`LAYER_NAME` (polygons on ``grid``'s pixel edges).
+        grid: the raster the polygons were traced from (size and georeferencing of the zones).
+        values_path: a float raster on ``grid``'s grid; values below 0 (nodata) are left out of the means.
+        zones_path: a scratch GeoTIFF for the polygon ids (removed before returning).
+
+    Returns:
+        the mean per feature id; polygons without a valid pixel are absent.
+    """
+    width, height = grid.RasterXSize, grid.RasterYSize
+    zones = gdal.GetDriverByName("GTiff").Create(
+        zones_path, width, height, 1, gdal.GDT_Int32, ["TILED=YES", "COMPRESS=DEFLATE", "ZLEVEL=1", "SPARSE_OK=TRUE"]
+    )
+    try:
+        zones.SetGeoTransform(grid.GetGeoTransform())
+        if grid.GetProjection():
+            zones.SetProjection(grid.GetProjection())
+        ids = gpkg.ExecuteSQL(f'SELECT fid + 0 AS zone_id, geom FROM "{LAYER_NAME}"')  # "+ 0": a field, not the FID
+        try:
+            gdal.RasterizeLayer(zones, [1], ids, options=["ATTRIBUTE=zone_id"])
+        finally:
+            gpkg.ReleaseResultSet(ids)
+        values_ds = gdal.Open(values_path)
+        values, zband = values_ds.GetRasterBand(1), zones.GetRasterBand(1)
+        sums, counts = np.zeros(1, np.float64), np.zeros(1, np.int64)
+        for y in range(0, height, ZONE_CHUNK_ROWS):
+            h = min(ZONE_CHUNK_ROWS, height - y)
+            z = zband.ReadAsArray(0, y, width, h).ravel()
+            v = values.ReadAsArray(0, y, width, h).ravel()
+            keep = (z > 0) & (v >= 0)
+            z, v = z[keep], v[keep].astype(np.float64)
+            if z.size == 0:
+                continue
+            n = max(int(z.max()) + 1, sums.size)
+            sums = np.pad(sums, (0, n - sums.size)) + np.bincount(z, weights=v, minlength=n)
+            counts = np.pad(counts, (0, n - counts.size)) + np.bincount(z, minlength=n)
+        values = zband = values_ds = None
+    finally:
+        zones = None
+        remove_with_sidecars([zones_path])
+    return {int(i): float(sums[i] / counts[i]) for i in np.flatnonzero(counts)}
 
 
 def simplify_coverage(layer: ogr.Layer, tolerance: float) -> dict[int, ogr.Geometry | None] | None:
