@@ -76,8 +76,9 @@ def margin_uncertainty(probs: np.ndarray) -> np.ndarray:
     ``1 - p1`` because it is cheap (one partial sort of K values), bounded 0..1 for any number of classes (entropy
     needs a ``log K`` normalisation and grows with classes the pixel never doubts), and it ranks first the pixels
     the model hesitates between two classes on: boundaries and confused classes, where a label changes the model
-    most. On the demo model's held-out Potsdam quarter it separated wrong from right pixels as well as the
-    alternatives (``bench/uncertainty_measures.py``, README "Where to label next").
+    most. Measured on the demo model's held-out Potsdam quarter (``python -m bench.uncertainty_measures``), it also
+    told wrong pixels from right ones best: pixel AUROC 0.850 against 0.841 for ``1 - p1`` and 0.829 for entropy, and
+    rank correlation 0.744 between a 32² square's mean and its error rate (0.735 and 0.711).
 
     Args:
         probs: ``(K, ...)`` float32 class probabilities (summing to 1 over K).
