@@ -187,6 +187,7 @@ def suggest_run(
     row: LabelNextRow,
     labels: Any = None,
     class_field: str = "",
+    device: str | None = None,
 ) -> SuggestRun:
     """A checked :class:`SuggestRun` for a finished run's model and raster, with the row's count and size.
 
@@ -200,6 +201,7 @@ def suggest_run(
         labels: the training labels layer (all its features; written to a temporary GeoPackage when it is not a
             plain OGR file), or None.
         class_field: the labels' class field.
+        device: the device of the run the suggestions follow (None: the command's choice).
 
     Raises:
         InvalidParametersError: what to fix (the labels could not be written, a missing file, ...).
@@ -219,6 +221,7 @@ def suggest_run(
         class_field=class_field if labels_path else "",
         count=row.count(),
         size=row.size(),
+        device=device,
     )
     params.validate()
     row.remember()

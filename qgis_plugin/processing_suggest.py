@@ -20,6 +20,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
@@ -31,6 +32,7 @@ from qgis.core import (
 from .engine_locator import training_available
 from .layer_inputs import LayerExportError, processing_features_path
 from .model_catalog import bundled_demo_model
+from .parameters import DEVICES
 from .processing_base import RspAlgorithm, check_parameters, raster_file, run_with_feedback
 from .suggest_parameters import DEFAULT_COUNT, GPKG, MAX_COUNT, MAX_SIZE, SuggestParameters
 from .suggestion_layer import style_suggestions
@@ -42,6 +44,7 @@ LABELS = "LABELS"
 CLASS_FIELD = "CLASS_FIELD"
 COUNT = "COUNT"
 SIZE = "SIZE"
+DEVICE = "DEVICE"
 OUTPUT = "OUTPUT"
 SQUARES = "SQUARES"
 
@@ -103,6 +106,7 @@ class SuggestAlgorithm(RspAlgorithm):
                 MAX_SIZE,
             )
         )
+        self.addParameter(QgsProcessingParameterEnum(DEVICE, "Device", options=list(DEVICES), defaultValue=0))
         self.addParameter(
             QgsProcessingParameterVectorDestination(
                 OUTPUT, "Where to label next", QgsProcessing.TypeVectorPolygon, defaultValue=None
@@ -138,6 +142,7 @@ class SuggestAlgorithm(RspAlgorithm):
             class_field=self.parameterAsString(parameters, CLASS_FIELD, context) if labels else "",
             count=self.parameterAsInt(parameters, COUNT, context),
             size=self.parameterAsInt(parameters, SIZE, context) or None,
+            device=DEVICES[self.parameterAsEnum(parameters, DEVICE, context)],
             overwrite=True,  # Processing owns its destinations (temporary outputs or user-confirmed files)
         )
         check_parameters(params)

@@ -582,7 +582,7 @@ class SegmentDialog(RunDialog):
         try:
             side = suggest_run(
                 self.iface, entry.path, params.input_path, f"Where to label next – {input_name}", output,
-                self.label_next,
+                self.label_next, device=params.device,
             )  # fmt: skip
         except InvalidParametersError as exc:
             self.message_bar.pushWarning("Cannot run", str(exc).replace("\n", " "))

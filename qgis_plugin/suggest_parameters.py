@@ -4,17 +4,18 @@ Pure Python (standard library only, no Qt) so the arguments are tested without a
 model dialogs and the Processing algorithm fill :class:`SuggestParameters`; :meth:`SuggestParameters.suggest_args`
 is the argument list after ``<python> -m training`` (the interface is fixed by the training package:
 ``suggest --model M --raster R [--labels L [--class-field F]] [--count K] [--size PX] [--output S.gpkg]
-[--overwrite]``). The command writes a GeoPackage of ``count`` squares of ``size`` raster pixels with the fields
-``rank`` (1 = label here first), ``uncertainty`` (0..1), ``predicted`` (the class predicted most there),
-``predicted_share``, ``classes`` and ``mean_confidence``, in the labels' CRS when labels are given, else the raster's.
+[--overwrite] [--device D]``, ``training/suggest_cli.py``). The command writes a GeoPackage of ``count`` squares
+of ``size`` raster pixels with the fields ``rank`` (1 = label here first), ``uncertainty`` (0..1), ``predicted`` (the
+class predicted most there), ``predicted_share``, ``classes``, ``mean_confidence`` and more, in the labels' CRS when
+labels are given, else the raster's.
 
 Decisions:
 
 - The dialogs never replace a file: the suggestions go next to the run's outputs under the first free name
   ``<stem>_suggestions.gpkg``, ``<stem>_suggestions_2.gpkg``, ... (:func:`free_suggestions_path`), so each round of
   the labelling loop keeps its own layer. Processing owns its destinations and passes ``--overwrite``.
-- ``size`` None lets the command choose (the model's tile); ``count`` is always passed, so the dialogs and
-  Processing ask for the same number (:data:`DEFAULT_COUNT`).
+- ``size`` None lets the command choose (the model's tile); ``count`` is always passed (default: the command's own,
+  :data:`DEFAULT_COUNT`); ``device`` follows the run the suggestions come after (None: the command's choice).
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .parameters import CheckedParameters
+from .parameters import DEVICES, CheckedParameters
 
 SUGGEST_COMMAND = "suggest"
 SUGGESTIONS_SUFFIX = "_suggestions"
 GPKG = ".gpkg"
-DEFAULT_COUNT = 8  # squares per round (the issue's loop adds 8 squares a round)
+# training.suggest's DEFAULT_COUNT and MIN_SIZE (a test keeps them equal); the plugin does not import training.
+DEFAULT_COUNT = 10
 MAX_COUNT = 1000
-MIN_SIZE, MAX_SIZE, SIZE_STEP = 16, 4096, 32  # pixels; None = the model's tile
+MIN_SIZE, MAX_SIZE, SIZE_STEP = 8, 4096, 32  # pixels; None = the model's tile
 RANK_FIELD = "rank"
 UNCERTAINTY_FIELD = "uncertainty"
 PREDICTED_FIELD = "predicted"
@@ -78,6 +80,7 @@ class SuggestParameters(CheckedParameters):
         count: how many squares.
         size: a square's side in raster pixels; None for the model's tile.
         overwrite: replace an existing ``output``.
+        device: ``cpu`` or ``cuda`` to segment on; None lets the command choose (CUDA when available).
     """
 
     model_path: str
@@ -88,6 +91,7 @@ class SuggestParameters(CheckedParameters):
     count: int = DEFAULT_COUNT
     size: int | None = None
     overwrite: bool = False
+    device: str | None = None
 
     def problems(self) -> list[str]:
         """Every reason this run cannot start, in words an analyst can act on (empty when valid)."""
@@ -104,6 +108,8 @@ class SuggestParameters(CheckedParameters):
             out.append(f"The number of squares must be 1..{MAX_COUNT}.")
         if self.size is not None and not MIN_SIZE <= self.size <= MAX_SIZE:
             out.append(f"The square size must be {MIN_SIZE}..{MAX_SIZE} pixels.")
+        if self.device is not None and self.device not in DEVICES:
+            out.append(f"Device must be one of {', '.join(DEVICES)}.")
         if not self.output.lower().endswith(GPKG):
             out.append("The suggestions are written as a GeoPackage (.gpkg).")
         else:
@@ -127,6 +133,8 @@ class SuggestParameters(CheckedParameters):
         if self.size is not None:
             args += ["--size", str(self.size)]
         args += ["--output", self.output]
+        if self.device is not None:
+            args += ["--device", self.device]
         if self.overwrite:
             args.append("--overwrite")
         return args

@@ -587,7 +587,7 @@ class TrainDialog(RunDialog):
         try:
             side = suggest_run(
                 self.iface, last.model, last.params.raster_path, f"Where to label next – {name}", output,
-                self.label_next, _alive(last.labels), last.params.class_field,
+                self.label_next, _alive(last.labels), last.params.class_field, last.params.device,
             )  # fmt: skip
         except InvalidParametersError as exc:
             return self._cannot(str(exc))

@@ -31,13 +31,20 @@ def _value(args: list[str], flag: str) -> str:
 def test_arguments_with_labels(files, tmp_path) -> None:
     out = str(tmp_path / "s.gpkg")
     params = SuggestParameters(
-        files["model"], files["raster"], out, labels_path=files["labels"], class_field="class", count=5, size=96
+        files["model"],
+        files["raster"],
+        out,
+        labels_path=files["labels"],
+        class_field="class",
+        count=5,
+        size=96,
+        device="cuda",
     )
     params.validate()
     args = params.suggest_args()
     assert args[0] == "suggest"
     expected = {"--model": files["model"], "--raster": files["raster"], "--labels": files["labels"]}
-    expected |= {"--class-field": "class", "--count": "5", "--size": "96", "--output": out}
+    expected |= {"--class-field": "class", "--count": "5", "--size": "96", "--output": out, "--device": "cuda"}
     assert {flag: _value(args, flag) for flag in expected} == expected
     assert "--overwrite" not in args
     assert len(args) == 1 + 2 * len(expected)  # nothing else
@@ -47,7 +54,7 @@ def test_arguments_with_labels(files, tmp_path) -> None:
 def test_arguments_without_labels_or_size(files, tmp_path) -> None:
     params = SuggestParameters(files["model"], files["raster"], str(tmp_path / "s.gpkg"), overwrite=True)
     args = params.suggest_args()
-    assert "--labels" not in args and "--class-field" not in args and "--size" not in args
+    assert not {"--labels", "--class-field", "--size", "--device"} & set(args)
     assert _value(args, "--count") == str(DEFAULT_COUNT)
     assert args[-1] == "--overwrite"
 
@@ -57,12 +64,12 @@ def test_problems_are_listed_together(files, tmp_path) -> None:
     existing.write_bytes(b"x")
     params = SuggestParameters(
         str(tmp_path / "missing.rspmodel"), "https://example.com/tiles", str(existing),
-        labels_path=str(tmp_path / "gone.gpkg"), count=0, size=8,
+        labels_path=str(tmp_path / "gone.gpkg"), count=0, size=4, device="tpu",
     )  # fmt: skip
     with pytest.raises(InvalidParametersError) as info:
         params.validate()
     text = str(info.value)
-    for words in ("model file", "GDAL reads", "labels file is missing", "number of squares", "square size", "exists"):
+    for words in ("model file", "GDAL reads", "labels file", "number of squares", "square size", "Device", "exists"):
         assert words in text, words
     assert (
         SuggestParameters(files["model"], "/vsicurl/https://x/cog.tif", str(existing), overwrite=True).problems() == []
@@ -86,3 +93,12 @@ def test_free_path_never_clobbers(tmp_path) -> None:
     Path(second).write_bytes(b"x")
     assert free_suggestions_path(str(tmp_path), stem).endswith("_suggestions_3.gpkg")
     assert Path(first).read_bytes() == b"x"
+
+
+def test_defaults_are_the_commands() -> None:
+    import training.suggest as command
+    from qgis_plugin import suggest_parameters
+
+    assert suggest_parameters.DEFAULT_COUNT == command.DEFAULT_COUNT
+    assert suggest_parameters.MIN_SIZE == command.MIN_SIZE
+    assert suggest_parameters.SUGGESTIONS_SUFFIX + suggest_parameters.GPKG == command.OUTPUT_SUFFIX
