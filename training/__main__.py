@@ -1,4 +1,5 @@
-"""Command line: ``python -m training COMMAND``: presets, show, train, test, export, finetune, accuracy, convert-*.
+"""Command line: ``python -m training COMMAND``: presets, show, train, test, export, finetune, accuracy, suggest,
+convert-*.
 
 Examples::
 
@@ -11,9 +12,10 @@ Examples::
     python -m training finetune --raster ortho.tif --labels polygons.gpkg --class-field class --output mine.rspmodel \
         --init resources/models/demo_lite_potsdam.rspmodel
     python -m training accuracy --prediction classes.tif --reference polygons.gpkg --class-field class
+    python -m training suggest --model mine.rspmodel --raster ortho.tif --labels polygons.gpkg --count 10
 
-``finetune`` and ``accuracy`` speak the engine's contract (JSON lines on stdout, exit codes 0/1/130, see
-:mod:`training.finetune.cli`).
+``finetune``, ``accuracy`` and ``suggest`` speak the engine's contract (JSON lines on stdout, exit codes 0/1/130, see
+:mod:`training.finetune.cli` and :mod:`training.suggest_cli`).
 
 Errors the user can fix are printed as one ``error: ...`` line (exit code 2), without a traceback.
 """
@@ -190,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     from training.finetune.cli import add_parsers as add_finetune_parsers
 
     add_finetune_parsers(sub)
+
+    from training.suggest_cli import add_parser as add_suggest_parser
+
+    add_suggest_parser(sub)
 
     sp = sub.add_parser("convert-potsdam", help="ISPRS Potsdam archives → 512² patches, stride 384")
     sp.add_argument("source", help="folder with 3_Ortho_IRRG (or 2_Ortho_RGB) and 5_Labels_all, zipped or extracted")
