@@ -48,7 +48,7 @@ from engine.masks import PolygonMask
 from engine.model_file import read_model_info
 from engine.request import PredictRequest, PredictResult, RunContext
 from engine.resume import RunState, keep_rows
-from engine.tiling import TilingError, Window, windows_for_region
+from engine.tiling import TilingError, Window, pass_size, windows_for_region
 
 __all__ = ["EventCallback", "PredictRequest", "PredictResult", "ProgressEvents", "RunContext", "predict"]
 
@@ -104,7 +104,7 @@ def _predict(
             resumed = {"resumed_from_row": state.rows_done, "whole_total": len(whole)} if state.resumed else {}
             start_event(ctx, len(windows), device, **resumed)
             ran = run_region(ctx, model, device, ctx.region_work, windows, {}, ProgressEvents(ctx.on_event),
-                             state=state)  # fmt: skip
+                             state=state, whole=len(whole))  # fmt: skip
             result = complete(ctx, state.assemble(mosaics), tmps, ran, t0, commit=state.commit)
         except BaseException as exc:
             outputs.remove_temporaries(list(tmps.values()) + scratch)
@@ -211,6 +211,7 @@ def run_region(
     paths: dict[str, str],
     progress: Callable[[int, int], None],
     state: Any = None,
+    whole: int | None = None,
 ) -> int:
     """Predict ``region`` of the work grid into new GeoTIFFs (or into the durable chunks of a resumable run).
 
@@ -226,6 +227,11 @@ def run_region(
         state: the run's :class:`engine.resume.RunState`: finished rows become chunks listed in its journal
             (:class:`engine.chunks.ChunkSink`), and a resumed run writes only rows at and below its ``rows_done``.
             None: plain new GeoTIFFs (distributed ranks).
+        whole: the number of windows of the whole region (a resumed run computes only the last ``windows``);
+            default ``len(windows)``. An eager run's pass size is :func:`engine.tiling.pass_size` of it, so a resumed
+            run passes as many windows per forward as the run it continues (bit-identical logits) and a fresh run
+            pads no pass when a nearby size divides its windows; a compiling run keeps ``--batch-size``, the size of
+            its compiled graph.
 
     Returns:
         the number of windows run through the network.
@@ -235,6 +241,8 @@ def run_region(
     from engine.inference import window_runner
 
     runner = window_runner(ctx, model, device, len(windows))
+    size = ctx.request.batch_size if runner.compiling else pass_size(whole or len(windows), ctx.request.batch_size)
+    runner.batch_size = size
     if state is not None:
         sink: streaming.RowSink = state.sink(region)
     else:
@@ -250,13 +258,13 @@ def run_region(
     top = max(region.row, windows[0].row)
     uncertainty = ctx.request.uncertainty is not None
     acc = BandAccumulator(region, ctx.info.num_classes, ctx.tile, ctx.request.blend, top=top, uncertainty=uncertainty)
-    forward = resources.AdaptiveBatches(runner, ctx.request.batch_size, ctx.on_event, ctx.tile, str(device))
+    forward = resources.AdaptiveBatches(runner, size, ctx.on_event, ctx.tile, str(device))
     reader = streaming.read_items(ctx.work, ctx.bands, windows, ctx.tile, ctx.normalizer, ctx.polygons, ctx.cancel)
-    items = streaming.prefetch(reader, streaming.PREFETCH_BATCHES * ctx.request.batch_size, ctx.cancel)
+    items = streaming.prefetch(reader, streaming.PREFETCH_BATCHES * size, ctx.cancel)
     total, done, ran = len(windows), 0, 0
     current_grid_row = windows[0].grid_row
     try:
-        for batch in streaming.batches(items, ctx.request.batch_size):
+        for batch in streaming.batches(items, size):
             ctx.check_cancel()
             runnable = [it.data for it in batch if it.data is not None]
             logits = forward(np.stack(runnable)) if runnable else None
