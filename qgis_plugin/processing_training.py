@@ -117,8 +117,9 @@ def _add_metric_outputs(algorithm: RspAlgorithm, what: str) -> None:
 
 class FinetuneAlgorithm(RspAlgorithm):
     """Fine-tunes a model on polygons you digitised over a raster (python -m training finetune, in the interpreter set
-    in the plugin settings). Start from a model file (default: the bundled demo model) or an RSP pretraining checkpoint
-    (backbone file). Only labelled pixels train. A share of the labelled area, split into spatial blocks, is held out:
+    in the plugin settings). Start from a model file (default: the bundled demo model; an earlier fine-tune continues
+    it, e.g. with the labels added where "Where to label next" pointed) or an RSP pretraining checkpoint (backbone
+    file). Only labelled pixels train. A share of the labelled area, split into spatial blocks, is held out:
     OA, kappa, mIoU and mF1 are measured there and stored in the model file. Classes come from the labels layer's
     categorised style on the class field, else from the field's values. Checkpoints, report.json and a confusion matrix
     go to <output>_finetune.
