@@ -5,8 +5,10 @@ on the same output offers Resume, and resuming completes with the labels of an u
 discards the unfinished run instead.
 
 "Mid-run" does not race a timer (the tiny network finishes 1024 rows in a second on a quiet machine): the engine holds
-before its second chunk write (``RSP_ENGINE_HOLD_AT``, :mod:`engine.faults`) until it is asked to stop, so the stop
-always lands after the first chunk is durable and before the last rows are computed.
+before its third journal write (created, first chunk listed, then the second chunk: ``RSP_ENGINE_HOLD_AT``,
+:mod:`engine.faults`) until it is asked to stop, so the stop always lands after the first chunk is durable and before
+the last rows are computed. (Counting journal writes, not tile writes: how many rasters a chunk holds depends on the
+outputs asked for.)
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def stop_mid_run(dialog, how: str, monkeypatch) -> None:  # type: ignore[no-unty
     """Run, wait until the first chunk is durable (the engine then holds before the second), and stop the run."""
     from engine.faults import HOLD_ENV
 
-    monkeypatch.setenv(HOLD_ENV, "tile_write:2")
+    monkeypatch.setenv(HOLD_ENV, "journal_write:3")
     assert dialog.run() is True
     monkeypatch.delenv(HOLD_ENV)
     assert wait_until(lambda: (dialog.unfinished_run() or {}).get("rows_done") or dialog.runner is None, 180)

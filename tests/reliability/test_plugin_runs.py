@@ -50,12 +50,12 @@ def test_engine_killed_mid_run_reports_and_leaves_only_the_resumable_part(
     qgis_app, tmp_path: Path, model: Path, monkeypatch
 ) -> None:
     """Nothing under the requested names; the engine's hidden journal and chunks stay for Resume (the lock
-    file of the killed engine and the chunk it was writing are removed). The engine holds before its second chunk
-    (:data:`engine.faults.HOLD_ENV`), so the kill always lands mid-run, however fast the machine."""
+    file of the killed engine and the chunk it was writing are removed). The engine holds before listing its
+    second chunk (:data:`engine.faults.HOLD_ENV`), so the kill always lands mid-run, however fast the machine."""
     from engine.faults import HOLD_ENV
     from engine.journal import Journal, journal_path, unfinished_run
 
-    monkeypatch.setenv(HOLD_ENV, "tile_write:2")
+    monkeypatch.setenv(HOLD_ENV, "journal_write:3")
 
     raster = write_raster(tmp_path / "big.tif", np.tile(real_pixels(256, 256), (1, 3, 3)))
     out = tmp_path / "out"

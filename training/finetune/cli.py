@@ -38,8 +38,11 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--class-field", help="the polygons' field holding class names or integer codes")
     p.add_argument("--output", required=True, help="model file to write (.rspmodel)")
-    p.add_argument("--init", help="start from this model file (RSP UperNet, the demo, an earlier fine-tune); default with no "
-        "--backbone/--arch: the bundled start model")
+    p.add_argument(
+        "--init",
+        help="start from this model file (RSP UperNet, the demo, an earlier fine-tune); default with no "
+        "--backbone/--arch: the bundled start model",
+    )
     p.add_argument("--backbone", help="start from an RSP pretraining checkpoint (rsp-*-ckpt.pth)")
     p.add_argument("--arch", help="architecture (rsp_resnet50, rsp_swin_t, rsp_vitaev2_s, lite_resnet)")
     p.add_argument("--iters", type=int, help="training iterations (default: per architecture, 300 for lite_resnet)")

@@ -1,8 +1,9 @@
 """Where fine-tuning starts: a model file, an RSP pretraining checkpoint, or a network from scratch.
 
 - ``--init MODEL.rspmodel`` (an imported RSP UperNet, the demo, an earlier fine-tune): the backbone and the decode
-  head are kept; the head's last 1×1 classifier keeps the start model's row for each class of the same name and starts
-  fresh for new classes (:func:`_classifier_by_name`); the auxiliary head (never stored in model files) starts fresh. Bands, value range, mean/std follow the model.
+  head are kept; the head's last 1×1 classifier keeps the start model's row for each class of the same name and
+  starts fresh for new classes (:func:`_classifier_by_name`); the auxiliary head (never stored in model files)
+  starts fresh. Bands, value range, mean/std follow the model.
 - ``--backbone CKPT.pth [--arch A]``: an RSP pretraining checkpoint through ``engine.models.load_rsp_backbone``
   (the paper's transfer setting); without ``--arch`` the architecture is found by trying each RSP network. Inputs
   are RGB 0..255 with the ImageNet mean/std RSP pretrained with.
