@@ -1,0 +1,53 @@
+"""bench.guided_labelling's own parts: random squares never overlap, the oracle copies the reference, the table."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.finetune_quality import IGNORE, SPARSE_SIDE
+from bench.guided_labelling import add_squares, random_squares, table
+
+
+def test_random_squares_stay_inside_and_overlap_nothing_taken() -> None:
+    taken = np.zeros((200, 300), bool)
+    taken[:SPARSE_SIDE, :SPARSE_SIDE] = True  # a square labelled before
+    squares = random_squares(taken, 12, np.random.default_rng(0))
+    assert len(squares) == 12
+    seen = np.zeros_like(taken, np.int32)
+    seen[:SPARSE_SIDE, :SPARSE_SIDE] = 1
+    for r, c in squares:
+        assert 0 <= r <= 200 - SPARSE_SIDE and 0 <= c <= 300 - SPARSE_SIDE
+        seen[r : r + SPARSE_SIDE, c : c + SPARSE_SIDE] += 1
+    assert seen.max() == 1
+    assert taken.sum() == 13 * SPARSE_SIDE**2
+
+
+def test_oracle_copies_the_reference_inside_the_squares_only() -> None:
+    mask = np.arange(100 * 100, dtype=np.int64).reshape(100, 100).astype(np.uint8) % 5
+    labels = np.full(mask.shape, IGNORE, np.uint8)
+    add_squares(labels, mask, [(10, 20)])
+    inside = (slice(10, 10 + SPARSE_SIDE), slice(20, 20 + SPARSE_SIDE))
+    assert (labels[inside] == mask[inside]).all()
+    assert (labels < IGNORE).sum() == SPARSE_SIDE**2
+
+
+def test_table_averages_seeds_then_scenes() -> None:
+    rows = [
+        {"scene": "loveda0", "seed": 0, "round": 0, "strategy": "start", "labelled_px": 100, "mIoU": 10.0},
+        {"scene": "loveda0", "seed": 0, "round": 1, "strategy": "guided", "labelled_px": 200, "mIoU": 20.0},
+        {"scene": "loveda0", "seed": 0, "round": 1, "strategy": "random", "labelled_px": 190, "mIoU": 14.0},
+        {"scene": "loveda0", "seed": 1, "round": 0, "strategy": "start", "labelled_px": 100, "mIoU": 12.0},
+        {"scene": "loveda0", "seed": 1, "round": 1, "strategy": "guided", "labelled_px": 200, "mIoU": 16.0},
+        {"scene": "loveda0", "seed": 1, "round": 1, "strategy": "random", "labelled_px": 210, "mIoU": 18.0},
+        {"scene": "potsdam", "seed": 0, "round": 0, "strategy": "start", "labelled_px": 50, "mIoU": 30.0},
+        {"scene": "potsdam", "seed": 0, "round": 1, "strategy": "guided", "error": "boom"},
+        {"scene": "potsdam", "seed": 0, "round": 1, "strategy": "random", "labelled_px": 80, "mIoU": 31.0},
+    ]
+    text, means = table(rows)
+    assert "| loveda0 | 1 | 1 | 200 / 210 | 16.0 | 18.0 | -2.0 |" in text
+    assert "| potsdam | 0 | 1 | - / 80 | boom | 31.0 | - |" in text
+    # round 1: loveda0 only (potsdam's guided run failed): guided 18, random 16 over its two seeds
+    assert means["1"]["scenes"] == 1
+    assert (means["1"]["guided"], means["1"]["random"], means["1"]["worst_scene_delta"]) == (18.0, 16.0, 2.0)
+    # round 0: both scenes, the start is shared: guided = random = mean(11, 30)
+    assert means["0"]["guided"] == means["0"]["random"] == 20.5
