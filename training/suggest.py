@@ -41,6 +41,7 @@ from engine.errors import CancelledError, ParameterError
 from engine.events import DONE, PROGRESS, START, STATUS, WARNING, EventCallback, event
 from engine.georef import get_srs
 from engine.model_file import ModelInfo, read_model_info
+from training.finetune.labels import split_layer_path
 from training.suggest_squares import Candidates, pick, score_candidates
 
 gdal.UseExceptions()
@@ -187,7 +188,7 @@ def segment(request: SuggestRequest, folder: str, emit: EventCallback, cancel: t
 
 
 def _label_layer(path: str) -> tuple[ogr.DataSource, ogr.Layer]:
-    base, _, opts = path.partition("|")
+    base, name = split_layer_path(path)
     if not os.path.exists(base) and not base.startswith("/vsi"):
         raise ParameterError(f"--labels not found: {base}")
     try:
@@ -196,7 +197,6 @@ def _label_layer(path: str) -> tuple[ogr.DataSource, ogr.Layer]:
         raise ParameterError(f"cannot read --labels {base} as vector data: {exc}") from exc
     if src is None or src.GetLayerCount() == 0:
         raise ParameterError(f"--labels {base} holds no vector layer (points, lines or polygons)")
-    name = opts.split("layername=", 1)[1].split("|")[0] if "layername=" in opts else None
     layer = src.GetLayerByName(name) if name else src.GetLayer(0)
     if layer is None:
         raise ParameterError(f"--labels {base} has no layer {name!r}")

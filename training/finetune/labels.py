@@ -85,12 +85,11 @@ class LabelSource:
 
     # ------------------------------------------------------------------------------------------------- reading
     def _open_layer(self) -> tuple[ogr.DataSource, ogr.Layer]:
-        base, _, opts = self.path.partition("|")
+        base, name = split_layer_path(self.path)
         try:
             src = ogr.Open(base)
         except RuntimeError as exc:
             raise LabelError(f"cannot open labels {base}: {exc}") from exc
-        name = opts.split("layername=", 1)[1].split("|")[0] if "layername=" in opts else None
         layer = src.GetLayerByName(name) if name else src.GetLayer(0)
         if layer is None:
             raise LabelError(f"{base} has no layer {name!r}")
@@ -234,3 +233,9 @@ def _reproject_box(
     pts += [(x, ymin + (ymax - ymin) * t / 20) for t in range(21) for x in (xmin, xmax)]
     out = [ct.TransformPoint(x, y)[:2] for x, y in pts]
     return min(p[0] for p in out), max(p[0] for p in out), min(p[1] for p in out), max(p[1] for p in out)
+
+
+def split_layer_path(path: str) -> tuple[str, str | None]:
+    """``(file, layer name or None)`` of a QGIS-style ``file|layername=NAME`` source (a plain path: no layer)."""
+    base, _, opts = path.partition("|")
+    return base, (opts.split("layername=", 1)[1].split("|")[0] if "layername=" in opts else None)
