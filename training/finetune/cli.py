@@ -58,6 +58,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--bands", type=int_list, help="raster bands feeding the model's inputs, e.g. 1,2,3")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the sampling and the augmentation")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument(
+        "--no-refit",
+        dest="refit",
+        action="store_false",
+        help="write the model the hold-out measured, trained without the held-out blocks (default: once measured, "
+        "train again on all labels, held-out blocks included, and write that model; about twice the time)",
+    )
     p.add_argument("--debug", action="store_true", help="tracebacks on errors")
     p.set_defaults(func=run_finetune)
 

@@ -21,6 +21,7 @@ EventCallback = Callable[[dict[str, Any]], None]
 CHECKPOINT_EVERY = 50  # iterations between checkpoints (also written on cancel)
 STATE_FILE = "finetune.json"
 REPORT_FILE = "report.json"
+REFIT_DIR = "refit"  # the work folder's sub-folder of the second training (checkpoints of the refit)
 CONFUSION_FILE = "confusion_matrix.png"
 HOLDOUT_MODEL = "holdout_model.rspmodel"
 
@@ -81,6 +82,7 @@ class FinetuneRequest:
     bands: tuple[int, ...] | None = None
     seed: int = 0
     overwrite: bool = False
+    refit: bool = True  # after the hold-out is measured, train again on all labels (see training.finetune.run)
 
     def __post_init__(self) -> None:
         if not 0 < self.val_fraction <= 0.5:

@@ -10,8 +10,17 @@ Steps, each reported as a ``status`` event: classes from the labels (:mod:`~trai
 spatial split and chips (:mod:`~training.finetune.prepare`); the start network (:mod:`~training.finetune.start`);
 training with the training package's :class:`training.trainer.Trainer` (schedule, augmentation, checkpoints every
 :data:`CHECKPOINT_EVERY` iterations and on cancel, TensorBoard, bit-identical ``--resume``), one ``progress`` event per
-iteration; the hold-out evaluation (:mod:`~training.finetune.holdout`); the model file, written under a temporary name
-and renamed at the very end, plus ``report.json`` and ``confusion_matrix.png`` in the work folder.
+iteration; the hold-out evaluation (:mod:`~training.finetune.holdout`); then, by default, the **refit**: the same
+training again from the same start, seed and recipe on *all* labels, the held-out blocks included (checkpoints in
+``<work folder>/refit``); the model file, written under a temporary name and renamed at the very end, plus
+``report.json`` and ``confusion_matrix.png`` in the work folder.
+
+Why the refit: the hold-out takes a fifth of the labelled blocks, one block of every class first, so with few labels
+it takes a large share of the rare classes. Measured with ``python -m bench.finetune_quality`` (40 squares of 32² px,
+test on the never-labelled bottom 40 %), training on all labels instead of the training blocks alone raised mIoU
+from 20.1 to 35.3 (DeepGlobe), 25.3 to 32.3 (LoveDA tile 2) and 23.2 to 31.6 (Dubai). The hold-out figures are
+those of the first training, the recipe's honest estimate on this data; the written model learnt from more labels
+(the model file's description says so). It costs a second training; ``--no-refit`` writes the measured model.
 
 The work folder (default: ``<output stem>_finetune`` next to the output) keeps the label rasters and checkpoints, so
 ``--resume`` continues an interrupted run; it records the run's inputs in ``finetune.json`` and refuses to resume a
@@ -22,10 +31,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from dataclasses import replace
 from typing import Any
+
+import numpy as np
 
 from engine.errors import CancelledError, ParameterError
 from engine.events import DONE, START, STATUS, WARNING
@@ -39,6 +51,7 @@ from training.finetune.request import (
     DEFAULT_RECIPE,
     HOLDOUT_MODEL,
     RECIPES,
+    REFIT_DIR,
     REPORT_FILE,
     STATE_FILE,
     EventCallback,
@@ -79,7 +92,9 @@ def _fingerprint(request: FinetuneRequest, table: ClassTable) -> dict[str, Any]:
         st = os.stat(base)
         return [os.path.abspath(base), st.st_size, int(st.st_mtime)]
 
-    keep = ("class_field", "init", "backbone", "arch", "iters", "batch_size", "tile", "gsd", "freeze_backbone")
+    keep = (
+        "class_field", "init", "backbone", "arch", "iters", "batch_size", "tile", "gsd", "freeze_backbone", "refit"
+    )  # fmt: skip
     return {
         "rasters": [ident(p) for p in request.rasters],
         "labels": [ident(p) for p in request.labels],
@@ -108,6 +123,8 @@ def _check_resume(work_dir: str, fingerprint: dict[str, Any], resume: bool, on_e
             STATUS,
             message=f"starting afresh in {work_dir} (its checkpoints are replaced; --resume continues)",
         )
+    if not resume:
+        shutil.rmtree(os.path.join(work_dir, REFIT_DIR), ignore_errors=True)  # an earlier run's second training
     os.makedirs(work_dir, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(fingerprint, f, indent=1)
@@ -180,10 +197,23 @@ def finetune(
         holdout_blocks=held,
         work_dir=work_dir,
     )
-    from training.finetune.training import evaluate_and_write, train
+    from training.finetune.training import measure_holdout, train, write_outputs
 
-    start, trainer = train(request, data, table, arch, recipe, tile, iters, batch, work_dir, on_event, cancel)
-    metrics, report = evaluate_and_write(request, data, table, start, trainer, tile, work_dir, on_event, cancel)
+    refit = request.refit and recipe.random_crops and held > 0
+    total = 2 * iters if refit else iters
+    start, trainer = train(
+        request, data, table, arch, recipe, tile, iters, batch, work_dir, on_event, cancel, (0, total)
+    )  # fmt: skip
+    metrics = measure_holdout(data, table, start, trainer, work_dir, on_event, cancel)
+    again = None
+    if refit:
+        # the hold-out has been measured; the written model learns from every label (see the module docstring)
+        everything = replace(data, splits=[replace(s, holdout=np.zeros_like(s.holdout)) for s in data.splits])
+        _, again = train(
+            request, everything, table, arch, recipe, tile, iters, batch, os.path.join(work_dir, REFIT_DIR),
+            on_event, cancel, (iters, total), "hold-out measured; training again on all labels:",
+        )  # fmt: skip
+    report = write_outputs(request, data, table, start, trainer, metrics, tile, work_dir, again)
     result = FinetuneResult(os.path.abspath(request.output), metrics, report, round(time.monotonic() - t0, 1))
     for note in metrics["warnings"]:  # the model is written; say when it is not to be trusted yet
         emit(on_event, WARNING, message=note)
@@ -207,6 +237,7 @@ __all__ = [
     "DEFAULT_RECIPE",
     "HOLDOUT_MODEL",
     "RECIPES",
+    "REFIT_DIR",
     "REPORT_FILE",
     "STATE_FILE",
     "EventCallback",

@@ -38,6 +38,7 @@ from training.finetune.start import Start, build_start
 from training.trainer import Trainer
 
 if typing.TYPE_CHECKING:  # pragma: no cover
+    from engine.model_file import ModelInfo
     from training.config import TrainConfig
 
 CPU_SAMPLES_PER_STEP = 4  # chips per forward on a CPU (larger batches accumulate gradients)
@@ -63,6 +64,9 @@ class FinetuneTrainer(Trainer):
     ) -> None:
         self._dataset, self.table, self.on_event, self.cancel = dataset, table, on_event, cancel
         self._t0, self._start_iter = time.monotonic(), 0
+        # progress of the whole run when this trainer is its second phase (the refit): iterations done before it
+        # and the run's total, so ``progress`` events count 0..total across both phases
+        self.progress_offset, self.progress_total = 0, config.max_iters
         self._snapshot: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
         self.labelled_mean, self.backbone_lr_mult = labelled_mean, backbone_lr_mult
         super().__init__(config, work_dir, device=device, model=model, stream=sys.stderr)
@@ -136,17 +140,18 @@ class FinetuneTrainer(Trainer):
         self._snapshot = ({k: v.detach().clone() for k, v in self.segmentor.named_buffers()}, rng_state())
         parts = super().train_step(batches)
         self._snapshot = None  # the step is complete: nothing to undo
-        it, total = self.iteration, self.config.max_iters
+        it, total = self.iteration, self.progress_total
         rate = (it - self._start_iter) / max(time.monotonic() - self._t0, 1e-9)
+        done = self.progress_offset + it
         self.on_event(
             {
                 "event": PROGRESS,
-                "done": it,
+                "done": done,
                 "total": total,
                 "iteration": it,
                 "loss": round(parts["loss"], 5),
                 "lr": parts["lr"],
-                "eta_s": round((total - it) / rate, 1) if rate > 0 else None,
+                "eta_s": round((total - done) / rate, 1) if rate > 0 else None,
             }
         )
         return parts
@@ -204,8 +209,13 @@ def make_config(
 def train(
     request: FinetuneRequest, data: Prepared, table: ClassTable, arch: str | None, recipe: Recipe, tile: int,
     iters: int, batch: int, work_dir: str, on_event: Any, cancel: threading.Event,
+    progress: tuple[int, int] | None = None, what: str = "training",
 ) -> tuple[Start, FinetuneTrainer]:  # fmt: skip
-    """Build the start network and train it on the chips; returns it with the trainer (weights in ``segmentor``)."""
+    """Build the start network and train it on the chips; returns it with the trainer (weights in ``segmentor``).
+
+    ``progress``: ``(iterations before this phase, the run's total)`` for the ``progress`` events (default: this
+    phase alone); ``what`` begins the status line that announces the training.
+    """
     from training.datasets import train_pipeline
 
     emit(on_event, STATUS, message="building the start network")
@@ -240,33 +250,36 @@ def train(
         raise ParameterError(str(exc), "use --device cpu, or --device cuda on a machine with a GPU") from exc
     if request.freeze_backbone:
         trainer.frozen.append(start.model.backbone)
-    emit(on_event, STATUS, message=f"training {start.arch} on {trainer.device} for {iters} iterations")
+    if progress is not None:
+        trainer.progress_offset, trainer.progress_total = progress
+    emit(on_event, STATUS, message=f"{what} {start.arch} on {trainer.device} for {iters} iterations")
     trainer.run(resume=request.resume)
     return start, trainer
 
 
-def evaluate_and_write(
-    request: FinetuneRequest, data: Prepared, table: ClassTable, start: Start, trainer: FinetuneTrainer, tile: int,
-    work_dir: str, on_event: Any, cancel: threading.Event,
-) -> tuple[dict[str, Any], str]:  # fmt: skip
-    """Hold-out metrics through the engine, then ``report.json``, the confusion PNG and the model file."""
-    from engine.model_file import ModelInfo, load_model_file, save_model_file
-    from training.evaluate import save_confusion_png
-    from training.finetune.holdout import evaluate_holdout
-    from training.finetune.outcome import majority_baseline, outcome_warnings
-    from training.metrics import write_json
+def _model_info(start: Start, table: ClassTable, trainer: FinetuneTrainer) -> ModelInfo:
+    from engine.model_file import ModelInfo
 
-    state = trainer.state_dict()
-    labels_names = ", ".join(os.path.basename(p.split("|")[0]) for p in dict.fromkeys(request.labels))
-    info = ModelInfo(
+    return ModelInfo(
         arch=start.arch,
         num_classes=table.num_classes,
         class_names=table.names,
         colors=table.colors,
         **trainer.config.model_info_fields(start.value_range),  # the start's inputs, the run's GSD and window
     )
+
+
+def measure_holdout(
+    data: Prepared, table: ClassTable, start: Start, trainer: FinetuneTrainer, work_dir: str, on_event: Any,
+    cancel: threading.Event,
+) -> dict[str, Any]:  # fmt: skip
+    """The trained network's hold-out summary through the engine, with ``majority`` and ``warnings`` added."""
+    from engine.model_file import load_model_file, save_model_file
+    from training.finetune.holdout import evaluate_holdout
+    from training.finetune.outcome import majority_baseline, outcome_warnings
+
     held_model = os.path.join(work_dir, HOLDOUT_MODEL)
-    save_model_file(held_model, state, info)
+    save_model_file(held_model, trainer.state_dict(), _model_info(start, table, trainer))
     emit(on_event, STATUS, message="measuring the held-out blocks with the engine")
     model, _ = load_model_file(held_model, device=str(trainer.device))
     model.set_lowres_fusion(True)  # what `engine predict` runs by default
@@ -276,11 +289,28 @@ def evaluate_and_write(
     )  # fmt: skip
     os.remove(held_model)
     per_class = sum(s.counts[~s.holdout].sum(axis=0) for s in data.splits)  # (K,) training pixels per class
-    train_pixels = int(per_class.sum())
     counts = np.asarray(summary["confusion_matrix"], np.int64)
     summary["majority"] = majority_baseline(counts, per_class, table.names)
     mean_iou = summary["mIoU"] if summary["mIoU"] == summary["mIoU"] else 0.0  # NaN: nothing measured
     summary["warnings"] = outcome_warnings(counts, per_class, table.names, mean_iou, trainer.iteration)
+    return summary
+
+
+def write_outputs(
+    request: FinetuneRequest, data: Prepared, table: ClassTable, start: Start, trainer: FinetuneTrainer,
+    summary: dict[str, Any], tile: int, work_dir: str, refit: FinetuneTrainer | None = None,
+) -> str:  # fmt: skip
+    """``report.json``, the confusion PNG and the model file (``refit``'s weights when given, else ``trainer``'s);
+    returns the report's path. ``summary`` is :func:`measure_holdout` of ``trainer``."""
+    from engine.model_file import save_model_file
+    from training.evaluate import save_confusion_png
+    from training.metrics import write_json
+
+    labels_names = ", ".join(os.path.basename(p.split("|")[0]) for p in dict.fromkeys(request.labels))
+    info = _model_info(start, table, trainer)
+    train_pixels = int(sum(s.counts[~s.holdout].sum() for s in data.splits))
+    all_pixels = int(sum(s.counts.sum() for s in data.splits))
+    written = refit or trainer
     report = {
         **summary,
         "model": os.path.abspath(request.output),
@@ -292,6 +322,9 @@ def evaluate_and_write(
         "val_fraction": request.val_fraction,
         "training_pixels": train_pixels,
         "training_chips": len(data.chips),
+        # the written model: trained again on every labelled pixel once the hold-out was measured (--no-refit: no)
+        "refit": refit is not None,
+        "model_training_pixels": all_pixels if refit is not None else train_pixels,
         "freeze_backbone": request.freeze_backbone,
         "rasters": [os.path.abspath(r) for r in request.rasters],
         "labels": [os.path.abspath(p.split("|")[0]) for p in request.labels],
@@ -318,6 +351,12 @@ def evaluate_and_write(
             f"({trainer.iteration} iterations). Hold-out accuracy on {summary['holdout_pixels']} pixels of spatially "
             f"separate blocks: OA {summary['OA']}, kappa {summary['kappa']}, mIoU {summary['mIoU']}, "
             f"mF1 {summary['mF1']}."
+            + (
+                f" This model was then trained again the same way on all {all_pixels} labelled pixels, the "
+                "held-out blocks included: the figures above estimate it (it learnt from more labels)."
+                if refit is not None
+                else ""
+            )
         ),
         provenance={
             **start.provenance,
@@ -326,9 +365,11 @@ def evaluate_and_write(
             "created": created_today(),
             "iterations": trainer.iteration,
             "training_pixels": train_pixels,
+            "refit": refit is not None,
+            "model_training_pixels": all_pixels if refit is not None else train_pixels,
             "val_fraction": request.val_fraction,
             "holdout": holdout,
         },
     )
-    save_model_file(request.output, state, final)  # temporary name, then rename
-    return summary, report_path
+    save_model_file(request.output, written.state_dict(), final)  # temporary name, then rename
+    return report_path

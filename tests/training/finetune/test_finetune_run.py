@@ -34,7 +34,8 @@ def _request(tmp_path, labels, name="mine", **kw):
 
 def test_finetune_writes_a_model_whose_holdout_metrics_the_engine_reproduces(tmp_path, potsdam_polygons):
     events: list[dict] = []
-    result = finetune(_request(tmp_path, potsdam_polygons), on_event=events.append)
+    # --no-refit: the written model is the one the hold-out measured
+    result = finetune(_request(tmp_path, potsdam_polygons, refit=False), on_event=events.append)
     names = [e["event"] for e in events]
     assert names.count("start") == 1 and names[-1] == "done" and names.count("progress") == TINY["iters"]
     assert events[-1]["model"] == result.model and set(events[-1]["metrics"]) == {"OA", "kappa", "mIoU", "mF1"}
@@ -50,6 +51,7 @@ def test_finetune_writes_a_model_whose_holdout_metrics_the_engine_reproduces(tmp
     report = json.loads((work / "report.json").read_text())
     for key in ("OA", "kappa", "mIoU", "mF1", "per_class", "confusion_matrix", "holdout_windows"):
         assert key in report
+    assert report["refit"] is False and report["model_training_pixels"] == report["training_pixels"]
 
     # Independently: segment the whole raster with the written model through the engine, and score the held-out
     # windows against the label raster. The engine's grid is anchored to the raster, so the labels there are the
@@ -71,6 +73,37 @@ def test_finetune_writes_a_model_whose_holdout_metrics_the_engine_reproduces(tmp
     assert info.metrics["OA"] == again["OA"]
 
 
+def test_refit_trains_again_on_every_label_and_writes_that_model(tmp_path, potsdam_polygons, monkeypatch):
+    from training.finetune.chips import RandomCropDataset
+
+    blocks: list[int] = []  # training blocks of each dataset built: phase 1, then the refit
+    original = RandomCropDataset.__init__
+
+    def recording(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        blocks.append(len(self.blocks))
+
+    monkeypatch.setattr(RandomCropDataset, "__init__", recording)
+    events: list[dict] = []
+    refit = finetune(_request(tmp_path, potsdam_polygons, "refit"), on_event=events.append)
+    measured = finetune(_request(tmp_path, potsdam_polygons, "measured", refit=False))
+
+    n = TINY["iters"]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert [e["done"] for e in progress] == list(range(1, 2 * n + 1)) and {e["total"] for e in progress} == {2 * n}
+    assert [e["iteration"] for e in progress] == [*range(1, n + 1), *range(1, n + 1)]
+    report = json.loads((tmp_path / "refit_work" / "report.json").read_text())
+    held = len(report["holdout_windows"])
+    assert held > 0 and blocks[0] + held == blocks[1] == blocks[2] + held  # the refit trains on the held-out too
+    assert report["refit"] is True and report["model_training_pixels"] > report["training_pixels"]
+    assert (tmp_path / "refit_work" / "refit" / "latest.pth").is_file()
+    # the same first training (same seed), so the same hold-out figures; a different written model
+    assert refit.metrics["confusion_matrix"] == measured.metrics["confusion_matrix"]
+    a, b = read_state_dict(refit.model), read_state_dict(measured.model)
+    assert any(not bool((a[k] == b[k]).all()) for k in a)
+    assert "trained again" in read_model_info(refit.model).description
+
+
 @pytest.fixture
 def two_micro_batches(monkeypatch):
     """Batches of 4 chips in two forwards of 2 (gradient accumulation), so a cancel can land mid-step."""
@@ -79,7 +112,7 @@ def two_micro_batches(monkeypatch):
     monkeypatch.setattr(training, "CPU_SAMPLES_PER_STEP", 2)
 
 
-@pytest.mark.parametrize("where", ["between steps", "between micro-batches"])
+@pytest.mark.parametrize("where", ["between steps", "between micro-batches", "in the refit"])
 def test_cancel_then_resume_is_bit_identical(tmp_path, potsdam_polygons, two_micro_batches, monkeypatch, where):
     from training.finetune.chips import RandomCropDataset as ChipDataset  # what the recipes train on
 
@@ -97,18 +130,21 @@ def test_cancel_then_resume_is_bit_identical(tmp_path, potsdam_polygons, two_mic
     monkeypatch.setattr(ChipDataset, "__getitem__", counting)
 
     def on_event(e):
-        if where == "between steps" and e["event"] == "progress" and e["iteration"] == 3:
-            cancel.set()
+        if e["event"] == "progress" and e["done"] == (9 if where == "in the refit" else 3):
+            cancel.set()  # "between micro-batches" is cancelled by the read count above first
 
     request = _request(tmp_path, potsdam_polygons, "split", iters=6, batch_size=4)
     with pytest.raises(CancelledError):
         finetune(request, on_event=on_event, cancel=cancel)
     assert not os.path.exists(request.output)  # nothing under the requested name
-    assert (tmp_path / "split_work" / "iter_3.pth").is_file()  # the last finished iteration, whatever the moment
+    # the last finished iteration, whatever the moment
+    phase = tmp_path / "split_work" / ("refit" if where == "in the refit" else "")
+    assert (phase / "iter_3.pth").is_file()
     monkeypatch.setattr(ChipDataset, "__getitem__", original)
     events: list[dict] = []
     resumed = finetune(FinetuneRequest(**{**request.__dict__, "resume": True}), on_event=events.append)
-    assert [e["iteration"] for e in events if e["event"] == "progress"] == [4, 5, 6]
+    done = [e["done"] for e in events if e["event"] == "progress"]
+    assert done == (list(range(10, 13)) if where == "in the refit" else list(range(4, 13)))
     a, b = read_state_dict(whole.model), read_state_dict(resumed.model)
     assert a.keys() == b.keys()
     assert all(bool((a[k] == b[k]).all()) for k in a)
