@@ -8,7 +8,7 @@ export XDG_RUNTIME_DIR ?= /tmp/runtime-$(shell id -u)
 export HF_HUB_OFFLINE := 1
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup test test-gui lint format demo demo-model bench package reliability clean help
+.PHONY: setup test test-gui lint format demo demo-model start-model bench package reliability clean help
 
 help:
 	@echo "make setup      install Debian packages, .venv and pinned Python packages (idempotent)"
@@ -19,6 +19,7 @@ help:
 	@echo "make demo       segment the bundled sample raster with the demo model"
 	@echo "make bench      CPU performance figures, versus the seed code first (hours)"
 	@echo "make package    build the installable QGIS plugin zip into dist/"
+	@echo "make start-model train the general start model of training finetune (needs ../shared/data, ~10 min)"
 
 setup:
 	@bash scripts/setup.sh
@@ -69,3 +70,8 @@ demo-model:
 
 demo:
 	$(PY) scripts/demo.py --out demo_output
+
+# The general start model of `training finetune` (no --init/--backbone/--arch): the demo network fine-tuned on every
+# labelled real scene of ../shared/data that may ship (bench/start_model.py says which and why), seeded, 2 threads.
+start-model:
+	$(PY) -m bench.start_model --output resources/models/general_lite.rspmodel --threads 2
