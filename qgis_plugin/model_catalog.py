@@ -4,7 +4,7 @@ Bundled models live in ``<plugin>/models/`` (zip install) or ``resources/models/
 read-only (cannot be removed from the manager). A folder that does not exist simply contributes no models, so the
 plugin works before the demo model is added. Metadata is read with :func:`engine.model_file.read_model_info`
 (standard library only, no torch); an unreadable file is listed with its error instead of being hidden. The bundled
-demo model (:func:`bundled_demo_model`) is where fine-tuning starts unless the analyst chooses another start.
+start model (:func:`bundled_start_model`) is where fine-tuning starts unless the analyst chooses another start.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from .plugin_paths import bundled_models_dirs
 
 USER_MODELS_DIRNAME = "rsp_models"
 MODEL_SUFFIX = ".rspmodel"
-DEMO_MODEL_NAME = "demo_lite_potsdam"  # the bundled demo model, fine-tuning's default start
+DEMO_MODEL_NAME = "demo_lite_potsdam"  # the bundled demo model (segments the bundled Potsdam sample)
+# fine-tuning's default start, best first: training.finetune.start.DEFAULT_START_MODELS without the suffix
+START_MODEL_NAMES = ("general_lite", DEMO_MODEL_NAME)
 
 
 @dataclass(frozen=True)
@@ -73,13 +75,24 @@ def list_models(user_dir: Path | None = None, bundled_dirs: list[Path] | None = 
     return entries
 
 
-def bundled_demo_model() -> str | None:
-    """The bundled demo model file (fine-tuning's default start); None when the plugin has none."""
-    for folder in bundled_models_dirs():
-        path = folder / f"{DEMO_MODEL_NAME}{MODEL_SUFFIX}"
-        if path.is_file():
-            return str(path)
+def _bundled(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        for folder in bundled_models_dirs():
+            path = folder / f"{name}{MODEL_SUFFIX}"
+            if path.is_file():
+                return str(path)
     return None
+
+
+def bundled_demo_model() -> str | None:
+    """The bundled demo model file; None when the plugin has none."""
+    return _bundled((DEMO_MODEL_NAME,))
+
+
+def bundled_start_model() -> str | None:
+    """Fine-tuning's default start: the first of :data:`START_MODEL_NAMES` bundled (as ``training finetune`` picks
+    with no ``--init``); None when the plugin has none."""
+    return _bundled(START_MODEL_NAMES)
 
 
 class ModelRemoveError(Exception):

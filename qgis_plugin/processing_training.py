@@ -10,7 +10,8 @@ numeric outputs (``OA``, ``KAPPA``, ``MIOU``, ``MF1``, ×100).
 Decisions: the labels are a feature source, so "Selected features only" and any provider work (exported by
 :func:`.layer_inputs.processing_features_path`); when the labels layer is styled by categories of the class field,
 the classes' names, order and colours come from that style, as in the dialog. Without a start model or backbone the
-bundled demo model is the start. The work folder is ``<output>_finetune`` next to the output model.
+bundled start model (:func:`.model_catalog.bundled_start_model`) is the start. The work folder is
+``<output>_finetune`` next to the output model.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from .layer_inputs import (
     vector_layer_source,
     write_style_classes,
 )
-from .model_catalog import bundled_demo_model
+from .model_catalog import bundled_start_model
 from .parameters import DEVICES
 from .processing_base import RspAlgorithm, check_parameters, raster_file, run_with_feedback
 from .progress_stream import DoneEvent, ProgressEvent
@@ -117,7 +118,7 @@ def _add_metric_outputs(algorithm: RspAlgorithm, what: str) -> None:
 
 class FinetuneAlgorithm(RspAlgorithm):
     """Fine-tunes a model on polygons you digitised over a raster (python -m training finetune, in the interpreter set
-    in the plugin settings). Start from a model file (default: the bundled demo model; an earlier fine-tune continues
+    in the plugin settings). Start from a model file (default: the bundled start model; an earlier fine-tune continues
     it, e.g. with the labels added where "Where to label next" pointed) or an RSP pretraining checkpoint (backbone
     file). Only labelled pixels train. A share of the labelled area, split into spatial blocks, is held out:
     OA, kappa, mIoU and mF1 are measured there and stored in the model file. Classes come from the labels layer's
@@ -136,7 +137,7 @@ class FinetuneAlgorithm(RspAlgorithm):
         self.addParameter(QgsProcessingParameterField(CLASS_FIELD, "Class field", parentLayerParameterName=LABELS))
         self.addParameter(
             QgsProcessingParameterFile(
-                MODEL, "Start model file (default: the bundled demo model)", extension="rspmodel", optional=True
+                MODEL, "Start model file (default: the bundled start model)", extension="rspmodel", optional=True
             )
         )
         self.addParameter(
@@ -200,8 +201,8 @@ class FinetuneAlgorithm(RspAlgorithm):
         if backbone and model:
             raise QgsProcessingException("Give a start model file or a backbone file, not both.")
         if not backbone and not model:
-            model = bundled_demo_model() or ""
-            feedback.pushInfo(f"starting from the bundled demo model {model}")
+            model = bundled_start_model() or ""
+            feedback.pushInfo(f"starting from the bundled start model {model}")
         arch_index = self.parameterAsEnum(parameters, ARCH, context)
         params = TrainParameters(
             raster_path=raster,

@@ -60,7 +60,7 @@ from .layer_inputs import (
     vector_file_path,
     write_run_inputs,
 )
-from .model_catalog import bundled_demo_model, holdout_of, list_models, read_entry
+from .model_catalog import bundled_start_model, holdout_of, list_models, read_entry
 from .parameters import InvalidParametersError
 from .progress_stream import DoneEvent, ProgressEvent
 from .run_dialog import MESSAGE_TITLE, RunDialog
@@ -279,7 +279,7 @@ class TrainDialog(RunDialog):
     def refresh(self) -> None:
         """Reload the list of start models (the Segment dialog's list), keeping the choice; re-check the output."""
         current = self.model_combo.currentData() or plugin_settings.get_value("train_start_model", "")
-        self.model_combo.set_models(list_models(), current, default=bundled_demo_model() or "")
+        self.model_combo.set_models(list_models(), current, default=bundled_start_model() or "")
         self._on_raster_changed()
         self._on_labels_changed()
         self._on_start_changed()

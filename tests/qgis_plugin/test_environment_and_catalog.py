@@ -55,3 +55,21 @@ def test_catalog_lists_user_and_bundled_models_and_reports_broken_files(qgis_app
     remove_model(entries[1], user)
     assert not (user / "mine.rspmodel").exists()
     assert list_models(tmp_path / "none", []) == []
+
+
+def test_plugin_starts_fine_tuning_where_the_command_line_does(monkeypatch, tmp_path, metadata_model) -> None:
+    """With no start chosen, the dialog/Processing default and `training finetune`'s default are the same model."""
+    from qgis_plugin import model_catalog
+    from training.finetune.start import DEFAULT_START_MODELS
+
+    assert [f"{n}{model_catalog.MODEL_SUFFIX}" for n in model_catalog.START_MODEL_NAMES] == list(DEFAULT_START_MODELS)
+    first, second = (tmp_path / "first", tmp_path / "second")
+    first.mkdir(), second.mkdir()
+    monkeypatch.setattr(model_catalog, "bundled_models_dirs", lambda: [first, second])
+    assert model_catalog.bundled_start_model() is None
+    fallback = second / f"{model_catalog.START_MODEL_NAMES[-1]}{model_catalog.MODEL_SUFFIX}"
+    shutil.copy(metadata_model, fallback)
+    assert model_catalog.bundled_start_model() == str(fallback)
+    best = second / f"{model_catalog.START_MODEL_NAMES[0]}{model_catalog.MODEL_SUFFIX}"
+    shutil.copy(metadata_model, best)  # the better start wins, in whichever folder
+    assert model_catalog.bundled_start_model() == str(best)

@@ -22,10 +22,10 @@ from engine.errors import ParameterError
 from engine.model_file import ModelFileError, ModelInfo, read_model_info
 
 DEFAULT_BANDS = ("red", "green", "blue")
-# The start of a fine-tune given none of --init/--backbone/--arch, best first. Today only the demo network ships
-# (lite_resnet trained on one 512² Potsdam crop); a general start model trained on every real scene goes first here
-# when it is built (issue "Fine-tuning that makes useful maps", item 3).
-DEFAULT_START_MODELS = ("demo_lite_potsdam.rspmodel",)
+# The start of a fine-tune given none of --init/--backbone/--arch, best first: the general start model (the demo
+# network fine-tuned on the labelled real scenes, `make start-model`, bench/start_model.py), else the demo network
+# (lite_resnet trained on one 512² Potsdam crop). The plugin's default is the same (qgis_plugin.model_catalog).
+DEFAULT_START_MODELS = ("general_lite.rspmodel", "demo_lite_potsdam.rspmodel")
 
 
 @dataclass
