@@ -11,8 +11,10 @@ run: mIoU as mmseg computes it (the mean over classes whose union of prediction 
 Columns: always the most frequent training class (*majority*); a random-forest pixel classifier as the
 Semi-Automatic Classification Plugin's users run it (scikit-learn ``RandomForestClassifier``, 100 trees, on
 scikit-image ``multiscale_basic_features`` of the RGB image, fitted on 60 000 labelled pixels sampled at random);
-this project's ``python -m training finetune`` with its defaults from the bundled demo model, in its own process
-(then ``python -m engine predict`` on the bottom 40 %), with wall time and peak RSS of each process.
+this project's ``python -m training finetune`` with its defaults, in its own process (then ``python -m engine
+predict`` on the bottom 40 %), with wall time and peak RSS of each process, from each start of ``--starts``:
+``general`` (the general start model, the default start, trained on the *other* fold of scenes:
+:mod:`bench.start_model`), ``demo`` (the demo network), ``scratch`` (random weights).
 
 scikit-learn is a benchmark-only dependency (the engine never imports it). JSON results go to
 ``<out>/finetune_quality.json``; a markdown table is printed. Machines are shared and noisy: the CPU is printed.

@@ -108,8 +108,13 @@ def _clear_gsd(path: str, scenes: tuple[str, ...]) -> None:
 
 
 def without(scene: str, folder: str, threads: int | None = None) -> str:
-    """The start model trained on the fold that does not hold ``scene`` (built into ``folder`` when missing)."""
-    fold = next(k for k, v in FOLDS.items() if scene in v)
+    """The start model trained on the fold that does not hold ``scene`` (built into ``folder`` when missing); for a
+    scene in no fold (the iSAID samples), the shipped model, which never saw it."""
+    fold = next((k for k, v in FOLDS.items() if scene in v), None)
+    if fold is None:
+        if not os.path.isfile(SHIPPED_MODEL):
+            build(SHIPPED, SHIPPED_MODEL, threads=threads)
+        return SHIPPED_MODEL
     path = os.path.join(folder, f"general_without_{fold}.rspmodel")
     if not os.path.isfile(path):
         other = tuple(s for k, v in FOLDS.items() if k != fold for s in v)
