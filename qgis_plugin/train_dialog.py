@@ -535,6 +535,7 @@ class TrainDialog(RunDialog):
                 figures.majority,
                 list(event.raw.get("warnings") or []),
                 previous=self._run_previous,
+                refit=bool(event.raw.get("refit")),
             )
         )
         self.results_label.show()

@@ -101,6 +101,7 @@ def results_html(
     majority: dict[str, Any] | None = None,
     warnings: list[str] | None = None,
     previous: HoldoutFigures | None = None,
+    refit: bool = False,
 ) -> str:
     """The hold-out accuracy of a finished run as HTML: OA, kappa, mIoU, mF1, then F1/IoU/pixels per class.
 
@@ -115,6 +116,8 @@ def results_html(
         warnings: the ``done`` event's ``warnings`` (e.g. classes the model never predicts), shown in red below.
         previous: the model this run continued from (Continue training): the headline figures of both are shown
             side by side (:func:`comparison_table`) instead of this model's alone.
+        refit: the ``done`` event's ``refit``: the saved model was trained again on all labels once the hold-out
+            was measured (said under the title).
     """
     where = f", {holdout_pixels:,} labelled pixels" if holdout_pixels else ""
     head = "".join(f"<th align='right'>&nbsp;{k}&nbsp;</th>" for k in HEADLINE)
@@ -132,6 +135,8 @@ def results_html(
             f"Hold-out accuracy, previous and new model</b><br>previous: {html.escape(previous.model_name)}<br>"
             f"new: {html.escape(model_name)} (per class below)"
         )
+    if refit:
+        title += "<br>then trained again on all labels, held-out blocks included: the saved model learnt from more"
     notes = "".join(f"<p style='color:#b00000;'>&#9888; {html.escape(w)}</p>" for w in warnings or [])
     rows = []
     for row in per_class:

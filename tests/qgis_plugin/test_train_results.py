@@ -52,3 +52,9 @@ def _rows(text: str) -> list[list[str]]:
         cells = [re.sub(r"<[^>]+>", "", c).replace("&nbsp;", " ").strip() for c in re.split(r"<t[dh][^>]*>", row)[1:]]
         rows.append(cells)
     return rows
+
+
+def test_a_refit_model_is_said_to_have_learnt_from_the_held_out_blocks_too():
+    assert "trained again on all labels" not in results_html("mine", METRICS, PER_CLASS, {}, 950)
+    text = results_html("mine", METRICS, PER_CLASS, {}, 950, refit=True)
+    assert text.index("kept out of training") < text.index("trained again on all labels") < text.index("Class")

@@ -227,6 +227,7 @@ def finetune(
         seconds=result.seconds,
         majority=metrics["majority"],
         warnings=metrics["warnings"],
+        refit=again is not None,  # the written model learnt from the held-out blocks too (measured before that)
     )
     return result
 

@@ -96,6 +96,7 @@ def test_refit_trains_again_on_every_label_and_writes_that_model(tmp_path, potsd
     held = len(report["holdout_windows"])
     assert held > 0 and blocks[0] + held == blocks[1] == blocks[2] + held  # the refit trains on the held-out too
     assert report["refit"] is True and report["model_training_pixels"] > report["training_pixels"]
+    assert events[-1]["event"] == "done" and events[-1]["refit"] is True
     assert (tmp_path / "refit_work" / "refit" / "latest.pth").is_file()
     # the same first training (same seed), so the same hold-out figures; a different written model
     assert refit.metrics["confusion_matrix"] == measured.metrics["confusion_matrix"]
