@@ -85,11 +85,11 @@ def format_eta(seconds: float | None) -> str:
 
 
 def progress_text(event: ProgressEvent) -> str:
-    """``"Iteration 12 of 300, loss 0.5432, about 2 min left"`` from a training ``progress`` event."""
-    iteration = event.raw.get("iteration", event.done)
+    """``"Iteration 12 of 600, loss 0.5432, about 2 min left"`` from a training ``progress`` event: ``done`` of
+    ``total`` counts the run's iterations, both trainings of a refit together (``iteration`` restarts in the second)."""
     loss = event.raw.get("loss")
     loss_text = f", loss {float(loss):.4f}" if isinstance(loss, int | float) else ""
-    return f"Iteration {iteration} of {event.total}{loss_text}{format_eta(event.eta_s)}"
+    return f"Iteration {event.done} of {event.total}{loss_text}{format_eta(event.eta_s)}"
 
 
 def results_html(

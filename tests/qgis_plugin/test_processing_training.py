@@ -7,6 +7,8 @@ itself.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from osgeo import gdal
@@ -25,6 +27,8 @@ from qgis.core import (
     QgsProject,
     QgsVectorLayer,
 )
+
+from qgis_plugin.model_catalog import bundled_start_model
 
 NAMES = ("impervious_surface", "building", "low_vegetation", "tree", "car")
 
@@ -87,7 +91,7 @@ def test_finetune_from_a_styled_labels_layer(provider, traced_labels, tmp_path) 
     assert {k: result[k.upper()] for k in ("OA", "kappa", "mIoU", "mF1")} == info.metrics
     assert result["REPORT"].endswith("mine_finetune/report.json")
     assert progress and max(progress) == 100.0
-    assert info.provenance["start"] == DEMO_MODEL.name  # no start given: the bundled demo model
+    assert info.provenance["start"] == Path(bundled_start_model()).name  # no start given: the bundled start model
 
 
 def test_finetune_refuses_two_starts(provider, traced_labels, tmp_path) -> None:

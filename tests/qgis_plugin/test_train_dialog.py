@@ -93,7 +93,7 @@ def choose_one_building_labels(dlg, name: str, extent) -> QgsVectorLayer:
 
 
 def test_defaults(dialog, models_dir) -> None:
-    assert dialog.model_combo.currentText() == "demo_lite_potsdam"  # the bundled demo model, as in Segment
+    assert dialog.model_combo.currentText() == model_catalog.START_MODEL_NAMES[0]  # the bundled start model
     dialog.iterations_spin.setValue(300)
     dialog._auto_iterations = None
     dialog._on_start_changed()
@@ -121,7 +121,7 @@ def test_classes_json_from_the_categorised_style(dialog, layers) -> None:
     assert written == [{"name": label, "color": list(rgb), "value": value} for value, label, rgb in ANALYST_STYLE]
     args = params.finetune_args()
     assert args[args.index("--classes") + 1] == params.classes_json
-    assert args[args.index("--init") + 1] == str(DEMO_MODEL)
+    assert args[args.index("--init") + 1] == model_catalog.bundled_start_model()  # what `training finetune` picks
     assert args[args.index("--iters") + 1] == "2" and args[args.index("--tile") + 1] == "128"
 
 
@@ -174,7 +174,7 @@ def test_train_shows_holdout_metrics_lists_the_model_and_offers_to_segment(
         dlg.runner.status.connect(statuses.append)
         assert wait_until(lambda: dlg.runner is None, RUN_TIMEOUT_S), dlg.status_label.text()
         assert dlg.trained_model == str(models_dir / "potsdam_2_10_finetuned.rspmodel"), dlg.status_label.text()
-        assert progress and progress[-1].startswith("Iteration 2 of 2, loss ")
+        assert progress and progress[-1].startswith("Iteration 4 of 4, loss ")  # 2 iterations, then 2 of the refit
         assert any("held-out" in s for s in statuses)
         results = dlg.results_label.text()
         assert dlg.results_label.isVisibleTo(dlg)
@@ -185,7 +185,8 @@ def test_train_shows_holdout_metrics_lists_the_model_and_offers_to_segment(
         assert set(entry.info.metrics) == {"OA", "kappa", "mIoU", "mF1"}
         assert f"{entry.info.metrics['OA']:.1f}" in results
         assert "Hold-out metrics: OA" in model_catalog.format_info_html(entry, brief=True)
-        assert "Per-class F1 (hold-out): impervious_surface" in model_catalog.format_info_html(entry)
+        info_html = model_catalog.format_info_html(entry)
+        assert "Per-class F1 (hold-out): " in info_html and "impervious_surface" in info_html.split("Per-class F1")[1]
         assert plugin.dialog.model_combo.findData(dlg.trained_model) >= 0  # the Segment dialog lists it
         assert dlg.segment_button.isVisibleTo(dlg) and dlg.segment_button.text() == (
             "Segment potsdam_2_10 with the new model"
