@@ -249,6 +249,7 @@ class TrainDialog(RunDialog):
         self.results_label = QLabel("", self)
         self.results_label.setTextFormat(Qt.RichText)
         self.results_label.setObjectName("resultsLabel")
+        self.results_label.setWordWrap(True)  # long warnings wrap instead of running past the dialog
         self.results_label.hide()
         self.segment_button = QPushButton("Segment with the new model", self)
         self.segment_button.setObjectName("segmentWithNewModelButton")
