@@ -2,7 +2,10 @@
 
 import sys
 
-from engine.cli import main
+from engine.allocator import keep_freed_memory
 
 if __name__ == "__main__":
+    keep_freed_memory()  # before torch allocates anything (see engine.allocator)
+    from engine.cli import main
+
     sys.exit(main())

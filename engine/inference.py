@@ -28,6 +28,7 @@ from engine.compile_child import warm_in_child
 from engine.compile_plan import COMPILE_AUTO_MIN_WINDOWS, Decision
 from engine.errors import CancelledError, ParameterError
 from engine.model_file import ModelInfo, load_model_file
+from engine.models.folding import fold_batchnorm
 from engine.request import RunContext
 from engine.tiling import axis_spans
 
@@ -411,7 +412,9 @@ def load_network(
         path: model file.
         device: see :func:`select_device`.
         threads: ``torch.set_num_threads`` (None: torch's default).
-        exact: keep the reference float order in the decode head (else its low-resolution fusion).
+        exact: keep the reference float order (else the decode head's low-resolution fusion and BatchNorm folded
+            into the convs, :func:`engine.models.folding.fold_batchnorm`: the same function, faster, floats rounded
+            in another order).
         compile_mode: ``--compile`` value, checked here so that a bad one fails before any work.
         info: the file's metadata when already read (read from ``path`` otherwise).
 
@@ -426,6 +429,8 @@ def load_network(
     chosen = select_device(device)
     model, _ = load_model_file(path, device=str(chosen), info=info)
     model.set_lowres_fusion(not exact)
+    if not exact:
+        fold_batchnorm(model)
     try:
         check_compile_mode(compile_mode, chosen.type == "cpu")
     except ValueError as exc:

@@ -312,3 +312,35 @@ def test_lowres_fusion_is_eval_only() -> None:
     x = torch.randn(2, 3, 64, 64, requires_grad=True)
     model(x).sum().backward()  # the training path is the reference one (concat + conv), so gradients flow as usual
     assert model.decode_head.fpn_bottleneck.conv.weight.grad is not None
+
+
+@pytest.mark.parametrize("arch", ["lite_resnet", "rsp_resnet50", "rsp_vitaev2_s"])
+def test_batchnorm_folding_computes_the_same_network(arch: str) -> None:
+    """Folded BatchNorm gives the unfolded network's logits up to float rounding; every BatchNorm of the ResNets and
+    of the head is folded (counted independently from the module tree), and a model in training mode is refused."""
+    from engine.models.folding import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = build_segmentor(arch, 5, aux_head=False).eval()
+    for module in model.modules():  # non-trivial statistics and affine parameters, or folding would be a no-op
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    side = 224 if arch == "rsp_vitaev2_s" else 96
+    x = torch.randn(1, 3, side, side)
+    with torch.inference_mode():
+        reference = model(x)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(model.train())
+    folded = fold_batchnorm(model.eval())
+    remaining = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    with torch.inference_mode():
+        out = model(x)
+    assert folded == n_bn - remaining > 0
+    if arch != "rsp_vitaev2_s":
+        assert remaining == 0
+    scale = reference.abs().max().item()
+    assert (out - reference).abs().max().item() <= 1e-5 * scale
