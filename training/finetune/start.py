@@ -26,6 +26,10 @@ DEFAULT_BANDS = ("red", "green", "blue")
 # network fine-tuned on the labelled real scenes, `make start-model`, bench/start_model.py), else the demo network
 # (lite_resnet trained on one 512² Potsdam crop). The plugin's default is the same (qgis_plugin.model_catalog).
 DEFAULT_START_MODELS = ("general_lite.rspmodel", "demo_lite_potsdam.rspmodel")
+# Class names whose meaning is "none of the other classes" (compared in lower case; see _classifier_by_name).
+CATCH_ALL_NAMES = frozenset(
+    {"background", "clutter", "other", "others", "rest", "unknown", "unclassified", "unlabelled", "unlabeled", "void"}
+)
 
 
 @dataclass
@@ -169,16 +173,24 @@ def _classifier_by_name(
     """The decode head's classifier (``decode_head.conv_seg``) for the classes ``new``: the start model's row for a
     class of the same name, the new network's fresh initialisation for the others.
 
+    A catch-all class (:data:`CATCH_ALL_NAMES`: *background*, *clutter*, *other* …) is defined by what the other
+    classes of its list leave over, so its name means different things in different class lists (LoveDA's
+    *background* is other land; in the Swiss drone labels it is whatever none of nine classes covers). Its row is
+    handed over only when every class of ``new`` is known to the start model (the same labelling scheme or a part of
+    it). Measured (``bench.finetune_quality``, swiss_drone, general start of the other fold, seed 0): the handed-over
+    *background* row scored IoU 0.0 on that class against 50 from a fresh row (demo start).
+
     Only the last 1×1 convolution depends on the classes; the rest of the decode head (pyramid pooling, FPN, fusion)
     holds features that transfer to any class set, so it is always kept (re-initialising it cost 2-3 mIoU in
     ``bench.finetune_quality`` and lost what the start model knew of shared classes such as *building* or *tree*).
     """
     fresh = model.state_dict()
+    same_scheme = set(new) <= set(old)
     out = {}
     for key in ("decode_head.conv_seg.weight", "decode_head.conv_seg.bias"):
         rows = fresh[key].clone()
         for i, name in enumerate(new):
-            if name in old:
+            if name in old and (name.lower() not in CATCH_ALL_NAMES or same_scheme):
                 rows[i] = state[key][old.index(name)]
         out[key] = rows
     return out
