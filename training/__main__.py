@@ -228,4 +228,7 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from engine.allocator import keep_freed_memory
+
+    keep_freed_memory()  # a process that ends with its work keeps freed memory for reuse (see engine.allocator)
     sys.exit(main())
