@@ -13,6 +13,8 @@ applies each ``bnN`` right after ``convN``). Subclasses of ``BatchNorm2d`` (e.g.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -66,7 +68,7 @@ def fold_batchnorm(model: nn.Module) -> int:
                     folded += 1
         elif isinstance(module, sequential):
             names = list(module._modules)
-            for first, second in zip(names, names[1:]):
+            for first, second in itertools.pairwise(names):
                 conv, bn = module._modules[first], module._modules[second]
                 if _foldable(conv, bn):
                     module._modules[first] = fuse_conv_bn_eval(conv, bn)

@@ -1,4 +1,5 @@
-"""engine.allocator: a process that keeps freed memory faults far fewer pages when it allocates the same blocks again."""
+"""engine.allocator: a process that keeps freed memory faults far fewer pages when it allocates the same blocks
+again."""
 
 from __future__ import annotations
 
