@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from osgeo import gdal
 
-from engine.inference import forward_logits
+from engine.inference import forward_logits, prepare_network
 from engine.model_file import load_model_file
 from engine.precision import autocast, cpu_has_native_bf16
 from engine.predict import PredictRequest, predict
@@ -39,7 +39,7 @@ def logit_error(model_path: str, raster: str) -> float:
     from bench.baseline import read_normalised
 
     model, info = load_model_file(model_path)
-    model.set_lowres_fusion(True)
+    prepare_network(model)  # as engine predict runs it
     image = read_normalised(raster, info)
     _, _, h, w = image.shape
     worst = 0.0

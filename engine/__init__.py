@@ -8,7 +8,7 @@ a circle (``tests/test_architecture.py`` checks both, lazy imports included):
 
 1. **core** (standard library, numpy at most): ``events``, ``errors``, ``options`` (every run option's choices and
    defaults), ``faults``, ``atomic``, ``journal``, ``console``, ``tiling``, ``classes``, ``bands``, ``precision``,
-   ``checkpoints``, ``compile_child``, ``web_tiles``.
+   ``checkpoints``, ``compile_child``, ``web_tiles``, ``allocator`` (the C allocator of a command-line process).
 2. **models** (torch): ``_torch_compat``, ``models/``, ``model_file``.
 3. **inputs** (GDAL): ``sources``, ``georef``, ``masks``, ``raster_io``.
 4. **outputs**: ``outputs`` (GeoTIFFs, finishing, statistics), ``vectorize``.
@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 
 LAYERS = (
     ("core", ("events", "errors", "options", "faults", "atomic", "journal", "console", "tiling", "classes", "bands",
-              "precision", "checkpoints", "compile_child", "web_tiles")),
+              "precision", "checkpoints", "compile_child", "web_tiles", "allocator")),
     ("models", ("_torch_compat", "models", "model_file")),
     ("inputs", ("sources", "georef", "masks", "raster_io")),
     ("outputs", ("outputs", "vectorize")),

@@ -397,6 +397,20 @@ def select_device(name: str | None = None) -> torch.device:
     return torch.device(name)
 
 
+def prepare_network(model: torch.nn.Module, *, exact: bool = False) -> torch.nn.Module:
+    """Make a segmentor in eval mode compute as ``engine predict`` computes; returns ``model`` (changed in place).
+
+    ``exact``: the reference float order (RSP/mmseg's logits bit for bit). Otherwise the decode head's low-resolution
+    fusion and BatchNorm folded into the convs (:func:`engine.models.folding.fold_batchnorm`): the same function,
+    faster, floats rounded in another order. Anything that must reproduce the engine's labels (e.g. the fine-tuning
+    hold-out) prepares its network with this.
+    """
+    model.set_lowres_fusion(not exact)
+    if not exact:
+        fold_batchnorm(model)
+    return model
+
+
 def load_network(
     path: str,
     device: str | None = None,
@@ -428,9 +442,7 @@ def load_network(
         torch.set_num_threads(threads)
     chosen = select_device(device)
     model, _ = load_model_file(path, device=str(chosen), info=info)
-    model.set_lowres_fusion(not exact)
-    if not exact:
-        fold_batchnorm(model)
+    prepare_network(model, exact=exact)
     try:
         check_compile_mode(compile_mode, chosen.type == "cpu")
     except ValueError as exc:

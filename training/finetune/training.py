@@ -274,6 +274,7 @@ def measure_holdout(
     cancel: threading.Event,
 ) -> dict[str, Any]:  # fmt: skip
     """The trained network's hold-out summary through the engine, with ``majority`` and ``warnings`` added."""
+    from engine.inference import prepare_network
     from engine.model_file import load_model_file, save_model_file
     from training.finetune.holdout import evaluate_holdout
     from training.finetune.outcome import majority_baseline, outcome_warnings
@@ -282,7 +283,7 @@ def measure_holdout(
     save_model_file(held_model, trainer.state_dict(), _model_info(start, table, trainer))
     emit(on_event, STATUS, message="measuring the held-out blocks with the engine")
     model, _ = load_model_file(held_model, device=str(trainer.device))
-    model.set_lowres_fusion(True)  # what `engine predict` runs by default
+    prepare_network(model)  # what `engine predict` runs by default
     summary = evaluate_holdout(
         held_model, (model, trainer.device), data, table, work_dir, trainer.config.samples_per_gpu, cancel,
         on_block=lambda d, t: emit(on_event, STATUS, message=f"held-out block {d}/{t}"),
