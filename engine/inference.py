@@ -29,6 +29,7 @@ from engine.compile_plan import COMPILE_AUTO_MIN_WINDOWS, Decision
 from engine.errors import CancelledError, ParameterError
 from engine.model_file import ModelInfo, load_model_file
 from engine.models.folding import fold_batchnorm
+from engine.models.segmentor import UperNet
 from engine.request import RunContext
 from engine.tiling import axis_spans
 
@@ -397,7 +398,7 @@ def select_device(name: str | None = None) -> torch.device:
     return torch.device(name)
 
 
-def prepare_network(model: torch.nn.Module, *, exact: bool = False) -> torch.nn.Module:
+def prepare_network(model: UperNet, *, exact: bool = False) -> UperNet:
     """Make a segmentor in eval mode compute as ``engine predict`` computes; returns ``model`` (changed in place).
 
     ``exact``: the reference float order (RSP/mmseg's logits bit for bit). Otherwise the decode head's low-resolution

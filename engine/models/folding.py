@@ -39,8 +39,12 @@ def _sequential_types() -> tuple[type[nn.Module], ...]:
 PAIR_NAMES = (("conv", "bn"), ("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
 
-def _foldable(conv: nn.Module | None, bn: nn.Module | None) -> bool:
-    return isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d and bn.track_running_stats
+def _fold(conv: object, bn: object) -> nn.Conv2d | None:
+    """The folded conv of a ``Conv2d`` followed by a plain ``BatchNorm2d`` with running statistics, else None."""
+    if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and type(bn) is nn.BatchNorm2d:
+        if bn.track_running_stats:
+            return fuse_conv_bn_eval(conv, bn)
+    return None
 
 
 @torch.no_grad()
@@ -61,17 +65,17 @@ def fold_batchnorm(model: nn.Module) -> int:
     for module in list(model.modules()):
         if isinstance(module, named):
             for conv_name, bn_name in PAIR_NAMES:
-                conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
-                if _foldable(conv, bn):
-                    setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+                fused = _fold(getattr(module, conv_name, None), getattr(module, bn_name, None))
+                if fused is not None:
+                    setattr(module, conv_name, fused)
                     setattr(module, bn_name, nn.Identity())
                     folded += 1
         elif isinstance(module, sequential):
             names = list(module._modules)
             for first, second in itertools.pairwise(names):
-                conv, bn = module._modules[first], module._modules[second]
-                if _foldable(conv, bn):
-                    module._modules[first] = fuse_conv_bn_eval(conv, bn)
+                fused = _fold(module._modules[first], module._modules[second])
+                if fused is not None:
+                    module._modules[first] = fused
                     module._modules[second] = nn.Identity()
                     folded += 1
     return folded
