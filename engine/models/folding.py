@@ -41,10 +41,9 @@ PAIR_NAMES = (("conv", "bn"), ("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3
 
 def _fold(conv: object, bn: object) -> nn.Conv2d | None:
     """The folded conv of a ``Conv2d`` followed by a plain ``BatchNorm2d`` with running statistics, else None."""
-    if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and type(bn) is nn.BatchNorm2d:
-        if bn.track_running_stats:
-            return fuse_conv_bn_eval(conv, bn)
-    return None
+    if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+        return None
+    return fuse_conv_bn_eval(conv, bn) if type(bn) is nn.BatchNorm2d and bn.track_running_stats else None
 
 
 @torch.no_grad()
