@@ -24,9 +24,8 @@ import numpy as np
 import torch
 from osgeo import gdal
 
-from engine.inference import forward_logits
+from engine.inference import forward_logits, prepare_network
 from engine.model_file import load_model_file
-from engine.network import prepare_network
 from engine.precision import autocast, cpu_has_native_bf16
 from engine.predict import PredictRequest, predict
 from engine.tiling import axis_spans

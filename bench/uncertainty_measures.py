@@ -22,9 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.inference import slide_inference
+from engine.inference import load_network, slide_inference
 from engine.model_file import read_model_info
-from engine.network import load_network
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "resources", "models", "demo_lite_potsdam.rspmodel")

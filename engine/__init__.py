@@ -13,8 +13,7 @@ a circle (``tests/test_architecture.py`` checks both, lazy imports included):
 3. **inputs** (GDAL): ``sources``, ``georef``, ``masks``, ``raster_io``.
 4. **outputs**: ``outputs`` (GeoTIFFs, finishing, statistics), ``vectorize``.
 5. **request**: ``request`` (what a run is asked, and its prepared context).
-6. **compute**: ``blending``, ``compile_plan``, ``inference`` (precision, compiled window runner), ``network``
-   (device, network loading and eval-time preparation).
+6. **compute**: ``blending``, ``compile_plan``, ``inference`` (network loading, precision, compiled window runner).
 7. **run**: ``resources``, ``streaming``, ``chunks``, ``resume``, ``predict`` (the API), ``distributed``, ``batch``,
    ``warmup``, ``importer``, ``selfcheck``.
 8. **cli**: ``cli``, ``__main__``.
@@ -29,7 +28,7 @@ LAYERS = (
     ("inputs", ("sources", "georef", "masks", "raster_io")),
     ("outputs", ("outputs", "vectorize")),
     ("request", ("request",)),
-    ("compute", ("blending", "compile_plan", "inference", "network")),
+    ("compute", ("blending", "compile_plan", "inference")),
     ("run", ("resources", "streaming", "chunks", "resume", "predict", "distributed", "batch", "warmup", "importer",
              "selfcheck")),
     ("cli", ("cli", "__main__")),

@@ -213,7 +213,7 @@ def run_batch(
         jobs = _jobs(request, names, scratch)
         emit(events.event(events.START, inputs=names, output_dir=request.output_dir, mosaic=request.mosaic,
                           total=len(jobs)))  # fmt: skip
-        from engine.network import load_network
+        from engine.inference import load_network
 
         t = request.template
         network = None

@@ -1,7 +1,7 @@
-"""The torch side of the engine: compilation, window batches, in-memory sliding windows.
+"""The torch side of the engine: device, network loading, compilation, window batches, in-memory sliding windows.
 
-:mod:`engine.network` loads and prepares a model file's network; :func:`compile_for_run` optionally compiles it;
-:func:`run_windows` runs batches of windows.
+:func:`select_device` and :func:`load_network` prepare a model file's network for a run (also used by training for
+the device); :func:`compile_for_run` optionally compiles it; :func:`run_windows` runs batches of windows.
 
 :func:`slide_inference` is what training evaluation calls on whole images held in memory; the raster engine
 (:mod:`engine.predict`) streams windows from GDAL instead, but both take their windows from :mod:`engine.tiling` and
@@ -26,7 +26,10 @@ from engine import compile_plan, options, precision
 from engine.blending import check_blend, window_weight
 from engine.compile_child import warm_in_child
 from engine.compile_plan import COMPILE_AUTO_MIN_WINDOWS, Decision
-from engine.errors import CancelledError
+from engine.errors import CancelledError, ParameterError
+from engine.model_file import ModelInfo, load_model_file
+from engine.models.folding import fold_batchnorm
+from engine.models.segmentor import UperNet
 from engine.request import RunContext
 from engine.tiling import axis_spans
 
@@ -379,3 +382,70 @@ def window_runner(ctx: RunContext, model: torch.nn.Module, device: torch.device,
             else:
                 runner.stay_eager()
     return runner
+
+
+def select_device(name: str | None = None) -> torch.device:
+    """The torch device for ``name``: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; None = CUDA when available, else CPU.
+
+    Raises:
+        ParameterError: CUDA asked for but not available, or an unknown device name.
+    """
+    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ParameterError("--device cuda asked but CUDA is not available; use --device cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ParameterError(f"unknown --device {name!r}; use cpu or cuda")
+    return torch.device(name)
+
+
+def prepare_network(model: UperNet, *, exact: bool = False) -> UperNet:
+    """Make a segmentor in eval mode compute as ``engine predict`` computes; returns ``model`` (changed in place).
+
+    ``exact``: the reference float order (RSP/mmseg's logits bit for bit). Otherwise the decode head's low-resolution
+    fusion and BatchNorm folded into the convs (:func:`engine.models.folding.fold_batchnorm`): the same function,
+    faster, floats rounded in another order. Anything that must reproduce the engine's labels (e.g. the fine-tuning
+    hold-out) prepares its network with this.
+    """
+    model.set_lowres_fusion(not exact)
+    if not exact:
+        fold_batchnorm(model)
+    return model
+
+
+def load_network(
+    path: str,
+    device: str | None = None,
+    *,
+    threads: int | None = None,
+    exact: bool = False,
+    compile_mode: str = "auto",
+    info: ModelInfo | None = None,
+) -> tuple[torch.nn.Module, torch.device]:
+    """The network of model file ``path`` in eval mode on the chosen device, ready for a run.
+
+    Args:
+        path: model file.
+        device: see :func:`select_device`.
+        threads: ``torch.set_num_threads`` (None: torch's default).
+        exact: keep the reference float order (else the decode head's low-resolution fusion and BatchNorm folded
+            into the convs, :func:`engine.models.folding.fold_batchnorm`: the same function, faster, floats rounded
+            in another order).
+        compile_mode: ``--compile`` value, checked here so that a bad one fails before any work.
+        info: the file's metadata when already read (read from ``path`` otherwise).
+
+    Returns:
+        ``(model, device)``.
+
+    Raises:
+        ParameterError: bad device or compile mode. engine.model_file.ModelFileError: bad model file.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    chosen = select_device(device)
+    model, _ = load_model_file(path, device=str(chosen), info=info)
+    prepare_network(model, exact=exact)
+    try:
+        check_compile_mode(compile_mode, chosen.type == "cpu")
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from exc
+    return model, chosen

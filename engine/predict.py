@@ -8,7 +8,7 @@ One code path for the CLI (``python -m engine predict``), the QGIS plugin, train
 
 This module holds the orchestration of one run, in the order it happens: validate the request
 (:class:`PredictRequest`), :func:`prepare` it against the model file and the raster (bands, value scale, work grid,
-region), load the network (:func:`engine.network.load_network`), :func:`run_region` (windows of the
+region), load the network (:func:`engine.inference.load_network`), :func:`run_region` (windows of the
 raster-anchored grid from :mod:`engine.tiling`, read ahead by :mod:`engine.streaming`'s reader thread, run through
 the network in batches, blended into a band of rows by :mod:`engine.blending`, finished rows written by the writer
 thread under temporary names), then :func:`complete` (:mod:`engine.outputs`: warp back to the source grid when the
@@ -160,8 +160,8 @@ def prepare(
 
 
 def load_run_network(ctx: RunContext) -> tuple[Any, Any]:
-    """``(model, torch.device)`` for the run's request (:func:`engine.network.load_network`; metadata not re-read)."""
-    from engine.network import load_network
+    """``(model, torch.device)`` for the run's request (:func:`engine.inference.load_network`; metadata not re-read)."""
+    from engine.inference import load_network
 
     req = ctx.request
     return load_network(

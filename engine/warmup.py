@@ -45,7 +45,7 @@ def warmup(
 
     Args:
         model_path: model file.
-        device: see :func:`engine.network.select_device`.
+        device: see :func:`engine.inference.select_device`.
         batch_size: the runs' ``--batch-size``.
         precision: the runs' ``--precision`` (resolved as a default ``predict`` run resolves it).
         tile: the runs' ``--tile`` (default: the model file's).
@@ -62,10 +62,9 @@ def warmup(
     Raises:
         ParameterError: no C++ compiler, bad options. engine.model_file.ModelFileError: bad model file.
     """
-    from engine.inference import call_abandonable, cpp_compiler, run_windows
+    from engine.inference import call_abandonable, cpp_compiler, load_network, run_windows
     from engine.model_file import read_model_info
     from engine.models import ARCHS
-    from engine.network import load_network
 
     emit = on_event or (lambda e: None)
     if batch_size < 1:

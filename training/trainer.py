@@ -90,14 +90,14 @@ class ResumableSampler(torch.utils.data.Sampler):
 
 
 def resolve_device(device: str, info: DistInfo) -> torch.device:
-    """The training device: the engine's choice (:func:`engine.network.select_device`; ``auto`` → CUDA when
+    """The training device: the engine's choice (:func:`engine.inference.select_device`; ``auto`` → CUDA when
     available, else CPU); under DDP on CUDA each rank takes ``cuda:<local_rank>``.
 
     Raises:
         TrainingError: CUDA asked for but not available, or an unknown device name.
     """
     from engine.errors import ParameterError
-    from engine.network import select_device
+    from engine.inference import select_device
 
     try:
         chosen = select_device(None if device == "auto" else device)

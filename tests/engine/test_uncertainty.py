@@ -13,9 +13,8 @@ from conftest import STRIDE, TILE, potsdam_pixels, read
 from osgeo import gdal, ogr
 
 from engine.blending import margin_uncertainty
-from engine.inference import slide_inference
+from engine.inference import load_network, slide_inference
 from engine.model_file import read_model_info
-from engine.network import load_network
 from engine.predict import PredictRequest, predict
 
 gdal.UseExceptions()

@@ -274,8 +274,8 @@ def measure_holdout(
     cancel: threading.Event,
 ) -> dict[str, Any]:  # fmt: skip
     """The trained network's hold-out summary through the engine, with ``majority`` and ``warnings`` added."""
+    from engine.inference import prepare_network
     from engine.model_file import load_model_file, save_model_file
-    from engine.network import prepare_network
     from training.finetune.holdout import evaluate_holdout
     from training.finetune.outcome import majority_baseline, outcome_warnings
 
