@@ -14,7 +14,10 @@ every mode alike):
 - **reference**: the whole ``python -m engine predict --blend reference --precision fp32`` process, start to exit
   (loading, reading, writing, overviews included); its labels must equal the seed's;
 - **default**: the whole ``python -m engine predict`` process with the engine's defaults (``--precision auto``,
-  ``--compile auto``, smooth blending; nothing is warmed up first).
+  ``--compile auto``, smooth blending; nothing is warmed up first);
+- **exact** (only with ``--exact``): ``--exact --blend reference --precision fp32``, the reference float order
+  (no low-resolution head fusion, no BatchNorm folding): the mode that reproduces the seed's logits bit for bit, so
+  its labels are the seed's even at near-ties; judged against the reference mode's goals.
 
 Reported per mode: the ratio of medians (seed seconds ÷ engine seconds; above 1 the engine is faster), label
 agreement with the seed's labels over all pixels and over the pixels where the seed's margin is at least its median
@@ -63,7 +66,12 @@ TILES = (
 )
 GSD_M, EPSG = 0.05, 32632  # the imported Potsdam model's GSD: the engine reads the raster as it is
 MODES = ("seed", "reference", "default")
-ENGINE_FLAGS = {"reference": ["--blend", "reference", "--precision", "fp32"], "default": []}
+ENGINE_FLAGS = {
+    "reference": ["--blend", "reference", "--precision", "fp32"],
+    "default": [],
+    "exact": ["--exact", "--blend", "reference", "--precision", "fp32"],
+}
+GOAL_OF = {"reference": 0, "default": 1, "exact": 0}  # which of a size's GOALS each engine mode is judged by
 MARGIN_QUANTILE = 0.5  # "confident" pixels: the seed's top-1 − top-2 logit margin at least its median
 # The issue's goals (ratio to the seed's slide_inference) per raster side: (reference fp32, default).
 GOALS = {2048: (1.3, 2.0), 4096: (1.5, 2.5)}
@@ -116,9 +124,9 @@ def rotated(modes: Sequence[str], round_index: int) -> list[str]:
 
 def goal_note(size: int, mode: str, ratio: float) -> str:
     """``met`` / ``missed by N %`` against the issue's goal for that size and mode, or empty when it sets none."""
-    if size not in GOALS or mode not in ENGINE_FLAGS:
+    if size not in GOALS or mode not in GOAL_OF:
         return ""
-    goal = GOALS[size][list(ENGINE_FLAGS).index(mode)]
+    goal = GOALS[size][GOAL_OF[mode]]
     return f"goal ≥ {goal}×: met" if ratio >= goal else f"goal ≥ {goal}×: missed by {100 * (1 - ratio / goal):.0f} %"
 
 
@@ -160,8 +168,13 @@ def write_inputs(shared: Path, size: int, work: Path) -> tuple[Path, Path]:
     return tif, npy
 
 
-def compare(arch: str, size: int, rounds: int, threads: int, shared: Path, seed_python: Path, work: Path) -> dict:
-    """Alternated runs of one network on one size (see the module docstring)."""
+def compare(
+    arch: str, size: int, rounds: int, threads: int, shared: Path, seed_python: Path, work: Path,
+    modes: Sequence[str] = MODES,
+) -> dict:  # fmt: skip
+    """Alternated runs of one network on one size (see the module docstring); ``modes``: ``seed`` first, then engine
+    modes of :data:`ENGINE_FLAGS`."""
+    engine_modes = [m for m in modes if m != "seed"]
     from osgeo import gdal
 
     from bench.cli_runs import timed
@@ -170,14 +183,14 @@ def compare(arch: str, size: int, rounds: int, threads: int, shared: Path, seed_
     seed_dir, model = work / f"seed_{arch}_{size}", work / f"{arch}.rspmodel"
     engine_env = {**os.environ, "PYTHONPATH": str(ROOT)}
     seed_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    seconds: dict[str, list[float]] = {m: [] for m in MODES}
-    agreement: dict[str, list[dict]] = {m: [] for m in ENGINE_FLAGS}
+    seconds: dict[str, list[float]] = {m: [] for m in modes}
+    agreement: dict[str, list[dict]] = {m: [] for m in engine_modes}
     seed_wall: list[float] = []
     load: list[float] = []
     facts: dict[str, Any] = {}
     seed_labels = seed_margin = None
     for r in range(rounds):
-        for mode in rotated(MODES, r):
+        for mode in rotated(modes, r):
             load.append(os.getloadavg()[0])
             print(f"seed_compare: {arch} {size}² round {r + 1}/{rounds}: {mode}", file=sys.stderr, flush=True)
             if mode == "seed":
@@ -222,7 +235,7 @@ def compare(arch: str, size: int, rounds: int, threads: int, shared: Path, seed_
         "seed_process_s": seed_wall,
         "load_average_1min": load,
     }
-    for mode in ENGINE_FLAGS:
+    for mode in engine_modes:
         worst = min(agreement[mode], key=lambda a: a["all"])
         row[mode] = {
             "flags": " ".join(ENGINE_FLAGS[mode]) or "(defaults)",
@@ -267,6 +280,21 @@ def table(results: dict) -> str:
         "Labels = seed's: pixels equal to the seed's labels; *confident*: only where the seed's top-1 − top-2 logit "
         "margin is at least its median (random weights have near-ties).",
     ]
+    exact = [r for r in results["rows"] if "exact" in r]
+    if exact:
+        lines += [
+            "",
+            "| network | raster | seed s | `--exact --blend reference --precision fp32` s | ratio | labels = seed's |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in exact:
+            ex = r["exact"]
+            lines.append(
+                f"| {r['arch']} | {r['size']}² ({r['windows']} win) | {statistics.median(r['seed_s']):.1f} | "
+                f"{statistics.median(ex['engine_s']):.1f} | "
+                f"{ex['ratio_of_medians']:.2f}×{_goal(r['size'], 'exact', ex['ratio_of_medians'])} | "
+                f"{100 * ex['agreement']:.3f} % ({ex['differing_pixels']} px differ) |"
+            )
     return "\n".join(lines)
 
 
@@ -279,7 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared", type=Path, default=SHARED, help="the shared folder (seed_bench/, data/)")
     parser.add_argument("--seed-python", type=Path, default=SEED_PYTHON, help="the seed environment's python")
     parser.add_argument("--out", type=Path, default=Path("bench_output"))
+    parser.add_argument(
+        "--exact", action="store_true", help="also time --exact (the reference float order: the seed's logits exactly)"
+    )
     args = parser.parse_args(argv)
+    modes = (*MODES, "exact") if args.exact else MODES
     if args.rounds < 1 or any(s < 512 for s in args.sizes):
         parser.error("--rounds must be ≥ 1 and --sizes ≥ 512")
     missing = missing_prerequisites(args.shared, args.seed_python)
@@ -292,7 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rsp-seed-compare-") as tmp:
         for size in args.sizes:
             for arch in args.archs:
-                rows.append(compare(arch, size, args.rounds, args.threads, args.shared, args.seed_python, Path(tmp)))
+                rows.append(
+                    compare(arch, size, args.rounds, args.threads, args.shared, args.seed_python, Path(tmp), modes)
+                )
     loads = [x for r in rows for x in r["load_average_1min"]]
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M"),

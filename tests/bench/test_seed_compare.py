@@ -65,6 +65,21 @@ def test_goal_notes() -> None:
     assert sc.goal_note(2048, "default", 1.5) == "goal ≥ 2.0×: missed by 25 %"
     assert sc.goal_note(4096, "default", 2.6) == "goal ≥ 2.5×: met"
     assert sc.goal_note(1024, "default", 1.0) == ""
+    assert sc.goal_note(2048, "exact", 1.2) == "goal ≥ 1.3×: missed by 8 %"  # judged as the reference mode
+
+
+def test_exact_mode_rows_get_their_own_table() -> None:
+    row = {"arch": "rsp_vitaev2_s", "size": 2048, "windows": 25, "seed_s": [50.0, 52.0]}
+    mode = {"engine_s": [40.0], "ratio_of_medians": 1.275, "agreement": 1.0, "differing_pixels": 0,
+            "agreement_confident": 1.0, "precision": "fp32", "compiled": False}  # fmt: skip
+    results = {"rounds": 1, "machine": "cpu", "threads": 2, "load_min": 0.0, "load_max": 1.0}
+    plain = sc.table({**results, "rows": [{**row, "reference": mode, "default": mode}]})
+    assert "--exact" not in plain
+    text = sc.table({**results, "rows": [{**row, "reference": mode, "default": mode, "exact": mode}]})
+    line = text.splitlines()[-1]
+    assert "--exact --blend reference --precision fp32" in text
+    assert line.startswith("| rsp_vitaev2_s | 2048²") and "1.27× (goal ≥ 1.3×: missed by 2 %)" in line
+    assert "100.000 % (0 px differ)" in line
 
 
 def test_missing_seed_environment_is_one_line_and_exit_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
