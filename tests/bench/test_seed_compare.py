@@ -80,6 +80,8 @@ def test_exact_mode_rows_get_their_own_table() -> None:
     assert "--exact --blend reference --precision fp32" in text
     assert line.startswith("| rsp_vitaev2_s | 2048²") and "1.27× (goal ≥ 1.3×: missed by 2 %)" in line
     assert "100.000 % (0 px differ)" in line
+    assert sc.equal_share({"agreement": 1 - 9 / 4_194_304, "differing_pixels": 9}) == "< 100 % (9 px differ)"
+    assert sc.equal_share({"agreement": 0.7754, "differing_pixels": 942_000}) == "77.540 % (942000 px differ)"
 
 
 def test_missing_seed_environment_is_one_line_and_exit_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
