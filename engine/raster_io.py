@@ -115,25 +115,36 @@ def input_range(
 
 @dataclass(frozen=True)
 class Normalizer:
-    """Raster values → network input: linear map onto the model's value range, then ``(x - mean) / std``."""
+    """Raster values → network input: linear map onto the model's value range, then ``(x - mean) / std``.
 
-    scale: np.ndarray  # (C, 1, 1) float32
-    offset: np.ndarray  # (C, 1, 1) float32
+    Computed in float32 in that order, as the reference code normalises (``(img - mean) / std``), not folded into
+    one ``x * scale + offset``: the folded form rounds differently in the last bit, and near-ties of the logits then
+    flip a few labels against the reference (measured: RSP-ViTAEv2-S, 2048², ``--exact``). The value map is skipped
+    when it is the identity (8-bit rasters for 0-255 models), so such input is exactly the reference's.
+    """
+
+    mean: np.ndarray  # (C, 1, 1) float32
+    std: np.ndarray  # (C, 1, 1) float32
+    value_map: tuple[float, float, float] | None = None  # (raster low, k, model low): mlo + (x - rlo) * k; None = x
 
     @classmethod
     def create(cls, info: ModelInfo, raster_range: tuple[float, float]) -> Normalizer:
         """The normaliser for ``info``'s value range, mean and std, from raster values in ``raster_range``."""
         (rlo, rhi), (mlo, mhi) = raster_range, info.value_range
         k = (mhi - mlo) / (rhi - rlo)
-        mean, std = np.asarray(info.mean, np.float64), np.asarray(info.std, np.float64)
-        # model value = mlo + (x - rlo) * k ; input = (model value - mean) / std = x * scale + offset
-        scale = k / std
-        offset = (mlo - rlo * k - mean) / std
-        return cls(scale.astype(np.float32)[:, None, None], offset.astype(np.float32)[:, None, None])
+        mean, std = (np.asarray(v, np.float32)[:, None, None] for v in (info.mean, info.std))
+        identity = k == 1 and rlo == mlo
+        return cls(mean, std, None if identity else (float(rlo), float(k), float(mlo)))
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         """``(C, h, w)`` raw → ``(C, h, w)`` float32 normalised."""
-        return raw.astype(np.float32) * self.scale + self.offset
+        x = raw.astype(np.float32)
+        if self.value_map is not None:
+            rlo, k, mlo = (np.float32(v) for v in self.value_map)
+            x = (x - rlo) * k + mlo
+        x -= self.mean
+        x /= self.std
+        return x
 
 
 def read_valid_mask(ds: gdal.Dataset, bands: list[int], win: Window) -> np.ndarray:

@@ -32,7 +32,7 @@ def warmup(
     model_path: str,
     *,
     device: str | None = None,
-    batch_size: int = options.BATCH_SIZE,
+    batch_size: int = 0,
     precision: str = "auto",
     tile: int | None = None,
     exact: bool = False,
@@ -67,8 +67,9 @@ def warmup(
     from engine.models import ARCHS
 
     emit = on_event or (lambda e: None)
-    if batch_size < 1:
+    if batch_size < 0:
         raise ParameterError(f"--batch-size must be >= 1, got {batch_size}")
+    batch_size = options.batch_size_for(batch_size, exact)
     if precision not in PRECISIONS:
         raise ParameterError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     info = read_model_info(model_path)

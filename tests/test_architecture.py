@@ -187,10 +187,11 @@ def test_predict_batch_and_warmup_command_lines_offer_the_engine_options() -> No
         assert choices[command]["precision"] == (options.PRECISIONS, options.PRECISION_DEFAULT)
         assert choices[command]["compile"] == (options.COMPILE_MODES, options.COMPILE_DEFAULT)
         assert choices[command]["blend"] == (options.BLEND_MODES, options.BLEND_DEFAULT)
-        assert choices[command]["batch_size"] == (None, options.BATCH_SIZE)
+        assert choices[command]["batch_size"][0] is None
+        assert options.batch_size_for(choices[command]["batch_size"][1], exact=False) == options.BATCH_SIZE
         assert "exact" in choices[command]
     assert choices["warmup"]["precision"] == (options.PRECISIONS, options.PRECISION_DEFAULT)
-    assert choices["warmup"]["batch_size"] == (None, options.BATCH_SIZE)
+    assert options.batch_size_for(choices["warmup"]["batch_size"][1], exact=False) == options.BATCH_SIZE
     assert parameters.PRECISIONS == options.PRECISIONS and parameters.DEFAULT_BATCH_SIZE == options.BATCH_SIZE
     assert batch_parameters.RASTER_EXTENSIONS == options.RASTER_EXTENSIONS
     assert batch_parameters.BatchParameters.__dataclass_fields__["batch_size"].default == options.BATCH_SIZE
