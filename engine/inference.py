@@ -360,8 +360,9 @@ def window_runner(ctx: RunContext, model: torch.nn.Module, device: torch.device,
 
     req, info = ctx.request, ctx.info
     precision = ctx.precision_for(device)
-    key = graph_key(info.arch, info.num_classes, ctx.tile, req.batch_size, precision, req.exact, device.type)
-    runner = WindowRunner(model, device, precision, req.compile, n_windows, req.batch_size, key, ctx.cancel)
+    batch_size = req.windows_per_pass
+    key = graph_key(info.arch, info.num_classes, ctx.tile, batch_size, precision, req.exact, device.type)
+    runner = WindowRunner(model, device, precision, req.compile, n_windows, batch_size, key, ctx.cancel)
     if runner.compiling:
         took = "≈ 10 s from the compiler cache" if runner.decision.warm else "1-2 min the first time"
         ctx.emit(events.STATUS, message=f"compiling the network ({took}; {runner.decision.reason})")
@@ -370,7 +371,7 @@ def window_runner(ctx: RunContext, model: torch.nn.Module, device: torch.device,
             warm = warm_in_child(
                 req.model,
                 device=str(device),
-                batch_size=req.batch_size,
+                batch_size=batch_size,
                 precision=precision,
                 tile=ctx.tile,
                 exact=req.exact,

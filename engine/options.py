@@ -13,15 +13,15 @@ from collections.abc import Callable
 BATCH_SIZE = 4  # windows per forward pass
 
 
-def batch_size_for(value: int, exact: bool) -> int:
-    """``--batch-size``: ``value`` when given (> 0), else the default: 1 with ``--exact``, else :data:`BATCH_SIZE`.
+def batch_size_for(value: int | None, exact: bool) -> int:
+    """``--batch-size``: ``value`` when given, else (None) the default: 1 with ``--exact``, else :data:`BATCH_SIZE`.
 
     ``--exact`` promises the reference's logits, and the reference runs one window at a time: oneDNN picks other
     kernels for other batch sizes, which round differently (measured: RSP-ViTAEv2-S, one 512² window, bit-identical
     at batch 1, max |Δlogit| 0.047 at batches 2 and 5), so an exact run keeps batch 1 unless asked otherwise. On the
     2-core Xeon measured, a 2048² ViTAEv2-S ``--exact`` run took 48.7 s at batch 1 and 49.3 s at the pass size of 4.
     """
-    return value if value > 0 else (1 if exact else BATCH_SIZE)
+    return value if value is not None else (1 if exact else BATCH_SIZE)
 
 
 COMPILE_MODES = ("auto", "on", "off")  # torch.compile: by expected saving, always, never
@@ -71,7 +71,7 @@ def add_window_options(p: argparse.ArgumentParser, *, blend: bool = True, compil
     p.add_argument(
         "--batch-size",
         type=int,
-        default=0,
+        default=None,
         help=f"windows per forward pass (default {BATCH_SIZE}; with --exact 1, the reference's one window at a time)",
     )
     if blend:

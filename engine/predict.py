@@ -241,7 +241,8 @@ def run_region(
     from engine.inference import window_runner
 
     runner = window_runner(ctx, model, device, len(windows))
-    size = ctx.request.batch_size if runner.compiling else pass_size(whole or len(windows), ctx.request.batch_size)
+    asked = ctx.request.windows_per_pass
+    size = asked if runner.compiling else pass_size(whole or len(windows), asked)
     runner.batch_size = size
     if state is not None:
         sink: streaming.RowSink = state.sink(region)

@@ -47,8 +47,8 @@ class PredictRequest:
             raster's own) or metres (a float or its text); see :func:`engine.georef.parse_gsd`.
         bands: 1-based raster bands feeding the model's inputs in order (default: :func:`engine.bands.map_bands`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``; None = CUDA when available, else CPU.
-        batch_size: windows per forward pass; 0 (default): :func:`engine.options.batch_size_for` (4, or 1 with
-            ``exact``).
+        batch_size: windows per forward pass; None (default): 4, or 1 with ``exact``
+            (:func:`engine.options.batch_size_for`); the run uses :attr:`windows_per_pass`.
         threads: ``torch.set_num_threads`` (None = torch's default).
         tile, stride: window size and step in pixels (default: the model file's).
         blend: ``"smooth"`` or ``"reference"`` (see :mod:`engine.blending`).
@@ -85,7 +85,7 @@ class PredictRequest:
     bands: tuple[int, ...] | None = None
     gsd: str | float = georef.GSD_MODEL
     device: str | None = None
-    batch_size: int = 0
+    batch_size: int | None = None
     threads: int | None = None
     tile: int | None = None
     stride: int | None = None
@@ -109,9 +109,8 @@ class PredictRequest:
             raise ParameterError(f"--compile must be one of {', '.join(options.COMPILE_MODES)}, got {self.compile!r}")
         if self.precision not in PRECISIONS:
             raise ParameterError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.batch_size < 0:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ParameterError(f"--batch-size must be >= 1, got {self.batch_size}")
-        object.__setattr__(self, "batch_size", options.batch_size_for(self.batch_size, self.exact))
         if self.tile is not None and not MIN_TILE <= self.tile <= MAX_TILE:
             raise ParameterError(f"--tile must be in {MIN_TILE}..{MAX_TILE} pixels, got {self.tile}")
         if self.stride is not None and self.stride < 1:
@@ -127,6 +126,11 @@ class PredictRequest:
         outs = [os.path.abspath(p) for p in (self.output, self.vector, self.confidence, self.uncertainty) if p]
         if len(set(outs)) != len(outs) or os.path.abspath(self.input) in outs:
             raise ParameterError("--output, --vector, --confidence, --uncertainty and --input must be different files")
+
+    @property
+    def windows_per_pass(self) -> int:
+        """``batch_size``, or its default when not given (:func:`engine.options.batch_size_for`)."""
+        return options.batch_size_for(self.batch_size, self.exact)
 
     def output_paths(self) -> dict[str, str]:
         """``{role: path}`` of the requested outputs (roles of :mod:`engine.events`)."""

@@ -32,7 +32,7 @@ def warmup(
     model_path: str,
     *,
     device: str | None = None,
-    batch_size: int = 0,
+    batch_size: int | None = None,
     precision: str = "auto",
     tile: int | None = None,
     exact: bool = False,
@@ -67,7 +67,7 @@ def warmup(
     from engine.models import ARCHS
 
     emit = on_event or (lambda e: None)
-    if batch_size < 0:
+    if batch_size is not None and batch_size < 1:
         raise ParameterError(f"--batch-size must be >= 1, got {batch_size}")
     batch_size = options.batch_size_for(batch_size, exact)
     if precision not in PRECISIONS:

@@ -40,9 +40,10 @@ def test_other_value_ranges_are_mapped_onto_the_models_then_normalised() -> None
 def test_exact_runs_one_window_at_a_time_unless_a_batch_size_is_given() -> None:
     """The reference runs one window per forward, and oneDNN rounds other batch sizes differently."""
     base = {"model": "m.rspmodel", "input": "in.tif", "output": "out.tif"}
-    assert PredictRequest(**base).batch_size == options.BATCH_SIZE
-    assert PredictRequest(**base, exact=True).batch_size == 1
-    assert PredictRequest(**base, exact=True, batch_size=3).batch_size == 3
-    assert PredictRequest(**base, batch_size=2).batch_size == 2
-    with pytest.raises(ParameterError, match="--batch-size"):
-        PredictRequest(**base, batch_size=-1)
+    assert PredictRequest(**base).windows_per_pass == options.BATCH_SIZE
+    assert PredictRequest(**base, exact=True).windows_per_pass == 1
+    assert PredictRequest(**base, exact=True, batch_size=3).windows_per_pass == 3
+    assert PredictRequest(**base, batch_size=2).windows_per_pass == 2
+    for bad in (0, -1):
+        with pytest.raises(ParameterError, match="--batch-size must be >= 1"):
+            PredictRequest(**base, batch_size=bad)
