@@ -10,17 +10,25 @@ mean uncertainty, the mean confidence, the count of pixels of each predicted cla
 pixels. A square is **eligible** when all its pixels are valid (predicted: not nodata, not masked) and none is
 labelled already.
 
-**The pick** (:func:`pick`), greedy, one square at a time:
+**The pick** (:func:`pick`), greedy, one square at a time, *stratified by predicted content*:
 
-1. the square with the highest ``score`` among the eligible ones that overlap no square already picked and keep a
-   gap of at least one square size (:data:`MIN_GAP_SQUARES`) to each of them; when none is left, the gap is dropped
-   and only overlap is forbidden;
-2. ``score`` = mean uncertainty × (1 - :data:`DIVERSITY_WEIGHT` × the highest similarity of the square's predicted
-   class mix to a square already picked), where the similarity of two mixes is their histogram intersection
-   ``Σ_k min(share_k, share'_k)`` (1: the same classes in the same shares; 0: no class in common).
+1. every eligible square belongs to the **stratum** of the class it predicts most; a stratum's weight is the square
+   root of its number of eligible squares (:data:`STRATUM_POWER`: the area it covers, its imbalance softened, as the
+   fine-tuning sampler softens the labels' class imbalance);
+2. the next square comes from the stratum with the highest ``weight / (squares picked from it + 1)`` (the highest
+   averages rule of seat apportionment), so the picks follow the area's predicted class mix, the rare classes
+   over-represented; ties go to the larger stratum;
+3. within that stratum, the square with the highest ``score`` among those that overlap no square already picked and
+   keep a gap of at least one square size (:data:`MIN_GAP_SQUARES`) to each of them (when none is left anywhere, the
+   gap is dropped and only overlap is forbidden); ``score`` = mean uncertainty × (1 - :data:`DIVERSITY_WEIGHT` × the
+   highest similarity of the square's predicted class mix to a square already picked), the similarity of two mixes
+   being their histogram intersection ``Σ_k min(share_k, share'_k)`` (1: the same classes in the same shares).
 
-The first square is therefore the one with the highest mean uncertainty, and the next ones are pushed away from both
-the places and the class mixes already suggested, so that ten squares do not all land in the same confused field.
+Why stratified (``python -m bench.guided_labelling``, README): picking by uncertainty alone, with only the diversity
+term of step 3, did worse than squares at random after every round (mean of four real scenes, −4.1 mIoU after round
+3): with a few labelled squares the most uncertain places are of one or two kinds (boundaries, the class the model
+knows least), while random squares follow the scene's class mix, which is what a test area holds. The strata keep
+that coverage; the uncertainty chooses the square within each.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ gdal.UseExceptions()
 LABEL_NODATA = 255  # the engine's class-raster nodata
 MIN_GAP_SQUARES = 1.0  # gap kept between suggested squares, in square sizes (dropped when no square is left)
 DIVERSITY_WEIGHT = 0.5  # how much a class mix already suggested lowers a square's score (0: none, 1: to zero)
+STRATUM_POWER = 0.5  # a stratum's weight: (its eligible squares) ** STRATUM_POWER (1: ∝ area, 0: every class alike)
 
 
 @dataclass
@@ -141,11 +150,15 @@ def score_candidates(
 def pick(candidates: Candidates, count: int) -> list[tuple[int, float]]:
     """The ``count`` squares to suggest, best first: ``(candidate index, score)`` (fewer when fewer fit).
 
-    See the module docstring for the rule.
+    See the module docstring for the rule. The score is the square's within its stratum, so it need not fall with rank.
     """
     c = candidates
     shares = c.shares
     n = c.rows.size
+    stratum = np.argmax(c.class_counts, axis=1) if n else np.zeros(0, np.int64)
+    classes = c.class_counts.shape[1] if c.class_counts.ndim == 2 else 1
+    weight = np.bincount(stratum[c.eligible], minlength=classes).astype(np.float64) ** STRATUM_POWER
+    picked = np.zeros(classes)
     similarity = np.zeros(n)  # highest class-mix similarity to a picked square
     gap = np.full(n, np.inf)  # smallest gap (pixels) to a picked square; negative: overlapping it
     taken = np.zeros(n, bool)
@@ -155,10 +168,15 @@ def pick(candidates: Candidates, count: int) -> list[tuple[int, float]]:
             allowed = c.eligible & ~taken & (gap >= min_gap)
             if not allowed.any():
                 break
+            open_strata = np.bincount(stratum[allowed], minlength=classes) > 0
+            priority = np.where(open_strata, weight / (picked + 1.0), -np.inf)
+            best_stratum = int(np.lexsort((weight, priority))[-1])  # highest priority; ties: the larger stratum
+            allowed &= stratum == best_stratum
             score = np.where(allowed, c.uncertainty * (1.0 - DIVERSITY_WEIGHT * similarity), -np.inf)
             best = int(np.argmax(score))
             chosen.append((best, float(score[best])))
             taken[best] = True
+            picked[best_stratum] += 1
             similarity = np.maximum(similarity, np.minimum(shares, shares[best]).sum(axis=1))
             apart = np.maximum(np.abs(c.rows - c.rows[best]), np.abs(c.cols - c.cols[best])) - c.size
             gap = np.minimum(gap, apart)

@@ -94,13 +94,13 @@ def to_raster_crs(geom: ogr.Geometry, from_srs: osr.SpatialReference) -> ogr.Geo
     return geom
 
 
-def uncertainty_raster(model: str, raster: str, folder: Path) -> np.ndarray:
-    """The engine's own uncertainty raster of ``raster`` (same defaults as ``suggest``)."""
+def engine_rasters(model: str, raster: str, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The engine's own uncertainty and class rasters of ``raster`` (same defaults as ``suggest``)."""
     out = folder / "engine"
     out.mkdir()
     predict(PredictRequest(model=model, input=raster, output=str(out / "c.tif"), uncertainty=str(out / "u.tif"),
                            compile="off"))  # fmt: skip
-    return gdal.Open(str(out / "u.tif")).ReadAsArray()
+    return gdal.Open(str(out / "u.tif")).ReadAsArray(), gdal.Open(str(out / "c.tif")).ReadAsArray()
 
 
 def test_squares_are_ranked_by_uncertainty_inside_the_raster_and_apart(model: str, raster: str, tmp_path) -> None:
@@ -110,13 +110,19 @@ def test_squares_are_ranked_by_uncertainty_inside_the_raster_and_apart(model: st
     squares, layer_srs = read_squares(result.output)
     assert layer_srs.IsSame(srs(32633))  # no labels: the raster's CRS
     assert [s["rank"] for s in squares] == list(range(1, 7))
-    unc = uncertainty_raster(model, raster, tmp_path)
+    unc, classes = engine_rasters(model, raster, tmp_path)
     step = size // 2
-    means = {(r, c): float(unc[r : r + size, c : c + size].mean())
-             for r in range(0, HEIGHT - size + 1, step) for c in range(0, WIDTH - size + 1, step)}  # fmt: skip
-    assert squares[0]["uncertainty"] == pytest.approx(max(means.values()), abs=1e-5)  # rank 1: the most uncertain
-    scores = [s["score"] for s in squares]
-    assert scores == sorted(scores, reverse=True)
+    grid = [(r, c) for r in range(0, HEIGHT - size + 1, step) for c in range(0, WIDTH - size + 1, step)]
+    means = {(r, c): float(unc[r : r + size, c : c + size].mean()) for r, c in grid}
+    dominant = {(r, c): int(np.argmax(np.bincount(classes[r : r + size, c : c + size].ravel(), minlength=3)))
+                for r, c in grid}  # fmt: skip
+    strata = np.bincount(list(dominant.values()), minlength=3)
+    # rank 1: the most uncertain square of the largest stratum (the class predicted most in the most squares)
+    firsts = [max(means[k] for k in grid if dominant[k] == s) for s in np.flatnonzero(strata == strata.max())]
+    assert any(squares[0]["uncertainty"] == pytest.approx(f, abs=1e-5) for f in firsts)
+    names = ("impervious", "building", "vegetation")
+    for s in squares:
+        assert s["predicted"] == names[dominant[(s["row"], s["col"])]]
     extent = ogr.CreateGeometryFromWkt(box(X0, Y1 - HEIGHT * PIXEL, X0 + WIDTH * PIXEL, Y1))
     for s in squares:
         assert s["uncertainty"] == pytest.approx(means[(s["row"], s["col"])], abs=1e-5)
@@ -192,8 +198,21 @@ def test_pick_keeps_squares_apart_and_prefers_new_class_mixes() -> None:
         mixes=[[50, 50, 0], [50, 50, 0], [50, 50, 0], [0, 0, 100], [0, 100, 0]],
     )
     chosen = [i for i, _score in pick(c, 5)]
-    # 1 overlaps 0 (never); 2 has 0's class mix (0.5 x 0.5 = 0.25 < 0.4); then 2; 1 never fits
-    assert chosen == [0, 3, 2, 4]
+    # strata by the class predicted most: class 0 holds 0, 1, 2 (weight √3), class 2 holds 3, class 1 holds 4 (1 each)
+    # 0 (class 0 first, its most uncertain); then √3/2 = 0.87 < 1: class 2's 3 and class 1's 4 (a tie of equal
+    # strata goes to the higher class index); then class 0 again: 1 overlaps 0 (never), so 2; nothing else fits
+    assert chosen == [0, 3, 4, 2]
+
+
+def test_pick_follows_the_predicted_class_mix_rare_classes_over_represented() -> None:
+    # nine squares of class 0 (low uncertainty), one of class 1 (the lowest of all), all far apart
+    c = candidates(rows=[100 * i for i in range(10)], cols=[0] * 10,
+                   unc=[0.30, 0.20, 0.25, 0.22, 0.21, 0.2, 0.2, 0.2, 0.2, 0.05], mixes=[[100, 0]] * 9 + [[0, 100]])  # fmt: skip
+    chosen = [i for i, _ in pick(c, 4)]
+    # weights √9 = 3 and 1: class 0 (3), class 0 (3/2 = 1.5), class 0 (3/3 = 1; ties with class 1's 1, larger
+    # stratum first), class 1 (1 > 3/4); within class 0 by uncertainty: 0, 2, 3
+    assert chosen == [0, 2, 3, 9]
+    assert [i for i, _ in pick(c, 3)] == [0, 2, 3]  # by uncertainty alone the rare square would never come
 
 
 def test_pick_drops_the_gap_before_giving_up_and_never_overlaps() -> None:
