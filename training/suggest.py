@@ -15,9 +15,10 @@ squares and pick the ranked, diverse set (:mod:`training.suggest_squares`); writ
 renamed onto the output at the end.
 
 Fields of each square: ``rank`` (1 = label first), ``uncertainty`` (mean over its pixels, 0..1), ``score`` (the
-uncertainty after the diversity rule, within the square's stratum: :mod:`training.suggest_squares`), ``predicted`` (the class the model predicts most
-there), ``predicted_share`` (that class's share of the pixels), ``classes`` (number of classes predicted in it),
-``mean_confidence`` (mean top-class probability), ``col``/``row`` (its top-left raster pixel) and ``size_px``.
+uncertainty after the diversity rule, within the square's stratum: :mod:`training.suggest_squares`), ``predicted``
+(the class the model predicts most there), ``predicted_share`` (that class's share of the pixels), ``classes``
+(number of classes predicted in it), ``mean_confidence`` (mean top-class probability), ``col``/``row`` (its top-left
+raster pixel) and ``size_px``.
 
 Events (the engine's contract, :mod:`engine.events`): ``start``, ``status`` (each step), the engine's ``progress``
 and ``warning`` events during the segmentation (``stage``: ``"predict"``), ``done`` (``outputs``:

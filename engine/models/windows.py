@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -11,13 +13,6 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     b, h, w, c = x.shape
     x = x.view(b, h // window, window, w // window, window, c)
     return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window, window, c)
-
-
-def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
-    """(B·nW, window, window, C) → (B, H, W, C), the inverse of :func:`window_partition`."""
-    b = int(windows.shape[0] / (h * w / window / window))
-    x = windows.view(b, h // window, w // window, window, window, -1)
-    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(b, h, w, -1)
 
 
 def relative_position_index(window: int) -> torch.Tensor:
@@ -89,6 +84,28 @@ class WindowAttention(nn.Module):
         return self.proj(x)
 
 
+@functools.lru_cache(maxsize=64)
+def window_token_order(h: int, w: int, window: int, shift: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each token goes in RSP's pad-then-roll window order, as two index vectors (CPU, int64).
+
+    ``gather`` (Hp·Wp,): for each position of the padded, rolled map in window order (window row, window column, row
+    in the window, column in the window), the source token ``y·w + x`` of the h×w map, or ``h·w`` (a zero token
+    appended) where it falls in the padding. ``scatter`` (h·w,): for each token of the h×w map, its position in that
+    window order, i.e. where its result is after the attention (rolled back and cropped).
+    """
+    hp, wp = -(-h // window) * window, -(-w // window) * window
+    ry, rx = torch.meshgrid(torch.arange(hp), torch.arange(wp), indexing="ij")  # positions on the rolled map
+    py, px = (ry + shift) % hp, (rx + shift) % wp  # torch.roll(-shift): rolled[r] = padded[(r + shift) % n]
+    source = torch.where((py < h) & (px < w), py * w + px, torch.full_like(py, h * w))
+    order = (ry // window * (wp // window) + rx // window) * window * window + ry % window * window + rx % window
+    gather = torch.empty(hp * wp, dtype=torch.int64)
+    gather[order.reshape(-1)] = source.reshape(-1)
+    y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    ry, rx = (y - shift) % hp, (x - shift) % wp
+    scatter = (ry // window * (wp // window) + rx // window) * window * window + ry % window * window + rx % window
+    return gather, scatter.reshape(-1)
+
+
 def windowed_attention(
     x: torch.Tensor,
     h: int,
@@ -102,21 +119,16 @@ def windowed_attention(
 
     The (already normalised) token map is zero-padded right/bottom to a multiple of ``window`` first, then cyclically
     shifted by ``-shift`` (Swin's odd blocks), attended per window, shifted back and cropped. Padded tokens are not
-    masked (as in RSP) unless ``mask`` says so.
+    masked (as in RSP) unless ``mask`` says so. Padding, rolling and partitioning are one gather of the tokens, and
+    the way back one more (:func:`window_token_order`): the same values as pad, roll, permute and back, with two
+    copies of the token map instead of six.
     """
-    b, _, c = x.shape
-    x = x.view(b, h, w, c)
-    pad_r = (window - w % window) % window
-    pad_b = (window - h % window) % window
-    x = nn.functional.pad(x, (0, 0, 0, pad_r, 0, pad_b))  # (B, Hp, Wp, C)
-    hp, wp = x.shape[1], x.shape[2]
-    if shift > 0:
-        x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
-    windows = window_partition(x, window).view(-1, window * window, c)  # (B·nW, w², C)
+    b, n, c = x.shape
+    gather, scatter = window_token_order(h, w, window, shift)
+    if gather.device != x.device:
+        gather, scatter = gather.to(x.device), scatter.to(x.device)
+    if gather.numel() > n:  # some padding: the index n is a zero token
+        x = torch.cat([x, x.new_zeros(b, 1, c)], dim=1)
+    windows = x.index_select(1, gather).view(-1, window * window, c)  # (B·nW, w², C)
     out = attn(windows, mask=mask)  # (B·nW, w², C_out)
-    out = window_reverse(out.view(-1, window, window, out.shape[-1]), window, hp, wp)  # (B, Hp, Wp, C_out)
-    if shift > 0:
-        out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
-    if pad_r > 0 or pad_b > 0:
-        out = out[:, :h, :w, :].contiguous()
-    return out.view(b, h * w, -1)
+    return out.view(b, -1, out.shape[-1]).index_select(1, scatter)  # (B, H·W, C_out)

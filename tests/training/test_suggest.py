@@ -206,8 +206,8 @@ def test_pick_keeps_squares_apart_and_prefers_new_class_mixes() -> None:
 
 def test_pick_follows_the_predicted_class_mix_rare_classes_over_represented() -> None:
     # nine squares of class 0 (low uncertainty), one of class 1 (the lowest of all), all far apart
-    c = candidates(rows=[100 * i for i in range(10)], cols=[0] * 10,
-                   unc=[0.30, 0.20, 0.25, 0.22, 0.21, 0.2, 0.2, 0.2, 0.2, 0.05], mixes=[[100, 0]] * 9 + [[0, 100]])  # fmt: skip
+    unc = [0.30, 0.20, 0.25, 0.22, 0.21, 0.2, 0.2, 0.2, 0.2, 0.05]
+    c = candidates(rows=[100 * i for i in range(10)], cols=[0] * 10, unc=unc, mixes=[[100, 0]] * 9 + [[0, 100]])
     chosen = [i for i, _ in pick(c, 4)]
     # weights √9 = 3 and 1: class 0 (3), class 0 (3/2 = 1.5), class 0 (3/3 = 1; ties with class 1's 1, larger
     # stratum first), class 1 (1 > 3/4); within class 0 by uncertainty: 0, 2, 3
