@@ -59,7 +59,8 @@ class LabelNextRow(QWidget):
         self.suggest_button = QPushButton(SUGGEST_BUTTON_TEXT, self)
         self.suggest_button.setObjectName("whereToLabelNextButton")
         self.suggest_button.setToolTip(
-            "Squares of the raster where new labels should help the model most (where it is least sure), "
+            "Squares of the raster where new labels should help the model most (spread over the classes it "
+            "predicts, and within each where it is least sure), "
             "away from your labels, added as a numbered layer; the map zooms to square 1"
         )
         self.count_spin = QSpinBox(self)
