@@ -155,8 +155,8 @@ def pick(candidates: Candidates, count: int) -> list[tuple[int, float]]:
     c = candidates
     shares = c.shares
     n = c.rows.size
-    stratum = np.argmax(c.class_counts, axis=1) if n else np.zeros(0, np.int64)
-    classes = c.class_counts.shape[1] if c.class_counts.ndim == 2 else 1
+    stratum = np.argmax(c.class_counts, axis=1)  # (N,): the class each square predicts most
+    classes = c.class_counts.shape[1]
     weight = np.bincount(stratum[c.eligible], minlength=classes).astype(np.float64) ** STRATUM_POWER
     picked = np.zeros(classes)
     similarity = np.zeros(n)  # highest class-mix similarity to a picked square

@@ -100,10 +100,10 @@ def window_token_order(h: int, w: int, window: int, shift: int) -> tuple[torch.T
     order = (ry // window * (wp // window) + rx // window) * window * window + ry % window * window + rx % window
     gather = torch.empty(hp * wp, dtype=torch.int64)
     gather[order.reshape(-1)] = source.reshape(-1)
-    y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    ry, rx = (y - shift) % hp, (x - shift) % wp
-    scatter = (ry // window * (wp // window) + rx // window) * window * window + ry % window * window + rx % window
-    return gather, scatter.reshape(-1)
+    real = gather < h * w
+    scatter = torch.empty(h * w, dtype=torch.int64)
+    scatter[gather[real]] = torch.arange(hp * wp)[real]  # the inverse of gather on the real tokens
+    return gather, scatter
 
 
 def windowed_attention(
