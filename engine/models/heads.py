@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.models.tables import cached_table
+
 
 def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear resize, ``align_corners=False`` (mmseg's ``resize`` as used by UperNet)."""
@@ -123,8 +125,9 @@ class UPerHead(nn.Module):
             w = weight[:, level * ch : (level + 1) * ch]  # (ch, ch, 3, 3)
             taps = F.conv2d(outs[level], w.permute(2, 3, 0, 1).reshape(9 * ch, ch, 1, 1))  # (B, 9*ch, h, w)
             low_h, low_w = taps.shape[2:]
-            along_x = _shifted_resize_matrices(low_w, width).to(taps)  # (3, W, w): tap kx → output column
-            along_y = _shifted_resize_matrices(low_h, height).to(taps)  # (3, H, h): kernel row ky → output row
+            # (3, W, w): tap kx → output column; (3, H, h): kernel row ky → output row
+            along_x = cached_table(_shifted_resize_matrices, low_w, width).to(taps)
+            along_y = cached_table(_shifted_resize_matrices, low_h, height).to(taps)
             taps = taps.view(batch, 3, 3, ch, low_h, low_w)  # (B, ky, kx, ch, h, w)
             rows = torch.einsum("bkjchw,jXw->bkchX", taps, along_x)  # (B, ky, ch, h, W): kernel rows, summed over kx
             y = y + torch.einsum("kYy,bkcyX->bcYX", along_y, rows)  # (B, ch, H, W)

@@ -7,6 +7,8 @@ import functools
 import torch
 from torch import nn
 
+from engine.models.tables import cached_table
+
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     """(B, H, W, C) → (B·nW, window, window, C); H and W must be multiples of ``window``."""
@@ -124,7 +126,7 @@ def windowed_attention(
     copies of the token map instead of six.
     """
     b, n, c = x.shape
-    gather, scatter = window_token_order(h, w, window, shift)
+    gather, scatter = cached_table(window_token_order, h, w, window, shift)
     if gather.device != x.device:
         gather, scatter = gather.to(x.device), scatter.to(x.device)
     if gather.numel() > n:  # some padding: the index n is a zero token
