@@ -176,14 +176,32 @@ def table(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         scenes = {s: {k: float(np.mean(v)) for k, v in acc.items()} for (s, r), acc in per_scene.items() if r == rnd}
         mean = {k: round(float(np.mean([v[k] for v in scenes.values()])), 2) for k in ("guided", "random", *PX)}
         worst = min(v["guided"] - v["random"] for v in scenes.values())
-        means[str(rnd)] = {**mean, "scenes": len(scenes), "worst_scene_delta": round(worst, 2), "per_scene": scenes}
+        deltas = [np.subtract(acc["guided"], acc["random"]) for (_, r), acc in per_scene.items() if r == rnd]
+        means[str(rnd)] = {**mean, "scenes": len(scenes), "worst_scene_delta": round(worst, 2), **seed_noise(deltas),
+                           "per_scene": scenes}  # fmt: skip
     lines += ["", "| round | scenes | mean labelled px (guided / random) | guided mIoU | random mIoU | guided − random "
-              "| worst scene |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+              "| ± seed noise (SE) | runs ahead | worst scene |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for rnd, m in means.items():
+        se = "-" if m["delta_se"] is None else f"{m['delta_se']:.1f}"
         lines.append(f"| {rnd} | {m['scenes']} | {m['gpx']:.0f} / {m['rpx']:.0f} | {m['guided']:.1f} | "
-                     f"{m['random']:.1f} | {m['guided'] - m['random']:+.1f} | "
+                     f"{m['random']:.1f} | {m['guided'] - m['random']:+.1f} | {se} | {m['ahead']} of {m['runs']} | "
                      f"{m['worst_scene_delta']:+.1f} |")  # fmt: skip
     return "\n".join(lines), means
+
+
+def seed_noise(deltas: list[np.ndarray]) -> dict[str, Any]:
+    """How far seed noise alone moves the mean over scenes of guided − random (each scene averaged over its seeds).
+
+    ``deltas`` holds one array per scene, guided − random at each of its seeds. The spread between seeds is pooled
+    over the scenes run at two seeds or more (a scene's own two or three values say little about it alone); the
+    standard error of the mean over scenes is then ``sqrt(pooled variance × Σ 1/seeds) / scenes``. ``None`` when no
+    scene has two seeds. Also: how many scene-seed runs end with guided ahead, out of how many.
+    """
+    squares = sum(float(((d - d.mean()) ** 2).sum()) for d in deltas)
+    dof = sum(len(d) - 1 for d in deltas)
+    se = np.sqrt(squares / dof * sum(1 / len(d) for d in deltas)) / len(deltas) if dof else None
+    return {"delta_se": None if se is None else round(float(se), 2), "ahead": int(sum((d > 0).sum() for d in deltas)),
+            "runs": sum(len(d) for d in deltas)}  # fmt: skip
 
 
 def plot(means: dict[str, Any], path: str, title: str) -> None:

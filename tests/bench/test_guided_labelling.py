@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.finetune_quality import IGNORE, SPARSE_SIDE
-from bench.guided_labelling import add_squares, random_squares, table
+from bench.guided_labelling import add_squares, random_squares, seed_noise, table
 
 
 def test_random_squares_stay_inside_and_overlap_nothing_taken() -> None:
@@ -49,5 +49,17 @@ def test_table_averages_seeds_then_scenes() -> None:
     # round 1: loveda0 only (potsdam's guided run failed): guided 18, random 16 over its two seeds
     assert means["1"]["scenes"] == 1
     assert (means["1"]["guided"], means["1"]["random"], means["1"]["worst_scene_delta"]) == (18.0, 16.0, 2.0)
+    # seed noise, by hand: loveda0's deltas +6 and -2 spread by 4 either side of +2, one degree of freedom, so the
+    # pooled variance is 32 and the standard error of the two-seed mean sqrt(32 / 2) = 4; one run of two ahead
+    assert (means["1"]["delta_se"], means["1"]["ahead"], means["1"]["runs"]) == (4.0, 1, 2)
+    assert "| 1 | 1 | 200 / 200 | 18.0 | 16.0 | +2.0 | 4.0 | 1 of 2 | +2.0 |" in text
     # round 0: both scenes, the start is shared: guided = random = mean(11, 30)
     assert means["0"]["guided"] == means["0"]["random"] == 20.5
+
+
+def test_seed_noise_pools_the_spread_of_scenes_run_at_several_seeds() -> None:
+    deltas = [np.array([6.0, -2.0]), np.array([1.0, 3.0, 5.0]), np.array([10.0])]
+    # by hand: squares about each scene's mean 32 + 8 + 0 over 1 + 2 + 0 degrees of freedom = 40 / 3;
+    # the mean over 3 scenes of means over 2, 3 and 1 seeds: sqrt(40 / 3 * (1/2 + 1/3 + 1)) / 3 = 1.648
+    assert seed_noise(deltas) == {"delta_se": 1.65, "ahead": 5, "runs": 6}
+    assert seed_noise([np.array([4.0]), np.array([-1.0])]) == {"delta_se": None, "ahead": 1, "runs": 2}
