@@ -19,8 +19,8 @@ image, the same split: labels only in the **top 60 %** of rows, the score on the
    (:func:`bench.finetune_quality.scores`).
 
 Results: ``<out>/guided_labelling.json`` (rewritten after every step), a markdown table (per scene, seed and round;
-then the mean over scenes, each scene first averaged over its seeds) and ``<out>/guided_labelling.png`` (mIoU
-against labelled pixels, both strategies). Goal of issue #26: guided ≥ random + 3 mIoU after the last round, averaged
+then the mean over scenes, each scene first averaged over its seeds, with the seed noise of guided − random,
+:func:`seed_noise`) and ``<out>/guided_labelling.png`` (mIoU against labelled pixels, both strategies). Goal of issue #26: guided ≥ random + 3 mIoU after the last round, averaged
 over the scenes, and no scene worse than random by more than 1. Machines are shared and noisy: the CPU is printed.
 """
 
