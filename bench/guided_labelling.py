@@ -20,8 +20,10 @@ image, the same split: labels only in the **top 60 %** of rows, the score on the
 
 Results: ``<out>/guided_labelling.json`` (rewritten after every step), a markdown table (per scene, seed and round;
 then the mean over scenes, each scene first averaged over its seeds, with the seed noise of guided − random,
-:func:`seed_noise`) and ``<out>/guided_labelling.png`` (mIoU against labelled pixels, both strategies). Goal of issue #26: guided ≥ random + 3 mIoU after the last round, averaged
-over the scenes, and no scene worse than random by more than 1. Machines are shared and noisy: the CPU is printed.
+:func:`seed_noise`, and the same difference over the test area's classes only) and ``<out>/guided_labelling.png``
+(mIoU against labelled pixels, both strategies). ``--from-json`` merges earlier runs' JSON files into one table and
+plot without running anything. Goal of issue #26: guided ≥ random + 3 mIoU after the last round, averaged over the
+scenes, and no scene worse than random by more than 1. Machines are shared and noisy: the CPU is printed.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from bench.finetune import cpu_name, georeferenced, trace
-from bench.finetune_quality import GSD, IGNORE, SCENES, SPARSE_SIDE, child, finetune, load_scene, split_row
+from bench.finetune_quality import DATA, GSD, IGNORE, SCENES, SPARSE_SIDE, child, finetune, load_scene, split_row
 
 STRATEGIES = ("guided", "random")
 PX = ("gpx", "rpx")  # keys of the labelled pixels of each strategy in the means
@@ -151,8 +153,31 @@ def run_seed(scene_name: str, seed: int, args: argparse.Namespace, tmp: str, rec
             state[strategy] = (own, own_taken, result)
 
 
-def table(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    """The markdown table and the mean over scenes per round (each scene first averaged over its seeds)."""
+def classes_in_test_area(names: list[str]) -> dict[str, list[int]]:
+    """Per scene, the class ids present in the reference of the test part (the bottom 40 % of rows); a scene whose
+    files are not in ../shared/data (a clone elsewhere, merging runs with ``--from-json``) is left out."""
+    out = {}
+    for name in names:
+        if not os.path.exists(os.path.join(DATA, SCENES[name].mask)):
+            continue
+        _, mask, _ = load_scene(SCENES[name])
+        test = mask[split_row(mask.shape[0]) :]
+        out[name] = [int(k) for k in np.unique(test) if k != IGNORE]
+    return out
+
+
+def mean_iou_over(iou: list[float | None], classes: list[int]) -> float:
+    """The mean of the per-class IoU (in %, as the rows hold it) over ``classes`` only (undefined counts 0)."""
+    return float(np.mean([iou[k] or 0.0 for k in classes]))
+
+
+def table(rows: list[dict[str, Any]], test_classes: dict[str, list[int]] | None = None) -> tuple[str, dict[str, Any]]:
+    """The markdown table and the mean over scenes per round (each scene first averaged over its seeds).
+
+    With ``test_classes`` (:func:`classes_in_test_area`), each round's means also carry ``delta_test_classes``: guided −
+    random when the mean IoU is taken over the classes present in the test reference only, not mmseg's classes
+    present *or predicted*: how much of a difference comes from predicting classes the test area lacks.
+    """
     by = {(r["scene"], r["seed"], r["round"], r["strategy"]): r for r in rows}
     lines = ["| scene | seed | round | labelled px (guided / random) | guided mIoU | random mIoU | guided − random |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -171,6 +196,9 @@ def table(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
             for s, key in zip(STRATEGIES, PX, strict=True):
                 acc[s].append(miou[s])
                 acc[key].append(got[s]["labelled_px"])
+            if test_classes is not None and scene in test_classes and all("iou" in got[s] for s in STRATEGIES):
+                g, r = (mean_iou_over(got[s]["iou"], test_classes[scene]) for s in STRATEGIES)
+                acc.setdefault("test_classes_delta", []).append(g - r)
     means: dict[str, Any] = {}
     for rnd in sorted({r for _, r in per_scene}):
         scenes = {s: {k: float(np.mean(v)) for k, v in acc.items()} for (s, r), acc in per_scene.items() if r == rnd}
@@ -179,13 +207,22 @@ def table(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         deltas = [np.subtract(acc["guided"], acc["random"]) for (_, r), acc in per_scene.items() if r == rnd]
         means[str(rnd)] = {**mean, "scenes": len(scenes), "worst_scene_delta": round(worst, 2), **seed_noise(deltas),
                            "per_scene": scenes}  # fmt: skip
+        restricted = [v["test_classes_delta"] for v in scenes.values() if "test_classes_delta" in v]
+        if restricted:
+            means[str(rnd)]["delta_test_classes"] = round(float(np.mean(restricted)), 2)
     lines += ["", "| round | scenes | mean labelled px (guided / random) | guided mIoU | random mIoU | guided − random "
               "| ± seed noise (SE) | runs ahead | worst scene |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    if test_classes is not None:
+        lines[-2] += " guided − random, test-area classes only |"
+        lines[-1] += "---|"
     for rnd, m in means.items():
         se = "-" if m["delta_se"] is None else f"{m['delta_se']:.1f}"
+        only = " - |" * (test_classes is not None)
+        if "delta_test_classes" in m:
+            only = f" {m['delta_test_classes']:+.1f} |"
         lines.append(f"| {rnd} | {m['scenes']} | {m['gpx']:.0f} / {m['rpx']:.0f} | {m['guided']:.1f} | "
                      f"{m['random']:.1f} | {m['guided'] - m['random']:+.1f} | {se} | {m['ahead']} of {m['runs']} | "
-                     f"{m['worst_scene_delta']:+.1f} |")  # fmt: skip
+                     f"{m['worst_scene_delta']:+.1f} |{only}")  # fmt: skip
     return "\n".join(lines), means
 
 
@@ -244,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the child processes (default: torch's)")
     p.add_argument("--finetune-args", help="extra finetune options, e.g. '--iters 150'")
     p.add_argument("--keep", help="keep the rasters, labels, models and logs in this folder")
+    p.add_argument("--from-json", nargs="+", metavar="JSON", help="run nothing: the tables and the plot over the rows "
+                   "of these guided_labelling.json files (runs of other seeds or scenes, merged)")  # fmt: skip
     args = p.parse_args(argv)
     if args.quick:
         args.scenes = args.scenes or ["loveda0"]
@@ -268,11 +307,22 @@ def main(argv: list[str] | None = None) -> int:
         shown = ("scene", "seed", "round", "strategy", "labelled_px", "mIoU", "seconds", "suggest_seconds", "error")
         print(json.dumps({k: row[k] for k in shown if k in row}), flush=True)
 
-    with tempfile.TemporaryDirectory() as tmpdir:
-        for name in names:
-            for seed in args.seeds:
-                run_seed(name, seed, args, args.keep or tmpdir, record)
-    text, means = table(rows)
+    if args.from_json:
+        cpus = set()
+        for path in args.from_json:
+            with open(path, encoding="utf-8") as f:
+                run = json.load(f)
+            rows += run["rows"]
+            cpus.add(run["cpu"])
+        names = [n for n in SCENES if any(r["scene"] == n for r in rows)]
+        cpu = "; ".join(sorted(cpus))  # the runs' CPUs, not this one's
+        args.seeds = sorted({int(r["seed"]) for r in rows})
+    else:
+        with tempfile.TemporaryDirectory() as tmpdir:
+            for name in names:
+                for seed in args.seeds:
+                    run_seed(name, seed, args, args.keep or tmpdir, record)
+    text, means = table(rows, classes_in_test_area(names))
     wall = time.monotonic() - t0
     fts = [r["seconds"] for r in rows if "seconds" in r]
     sugg = [r["suggest_seconds"] for r in rows if "suggest_seconds" in r]
@@ -286,9 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         met = last["guided"] - last["random"] >= 3 and last["worst_scene_delta"] >= -1
         print(f"goal (guided ≥ random + 3 after round {max(means, key=int)}, no scene below random by > 1): "
               f"{'met' if met else 'not met'}")  # fmt: skip
-        plot(means, os.path.join(args.out, "guided_labelling.png"),
-             f"{', '.join(names)}; seeds {' '.join(map(str, args.seeds))}; {args.finetune_args or 'default iters'}\n"
-             f"{cpu}")  # fmt: skip
+        scenes = ", ".join(names) if len(names) <= 3 else f"{len(names)} scenes"
+        title = f"{scenes}; seeds {' '.join(map(str, args.seeds))}; {args.finetune_args or 'default iters'}\n{cpu}"
+        plot(means, os.path.join(args.out, "guided_labelling.png"), title)
     print(f"{wall:.0f} s; fine-tune {summary['finetune_seconds_mean']} s each, "
           f"suggest {summary['suggest_seconds_mean']} s each; written {json_path}")  # fmt: skip
     return 0

@@ -62,13 +62,14 @@ class StyleSuggestions(QgsProcessingLayerPostProcessorInterface):
 
 
 class SuggestAlgorithm(RspAlgorithm):
-    """Where to label next: squares of the raster where new labels should help the model most (spread over the
-    classes it predicts, rare ones favoured, and within each where it is least sure), inside the raster's valid
+    """Where to label next: squares of the raster spread over the classes the model predicts (rare ones favoured)
+    and, within each class, where the model is least sure, inside the raster's valid
     pixels, overlapping neither your labels nor each other, ranked (rank 1 = label there first), with the uncertainty
     (0..1) and the class predicted most in each (python -m training suggest, in the interpreter set in the plugin
     settings). Give the model you are improving and the labels it was trained on; the squares come in the labels'
     CRS. Size 0 uses the model's tile. Digitise in the squares, then fine-tune again from the same model (Fine-tune
-    RSP model, Start model file).
+    RSP model, Start model file). On eight real test scenes, labelling the suggested squares measured about as
+    good as labelling random places (+2.2 mIoU after three rounds, within the seed noise; README).
     """
 
     ID, DISPLAY_NAME, GROUP = "suggest", "Where to label next", "Training"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from bench.finetune_quality import IGNORE, SPARSE_SIDE
-from bench.guided_labelling import add_squares, random_squares, seed_noise, table
+from bench.guided_labelling import add_squares, main, random_squares, seed_noise, table
 
 
 def test_random_squares_stay_inside_and_overlap_nothing_taken() -> None:
@@ -63,3 +65,39 @@ def test_seed_noise_pools_the_spread_of_scenes_run_at_several_seeds() -> None:
     # the mean over 3 scenes of means over 2, 3 and 1 seeds: sqrt(40 / 3 * (1/2 + 1/3 + 1)) / 3 = 1.648
     assert seed_noise(deltas) == {"delta_se": 1.65, "ahead": 5, "runs": 6}
     assert seed_noise([np.array([4.0]), np.array([-1.0])]) == {"delta_se": None, "ahead": 1, "runs": 2}
+
+
+def test_test_area_classes_leave_out_a_class_the_test_area_lacks() -> None:
+    # two classes in the test area (0, 1); guided also predicts class 2, absent there: mmseg's mean counts it as 0
+    row = {"scene": "dubai", "seed": 0, "labelled_px": 100}
+    rows = [
+        {**row, "round": 0, "strategy": "start", "mIoU": 30.0, "iou": [40.0, 20.0, None]},
+        {**row, "round": 1, "strategy": "guided", "mIoU": 40.0, "iou": [70.0, 50.0, 0.0]},
+        {**row, "round": 1, "strategy": "random", "mIoU": 50.0, "iou": [60.0, 40.0, None]},
+    ]
+    text, means = table(rows, {"dubai": [0, 1]})
+    # mmseg: 40 - 50 = -10; over classes 0 and 1 only: mean(70, 50) - mean(60, 40) = +10
+    assert means["1"]["guided"] - means["1"]["random"] == -10.0
+    assert means["1"]["delta_test_classes"] == 10.0
+    assert text.splitlines()[-1].endswith("| -10.0 | +10.0 |")
+    assert "delta_test_classes" not in table(rows)[1]["1"]
+
+
+def test_from_json_merges_runs_without_running_anything(tmp_path) -> None:
+    runs = []
+    for seed, (g, r) in enumerate(((30.0, 20.0), (20.0, 26.0))):
+        base = {"scene": "loveda0", "seed": seed, "labelled_px": 100}
+        rows = [
+            {**base, "round": 0, "strategy": "start", "mIoU": 10.0, "iou": [10.0] * 7},
+            {**base, "round": 1, "strategy": "guided", "mIoU": g, "iou": [g] * 7},
+            {**base, "round": 1, "strategy": "random", "mIoU": r, "iou": [r] * 7},
+        ]
+        runs.append(tmp_path / f"run{seed}.json")
+        runs[-1].write_text(json.dumps({"cpu": f"cpu {seed}", "rows": rows}))
+    assert main(["--from-json", *map(str, runs), "--out", str(tmp_path / "merged")]) == 0
+    merged = json.loads((tmp_path / "merged" / "guided_labelling.json").read_text())
+    assert merged["cpu"] == "cpu 0; cpu 1"
+    # seeds +10 and -6: the mean +2, spread 8 either side, one degree of freedom: SE sqrt(128 / 2) = 8
+    last = merged["summary"]["means"]["1"]
+    assert (last["guided"] - last["random"], last["delta_se"], last["ahead"]) == (2.0, 8.0, 1)
+    assert (tmp_path / "merged" / "guided_labelling.png").stat().st_size > 0
