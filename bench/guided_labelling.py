@@ -217,9 +217,9 @@ def table(rows: list[dict[str, Any]], test_classes: dict[str, list[int]] | None 
         lines[-1] += "---|"
     for rnd, m in means.items():
         se = "-" if m["delta_se"] is None else f"{m['delta_se']:.1f}"
-        only = " - |" * (test_classes is not None)
-        if "delta_test_classes" in m:
-            only = f" {m['delta_test_classes']:+.1f} |"
+        only = ""  # the test-area column, when asked for
+        if test_classes is not None:
+            only = f" {m['delta_test_classes']:+.1f} |" if "delta_test_classes" in m else " - |"
         lines.append(f"| {rnd} | {m['scenes']} | {m['gpx']:.0f} / {m['rpx']:.0f} | {m['guided']:.1f} | "
                      f"{m['random']:.1f} | {m['guided'] - m['random']:+.1f} | {se} | {m['ahead']} of {m['runs']} | "
                      f"{m['worst_scene_delta']:+.1f} |{only}")  # fmt: skip
